@@ -1,0 +1,142 @@
+"""ganbench-report against synthetic run directories whose numbers are computed here by hand."""
+
+import csv
+import json
+import math
+
+import pytest
+import yaml
+
+from ganbench import report
+
+
+def make_run(root, overrides, status="completed", metrics=None, curve=None, results=True):
+    """A run dir as the runner writes it: .hydra/overrides.yaml, results.json, metrics.jsonl."""
+    name = ",".join(o for o in overrides if not o.startswith("seed="))
+    seed = next(o for o in overrides if o.startswith("seed=")).split("=")[1]
+    run = root / name / f"seed={seed}"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    if curve is not None:
+        (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in curve))
+    if results:
+        body = {"status": status, "step": 100, "iterations": 100, "wall_time_s": 1.0, "metrics": metrics or {}}
+        (run / "results.json").write_text(json.dumps(body))
+    return run
+
+
+def metric(final, best, higher=True):
+    return {"final": final, "final_step": 100, "best": best, "best_step": 50, "higher_is_better": higher, "reason": None}
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "sweep"
+    # group A: 3 completed seeds
+    for seed, (final, best) in enumerate([(6.0, 7.0), (8.0, 8.5), (7.0, 9.0)]):
+        curve = [
+            {"step": 0, "images_seen": 0, "wall_time_s": 0.0, "modes": 1.0, "reverse_kl": 2.0},
+            {"step": 50, "images_seen": 3200, "wall_time_s": 5.0, "modes": 4.0 + seed, "reverse_kl": 1.0},
+            {"step": 100, "images_seen": 6400, "wall_time_s": 10.0, "modes": final, "reverse_kl": 0.5},
+        ]
+        make_run(
+            root,
+            ["experiment=toy", "objective=dragan", f"seed={seed}"],
+            metrics={"modes": metric(final, best), "reverse_kl": metric(0.5, 0.5, higher=False)},
+            curve=curve,
+        )
+    # group B: 1 completed, 1 diverged, 1 still running (no results.json)
+    make_run(root, ["experiment=toy", "objective=vanilla", "seed=0"], metrics={"modes": metric(2.0, 3.0)},
+             curve=[{"step": 0, "wall_time_s": 0.0, "modes": 1.0}, {"step": 100, "wall_time_s": 9.0, "modes": 2.0}])
+    make_run(root, ["experiment=toy", "objective=vanilla", "seed=1"], status="diverged",
+             metrics={"modes": metric(1.0, 4.0)},
+             curve=[{"step": 0, "wall_time_s": 0.0, "modes": 4.0}, {"step": 40, "wall_time_s": 4.0, "modes": float("nan")}])
+    make_run(root, ["experiment=toy", "objective=vanilla", "seed=2"], results=False,
+             curve=[{"step": 0, "wall_time_s": 0.0, "modes": 8.0}])
+    return root
+
+
+def test_numbers_equal_hand_computation(sweep, capsys):
+    assert report.main([str(sweep)]) == 0
+    printed = capsys.readouterr().out
+    assert "objective=dragan" in printed and "objective=vanilla" in printed
+    assert "experiment=toy" not in printed.split("\n", 2)[1]  # shared override is not part of the label
+
+    rows = {r["group"]: r for r in csv.DictReader((sweep / "report.csv").open())}
+    a, b = rows["objective=dragan"], rows["objective=vanilla"]
+
+    # group A, modes final: 6, 8, 7 -> mean 7, sample std 1, CI = 7 ± t(.975, 2)·1/√3, t = 4.302652729911275
+    assert float(a["modes_final_mean"]) == pytest.approx(7.0)
+    assert float(a["modes_final_std"]) == pytest.approx(1.0)
+    half = 4.302652729911275 / math.sqrt(3)
+    assert float(a["modes_final_ci95_low"]) == pytest.approx(7.0 - half)
+    assert float(a["modes_final_ci95_high"]) == pytest.approx(7.0 + half)
+    # best: 7, 8.5, 9 -> mean 8.1666..., std sqrt(((-7/6)^2 + (1/3)^2 + (5/6)^2)/2)
+    assert float(a["modes_best_mean"]) == pytest.approx(49 / 6)
+    assert float(a["modes_best_std"]) == pytest.approx(math.sqrt(((7 / 6) ** 2 + (1 / 3) ** 2 + (5 / 6) ** 2) / 2))
+    # AUC over steps 0,50,100 of (1, 4+s, final) / 100 = (50·(1+4+s)/2 + 50·(4+s+final)/2) / 100
+    aucs = [(25 * (5 + s) + 25 * (4 + s + f)) / 100 for s, f in enumerate([6.0, 8.0, 7.0])]
+    assert float(a["modes_auc_mean"]) == pytest.approx(sum(aucs) / 3)
+    assert int(a["n"]) == 3 and int(a["n_completed"]) == 3
+    # reverse KL curve 2, 1, 0.5 -> (50·1.5 + 50·0.75)/100 = 1.125 for every seed
+    assert float(a["reverse_kl_auc_mean"]) == pytest.approx(1.125)
+    assert float(a["reverse_kl_auc_std"]) == pytest.approx(0.0)
+
+    # group B: completed (2.0) and diverged (1.0) enter the stats, the running run only the counts
+    assert int(b["n"]) == 3
+    assert int(b["n_completed"]) == 1 and int(b["n_diverged"]) == 1 and int(b["n_running"]) == 1
+    assert int(b["modes_final_n"]) == 2
+    assert float(b["modes_final_mean"]) == pytest.approx(1.5)
+    assert float(b["modes_final_std"]) == pytest.approx(math.sqrt(0.5))
+    # diverged run's NaN evaluation is skipped: its curve is the single point 4.0 -> AUC 4.0
+    assert float(b["modes_auc_mean"]) == pytest.approx(((2.0 + 1.0) / 2 + 4.0) / 2)
+    assert b["reverse_kl_final_n"] == "0" and b["reverse_kl_final_mean"] == ""
+
+    md = (sweep / "report.md").read_text()
+    assert "| objective=vanilla | 3 | 1 | 1 | 1 running |" in md
+    for name in ("modes_vs_step.png", "modes_vs_time.png", "reverse_kl_vs_step.png"):
+        assert (sweep / "figures" / name).stat().st_size > 1000
+
+
+def test_sort_and_by(sweep, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert report.main([str(sweep), "--sort", "modes", "--by", "objective", "--out", str(out), "--no-figures"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    first = next(i for i, line in enumerate(table) if "objective=dragan" in line)
+    second = next(i for i, line in enumerate(table) if "objective=vanilla" in line)
+    assert first < second  # modes: higher is better, dragan 7 > vanilla 1.5
+    assert (out / "report.csv").exists() and not (out / "figures").exists()
+
+    # lower-is-better metric sorts ascending: dragan (0.5) first, vanilla (no value) last
+    assert report.main([str(sweep), "--sort", "reverse_kl", "--out", str(out), "--no-figures"]) == 0
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert [r["group"] for r in rows] == ["objective=dragan", "objective=vanilla"]
+
+
+def test_preempted_and_failed_are_counted_not_averaged(tmp_path):
+    root = tmp_path / "s"
+    make_run(root, ["objective=wgan", "seed=0"], metrics={"fid": metric(50.0, 40.0, higher=False)})
+    make_run(root, ["objective=wgan", "seed=1"], status="preempted", metrics={"fid": metric(90.0, 90.0, higher=False)})
+    make_run(root, ["objective=wgan", "seed=2"], status="failed")
+    runs = report.find_runs([root])
+    groups = report.group_runs(runs)
+    report.summarize_groups(groups, ["fid"])
+    (g,) = groups
+    assert g.status_counts() == {"completed": 1, "preempted": 1, "failed": 1}
+    assert g.stats[("fid", "final")].n == 1 and g.stats[("fid", "final")].mean == 50.0
+    assert math.isnan(g.stats[("fid", "final")].std)
+
+
+def test_summarize_and_auc_formulas():
+    st = report.summarize([1.0, 2.0, 3.0, 4.0])
+    assert st.mean == 2.5 and st.std == pytest.approx(math.sqrt(5 / 3))
+    assert st.ci_half == pytest.approx(3.182446305284263 * math.sqrt(5 / 3) / 2)
+    assert report.normalized_auc([0, 10, 30], [0.0, 1.0, 1.0]) == pytest.approx((5 + 20) / 30)
+    assert report.normalized_auc([5], [3.0]) == 3.0
+    assert report.normalized_auc([], []) is None
+
+
+def test_no_runs_is_a_one_line_error(tmp_path, capsys):
+    assert report.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ganbench-report: error: no run directories") and err.count("\n") == 1
