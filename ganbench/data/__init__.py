@@ -37,7 +37,4 @@ def build_dataset(dataset_cfg, device: torch.device | str, seed: int):
         raise ConfigError(f"unknown dataset.name={name!r}; choose one of {', '.join(DATASET_NAMES)}")
     module_name, fn_name = _BUILDERS[name].split(":")
     builder = getattr(importlib.import_module(module_name), fn_name)
-    device = torch.device(device)
-    if builder.__code__.co_argcount >= 3:
-        return builder(dataset_cfg, device, int(seed))
-    return builder(dataset_cfg, device)
+    return builder(dataset_cfg, torch.device(device), int(seed))

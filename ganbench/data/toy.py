@@ -93,15 +93,15 @@ class SwissRoll(PointsDataset):
         return xy / self.scale
 
 
-def build_ring8(cfg, device):
+def build_ring8(cfg, device, seed=0):
     return GaussianMixture2D("ring8", ring_centers(8, float(cfg.get("radius", 2.0))),
                              float(cfg.get("std", 0.02)), device)
 
 
-def build_grid25(cfg, device):
+def build_grid25(cfg, device, seed=0):
     return GaussianMixture2D("grid25", grid_centers(5, float(cfg.get("spacing", 2.0))),
                              float(cfg.get("std", 0.05)), device)
 
 
-def build_swissroll(cfg, device):
+def build_swissroll(cfg, device, seed=0):
     return SwissRoll("swissroll", float(cfg.get("noise", 0.25)), float(cfg.get("scale", 7.5)), device)

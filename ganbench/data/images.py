@@ -1,0 +1,312 @@
+"""Image datasets: torchvision CIFAR-10 / MNIST and ``folder`` (a directory or archive of images).
+
+Each source is decoded once into a uint8 (N, C, H, W) tensor, cached on disk (see cache.py), and
+kept on the training device when it fits, so ``sample()`` is one on-device gather + conversion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ganbench.data import cache as cache_mod
+from ganbench.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = "~/.cache/ganbench/data"
+# Fraction of free GPU memory the uint8 dataset may take under on_device=auto (the rest is for training).
+_GPU_SHARE = 0.25
+_DOWNLOAD_TIMEOUT_S = 60
+
+
+class ImageDataset:
+    """uint8 images sampled uniformly with replacement: ``sample(B)`` = images[randint(N, (B,))]
+    mapped to float32 in [-1, 1] (x/127.5 - 1) on the device."""
+
+    kind = "image"
+
+    def __init__(self, name: str, images: torch.Tensor, device: torch.device, on_device,
+                 split: str | None, load_split: Callable[[str], torch.Tensor] | None = None,
+                 labels: torch.Tensor | None = None):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"expected uint8 (N,C,H,W) images, got {images.dtype} {tuple(images.shape)}")
+        self.name = name
+        self.device = torch.device(device)
+        self.split = split
+        self.shape = tuple(images.shape[1:])
+        self.num_images = images.shape[0]
+        self.images = images  # CPU copy, returned by real_uint8 for the training split
+        self.labels = labels
+        self.data = place(images, self.device, on_device)
+        self._load_split = load_split
+        self._other_splits: dict[str, torch.Tensor] = {}
+
+    def sample(self, batch_size: int) -> torch.Tensor:
+        """(batch_size, C, H, W) float32 in [-1, 1] on the device; indices from the global RNG of the
+        device that holds the images (the training device unless on_device kept them on the CPU)."""
+        idx = torch.randint(self.num_images, (batch_size,), device=self.data.device)
+        x = self.data.index_select(0, idx)
+        if x.device != self.device:
+            x = x.to(self.device, non_blocking=True)
+        return x.to(torch.float32).div_(127.5).sub_(1.0)
+
+    def real_uint8(self, split: str | None = None) -> torch.Tensor:
+        """uint8 (N, C, H, W) CPU tensor of a whole split ("train" | "test"); None = the split sampled from."""
+        if split is None or split == self.split:
+            return self.images
+        if split not in self._other_splits:
+            if self._load_split is None:
+                raise DataError(f"dataset {self.name} has no '{split}' split")
+            self._other_splits[split] = self._load_split(split)
+        return self._other_splits[split]
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, n={self.num_images}, "
+                f"shape={self.shape}, device={self.device}, data_on={self.data.device})")
+
+
+def place(images: torch.Tensor, device: torch.device, on_device) -> torch.Tensor:
+    """Put the uint8 images on ``device`` if on_device is true, or under "auto" when they take at most
+    a quarter of the free GPU memory; otherwise keep them on the CPU (batches are then copied over)."""
+    if device.type == "cpu":
+        return images
+    mode = str(on_device).lower()
+    if mode in ("false", "0", "no"):
+        return images
+    if mode == "auto" and device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if images.nbytes > _GPU_SHARE * free:
+            log.info("keeping %.0f MB of images on the CPU (free GPU memory %.0f MB)", images.nbytes / 2**20, free / 2**20)
+            return images
+    elif mode not in ("auto", "true", "1", "yes"):
+        raise ConfigError(f"dataset.on_device must be auto, true or false, got {on_device!r}")
+    return images.to(device)
+
+
+# ------------------------------------------------------------------ config helpers
+
+def data_root(cfg) -> Path:
+    """dataset.root with ~ expanded (default ~/.cache/ganbench/data)."""
+    return Path(os.path.expanduser(str(cfg.get("root") or DEFAULT_ROOT))).absolute()
+
+
+def _int_option(cfg, key: str, default: int, allowed=None) -> int:
+    value = cfg.get(key, default)
+    if value is None:
+        value = default
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"dataset.{key} must be an integer, got {value!r}") from None
+    if value <= 0 or (allowed is not None and value not in allowed):
+        raise ConfigError(f"dataset.{key} must be {'one of ' + str(allowed) if allowed else '> 0'}, got {value}")
+    return value
+
+
+def _split_option(cfg, default: str | None, allow_none: bool) -> str | None:
+    split = cfg.get("split", default)
+    if split is None and allow_none:
+        return None
+    if split not in ("train", "test") and not (allow_none and isinstance(split, str) and split):
+        raise ConfigError(f"dataset.split must be train or test, got {split!r}")
+    return split
+
+
+def _cache_file(cfg, label: str, parts: dict) -> Path | None:
+    return cache_mod.cache_path(data_root(cfg), label, parts) if cfg.get("cache", True) else None
+
+
+def to_format(images: torch.Tensor, resolution: int, channels: int) -> torch.Tensor:
+    """uint8 (N,C,h,w) -> uint8 (N,channels,resolution,resolution): RGB->L with PIL's luma weights
+    (299, 587, 114)/1000, L->RGB by repetition, then shorter side resized (bicubic, antialiased) and
+    center-cropped."""
+    out = []
+    for x in images.split(4096):  # bounded float32 working memory
+        if x.shape[1] != channels:
+            if channels == 1:
+                w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+                x = (x.float() * w).sum(1, keepdim=True).round().clamp_(0, 255).to(torch.uint8)
+            else:
+                x = x.expand(-1, 3, -1, -1)
+        h, w_ = x.shape[-2:]
+        if min(h, w_) != resolution:
+            s = resolution / min(h, w_)
+            size = (max(resolution, round(h * s)), max(resolution, round(w_ * s)))
+            x = F.interpolate(x.float(), size=size, mode="bicubic", antialias=True, align_corners=False)
+            x = x.round_().clamp_(0, 255).to(torch.uint8)
+            h, w_ = size
+        if (h, w_) != (resolution, resolution):
+            top, left = (h - resolution) // 2, (w_ - resolution) // 2
+            x = x[:, :, top:top + resolution, left:left + resolution]
+        out.append(x.contiguous())
+    return torch.cat(out)
+
+
+# ------------------------------------------------------------------ torchvision datasets
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    # urllib has no timeout by default: behind a firewall that drops packets a download would hang.
+    old = socket.getdefaulttimeout()
+    if old is None:
+        socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _one_line(e: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _open_torchvision(factory: Callable[[bool], object], failure: Callable[[BaseException], str]):
+    """factory(download) -> torchvision dataset; try the files on disk first, then torchvision's download."""
+    try:
+        return factory(False)
+    except RuntimeError:
+        pass  # not there (or corrupt): let torchvision download it
+    try:
+        with _socket_timeout(_DOWNLOAD_TIMEOUT_S):
+            return factory(True)
+    except Exception as e:  # URLError, RuntimeError (md5/mirrors), OSError (permissions, disk)
+        raise DataError(failure(e)) from None
+
+
+def _mnist_split_class():
+    from torchvision.datasets import MNIST
+
+    class MNISTSplit(MNIST):
+        """torchvision's MNIST restricted to one split's two files, so that the test split loads (and
+        downloads) without the train files; same folder layout <root>/MNIST/raw."""
+
+        def __init__(self, root, train: bool, download: bool):
+            prefix = "train" if train else "t10k"
+            self.resources = [r for r in MNIST.resources if r[0].startswith(prefix)]
+            super().__init__(root, train=train, download=download)
+
+        @property
+        def raw_folder(self) -> str:
+            return os.path.join(self.root, "MNIST", "raw")
+
+        @property
+        def processed_folder(self) -> str:
+            return os.path.join(self.root, "MNIST", "processed")
+
+    return MNISTSplit
+
+
+def _read_cifar10(root: Path, split: str) -> dict:
+    from torchvision.datasets import CIFAR10
+
+    def failure(e):
+        return (f"cannot download CIFAR-10 into {root} ({_one_line(e)}; no network?): place "
+                f"cifar-10-python.tar.gz there, set GANBENCH_DATA, or use dataset=folder "
+                f"dataset.path=/path/to/images.tar.gz")
+
+    ds = _open_torchvision(lambda download: CIFAR10(str(root), train=split == "train", download=download), failure)
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return {"images": images, "labels": torch.as_tensor(ds.targets, dtype=torch.int64)}
+
+
+def _read_mnist(root: Path, split: str) -> dict:
+    cls = _mnist_split_class()
+    prefix = "train" if split == "train" else "t10k"
+
+    def failure(e):
+        return (f"cannot download MNIST ({split}) into {root / 'MNIST' / 'raw'} ({_one_line(e)}; no network?): "
+                f"place {prefix}-images-idx3-ubyte.gz and {prefix}-labels-idx1-ubyte.gz there, set "
+                f"GANBENCH_DATA, or use dataset=folder dataset.path=/path/to/images.tar.gz")
+
+    ds = _open_torchvision(lambda download: cls(str(root), train=split == "train", download=download), failure)
+    return {"images": ds.data.unsqueeze(1).contiguous(), "labels": ds.targets.to(torch.int64)}
+
+
+_TORCHVISION = {"cifar10": ("CIFAR-10", _read_cifar10), "mnist": ("MNIST", _read_mnist)}
+
+
+def load_torchvision(cfg, name: str, split: str, resolution: int, channels: int) -> dict:
+    """{"images": uint8 (N,C,R,R), "labels": int64 (N,)} of a torchvision dataset split, via the cache."""
+    title, reader = _TORCHVISION[name]
+    root = data_root(cfg)
+    parts = {"source": f"torchvision:{name}", "split": split, "resolution": resolution, "channels": channels}
+    label = f"{name}-{split}-{resolution}px-{channels}ch"
+
+    def build():
+        raw = reader(root, split)
+        return {"images": to_format(raw["images"], resolution, channels), "labels": raw["labels"]}
+
+    return cache_mod.load_or_build(_cache_file(cfg, label, parts), build, f"{title} {split}")
+
+
+def _build_torchvision(cfg, device, name: str, default_channels: int):
+    split = _split_option(cfg, "train", allow_none=False)
+    resolution = _int_option(cfg, "resolution", 32)
+    channels = _int_option(cfg, "channels", default_channels, allowed=(1, 3))
+    data = load_torchvision(cfg, name, split, resolution, channels)
+    return ImageDataset(name, data["images"], device, cfg.get("on_device", "auto"), split,
+                        lambda s: load_torchvision(cfg, name, s, resolution, channels)["images"],
+                        labels=data["labels"])
+
+
+def build_cifar10(cfg, device, seed=0):
+    return _build_torchvision(cfg, device, "cifar10", 3)
+
+
+def build_mnist(cfg, device, seed=0):
+    return _build_torchvision(cfg, device, "mnist", 1)
+
+
+# ------------------------------------------------------------------ folder / archive
+
+def load_folder(cfg, path: Path, split: str | None, resolution: int, channels: int) -> dict:
+    """{"images": uint8 (N,C,R,R), "names": sorted member names} of a directory or archive, via the cache."""
+    from ganbench.data import archive
+
+    parts = {"source": "folder", **cache_mod.file_identity(path), "split": split,
+             "resolution": resolution, "channels": channels}
+    stem = path.name.split(".")[0] or "images"
+    label = f"folder-{stem}-{split or 'all'}-{resolution}px-{channels}ch"
+    workers = cfg.get("decode_workers", "auto")
+    workers = None if workers in (None, "auto") else int(workers)
+
+    def build():
+        names, arr = archive.decode_source(path, split, resolution, channels, workers)
+        return {"images": torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), "names": names}
+
+    return cache_mod.load_or_build(_cache_file(cfg, label, parts), build, f"images of {path} (split={split})")
+
+
+def build_folder(cfg, device, seed=0):
+    from ganbench.data.archive import NoImagesError
+
+    raw_path = cfg.get("path")
+    if not raw_path:
+        raise ConfigError("dataset=folder needs dataset.path=<a directory or .zip/.tar/.tar.gz archive of images>")
+    path = Path(os.path.expanduser(str(raw_path))).absolute()
+    if not path.exists():
+        raise DataError(f"dataset.path={path} does not exist")
+    split = _split_option(cfg, None, allow_none=True)
+    resolution = _int_option(cfg, "resolution", 32)
+    channels = _int_option(cfg, "channels", 3, allowed=(1, 3))
+    data = load_folder(cfg, path, split, resolution, channels)
+
+    def load_split(other: str) -> torch.Tensor:
+        try:
+            return load_folder(cfg, path, other, resolution, channels)["images"]
+        except NoImagesError:
+            # A folder without train/test sub-folders is all training data.
+            if split is None and other == "train":
+                return data["images"]
+            raise
+
+    return ImageDataset("folder", data["images"], device, cfg.get("on_device", "auto"), split, load_split)
