@@ -1,7 +1,30 @@
-"""Preemption-safe stopping: a signal only sets a flag; the training loop checkpoints and exits.
+"""Preemption-safe stopping: a signal only sets a flag; the training loop checkpoints, then exits.
 
-The loop calls ``stop = install()`` once, checks ``stop.requested`` after every generator step,
-saves its state, then calls ``exit_for_requeue(stop)``.
+The training loop does::
+
+    stop = preemption.install()              # once, before the first step
+    ...                                      # after every generator step:
+    if stop.requested:
+        <save checkpoint, flush TensorBoard, results.json status "preempted">
+        preemption.exit_for_requeue(stop)    # never returns
+
+Signals and what happens at the safe point:
+
+- SIGUSR2: what SLURM sends ahead of the time limit through submitit's ``--signal=USR2@<delay>``,
+  and what ``scancel --signal=USR2 <job>`` sends. Under submitit (``hydra/launcher=slurm`` or
+  ``submitit_local``) the handler submitit had installed is called now, at the safe point: it
+  re-pickles the job (``checkpoint()`` of the launcher: same arguments, the run resumes from its own
+  directory), counts a time-out against ``max_num_timeout`` when the job is near its time limit,
+  requeues (``scontrol requeue``; exit code 144 for the local executor) and exits without writing a
+  result, so the submitting process keeps waiting and collects the requeued job's result. Under a
+  plain ``sbatch`` (no submitit) we run ``scontrol requeue $SLURM_JOB_ID`` ourselves.
+- SIGTERM: SLURM's preemption and ``scancel`` send it (KillWait seconds before SIGKILL). The job
+  checkpoints and exits; it requeues itself only while SLURM still reports it RUNNING (a SIGTERM
+  from outside SLURM's own kill path). A cancelled job stays cancelled; a preempted job is requeued
+  by SLURM itself (PreemptMode=REQUEUE).
+- SIGINT (Ctrl-C, caught by the training loop itself) never requeues.
+- Outside SLURM: print one line and exit with status 128 + signal; rerunning the same command
+  resumes from the checkpoint in the run directory.
 """
 
 from __future__ import annotations
@@ -12,9 +35,8 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
 
-# SLURM sends SIGUSR2 ahead of a time limit when asked (submitit's `--signal=USR2@90`), a user can
-# send it with `scancel --signal=USR2`, and SIGTERM is what preemption and `scancel` deliver.
 SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
 
@@ -23,21 +45,30 @@ class StopRequest:
     """Set by the signal handler; read by the training loop (a plain bool: no host sync)."""
 
     requested: bool = False
-    signum: int | None = None
+    signum: Optional[int] = None
     installed: bool = False
-    previous: dict = field(default_factory=dict)
+    previous: Dict[int, object] = field(default_factory=dict)
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else "stop request"
 
 
 def install() -> StopRequest:
-    """Install SIGUSR2/SIGTERM handlers that only record the request (main thread only)."""
+    """Install SIGUSR2/SIGTERM handlers that only record the request (main thread only).
+
+    Returns a StopRequest whose ``requested`` flips to True on the first signal. Previous handlers
+    (e.g. submitit's) are kept and called later, at the safe point, by ``exit_for_requeue``.
+    """
     stop = StopRequest()
     if threading.current_thread() is not threading.main_thread():
-        # Joblib/loky workers may run tasks off the main thread; signals cannot be caught there.
+        # Signals can only be caught in the main thread; off it, the previous handlers stay.
         return stop
 
     def _handler(signum, frame):  # noqa: ARG001 - signal handler signature
+        if not stop.requested:  # the first signal decides (SLURM may add a SIGTERM after a USR2)
+            stop.signum = signum
         stop.requested = True
-        stop.signum = signum
 
     for sig in SIGNALS:
         stop.previous[sig] = signal.signal(sig, _handler)
@@ -45,10 +76,73 @@ def install() -> StopRequest:
     return stop
 
 
+def uninstall(stop: StopRequest) -> None:
+    """Restore the handlers that were in place before ``install``."""
+    if stop.installed:
+        for sig, handler in stop.previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        stop.installed = False
+
+
+def _submitit_requeue_handler(stop: StopRequest) -> Optional[Callable]:
+    """submitit's ``checkpoint_and_try_requeue`` if submitit had installed it for SIGUSR2."""
+    handler = stop.previous.get(signal.SIGUSR2)
+    owner = getattr(handler, "__self__", None)
+    if owner is not None and type(owner).__module__.startswith("submitit.") and getattr(handler, "__name__", "") == "checkpoint_and_try_requeue":
+        return handler
+    return None
+
+
+def _slurm_job_state(job_id: str) -> Optional[str]:
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for token in out.split():
+        if token.startswith("JobState="):
+            return token.split("=", 1)[1]
+    return None
+
+
+def _requeue_slurm(job_id: str) -> bool:
+    try:
+        done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        print(f"ganbench: scontrol requeue {job_id} failed: {err}", file=sys.stderr, flush=True)
+        return False
+    if done.returncode != 0:
+        print(f"ganbench: scontrol requeue {job_id} failed: {done.stderr.strip()}", file=sys.stderr, flush=True)
+    return done.returncode == 0
+
+
 def exit_for_requeue(stop: StopRequest) -> None:
-    """Requeue the SLURM job (if any) and exit; locally raise SystemExit with a one-line message."""
-    name = signal.Signals(stop.signum).name if stop.signum else "stop request"
+    """After the checkpoint is saved: requeue the job when under SLURM/submitit, then exit.
+
+    Never returns: raises SystemExit (status 128 + signal outside submitit), or submitit's own
+    exit after its requeue.
+    """
     job_id = os.environ.get("SLURM_JOB_ID")
-    if job_id:
-        subprocess.run(["scontrol", "requeue", job_id], check=False)
-    raise SystemExit(f"ganbench: stopped on {name}; checkpoint saved, rerun the same command to resume")
+    submitit_handler = _submitit_requeue_handler(stop)
+    uninstall(stop)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    code = 128 + (stop.signum or signal.SIGTERM)
+
+    if stop.signum == signal.SIGUSR2 and submitit_handler is not None:
+        # Re-pickles the job, requeues it (time-out countdown included) and calls sys.exit.
+        submitit_handler(signal.SIGUSR2, None)
+        raise SystemExit(code)  # not reached: submitit exits or raises (too many time-outs)
+
+    # Only SLURM-side signals requeue; Ctrl-C (SIGINT, set by the training loop) never does.
+    slurm_signal = stop.signum in (signal.SIGUSR2, signal.SIGTERM)
+    if job_id and slurm_signal and (stop.signum == signal.SIGUSR2 or _slurm_job_state(job_id) == "RUNNING"):
+        requeued = _requeue_slurm(job_id)
+        where = f"SLURM job {job_id} requeued" if requeued else f"SLURM job {job_id} NOT requeued"
+        print(f"ganbench: stopped on {stop.signal_name}; checkpoint saved; {where}", file=sys.stderr, flush=True)
+        raise SystemExit(code)
+
+    hint = "SLURM stops or requeues the job" if job_id else "run the same command again to resume"
+    print(f"ganbench: stopped on {stop.signal_name}; checkpoint saved; {hint}", file=sys.stderr, flush=True)
+    raise SystemExit(code)

@@ -12,6 +12,10 @@ wall-clock time, mean line per group with a ±1 std band over seeds), and prints
 Which runs enter the statistics: finished runs (status ``completed`` or ``diverged``) with a finite
 value. Runs that are still ``running`` (or have no results.json yet), ``preempted`` or ``failed`` are
 counted in the status columns only. A diverged run keeps the values its last evaluations produced.
+
+``--at-step N`` reports every value as of generator step N (the last evaluation at or before N, from
+metrics.jsonl); runs still in progress that were evaluated at or past N count too. This gives the
+DRAGAN paper's "same number of generator iterations" scores from runs that trained longer.
 """
 
 from __future__ import annotations
@@ -67,38 +71,48 @@ class Run:
             return bool(info["higher_is_better"])
         return metric.removeprefix("ema_") not in LOWER_IS_BETTER
 
-    def series(self, metric: str) -> Tuple[List[float], List[float], List[float]]:
+    def series(self, metric: str, at_step: Optional[float] = None) -> Tuple[List[float], List[float], List[float]]:
         """(steps, wall_time_s, values) of the finite evaluations of ``metric`` in metrics.jsonl."""
         steps, times, values = [], [], []
         for row in self.curve:
             value = row.get(metric)
+            if at_step is not None and float(row.get("step", math.inf)) > at_step:
+                continue
             if isinstance(value, (int, float)) and math.isfinite(value) and "step" in row:
                 steps.append(float(row["step"]))
                 times.append(float(row.get("wall_time_s", math.nan)))
                 values.append(float(value))
         return steps, times, values
 
-    def final(self, metric: str) -> Optional[float]:
-        """Final value: results.json ``final`` if present, else the last finite curve value."""
+    def final(self, metric: str, at_step: Optional[float] = None) -> Optional[float]:
+        """Final value: results.json ``final``, else the last finite curve value (at or before ``at_step``)."""
         info = (self.results or {}).get("metrics", {}).get(metric)
-        if info is not None and "final" in info:
+        if at_step is None and info is not None and "final" in info:
             return _finite(info["final"])
-        _, _, values = self.series(metric)
+        _, _, values = self.series(metric, at_step)
         return values[-1] if values else None
 
-    def best(self, metric: str) -> Optional[float]:
-        """Best value: results.json ``best`` if present, else max/min of the curve."""
+    def best(self, metric: str, at_step: Optional[float] = None) -> Optional[float]:
+        """Best value: results.json ``best``, else max/min of the curve (up to ``at_step``)."""
         info = (self.results or {}).get("metrics", {}).get(metric)
-        if info is not None and "best" in info:
+        if at_step is None and info is not None and "best" in info:
             return _finite(info["best"])
-        _, _, values = self.series(metric)
+        _, _, values = self.series(metric, at_step)
         if not values:
             return None
         return max(values) if self.higher_is_better(metric) else min(values)
 
-    def auc(self, metric: str) -> Optional[float]:
-        steps, _, values = self.series(metric)
+    def auc(self, metric: str, at_step: Optional[float] = None) -> Optional[float]:
+        steps, _, values = self.series(metric, at_step)
         return normalized_auc(steps, values)
+
+    def reached(self, at_step: Optional[float]) -> bool:
+        """Whether the run counts for the statistics: finished, or evaluated at ``at_step`` or later."""
+        if self.status in FINISHED:
+            return True
+        if at_step is None or self.status == "failed":
+            return False
+        return any(float(row.get("step", -1)) >= at_step for row in self.curve)
 
     def label_value(self, key: str) -> str:
         """The value of ``key`` for grouping: override, else Hydra's group choice, else config value."""
@@ -293,13 +307,17 @@ def group_runs(runs: Sequence[Run], by: Optional[Sequence[str]] = None) -> List[
     return [Group(key, sorted(v, key=lambda r: str(r.path))) for key, v in sorted(groups.items())]
 
 
-def summarize_groups(groups: Sequence[Group], metrics: Sequence[str]) -> None:
-    """Fill ``group.stats`` with final/best/auc statistics over the group's finished runs."""
+def summarize_groups(groups: Sequence[Group], metrics: Sequence[str], at_step: Optional[float] = None) -> None:
+    """Fill ``group.stats`` with final/best/auc statistics over the group's finished runs.
+
+    With ``at_step`` every value is taken from the curve up to that generator step, and runs still
+    in progress that have been evaluated at or past it count too (the DRAGAN paper's ^g budget).
+    """
     for group in groups:
-        finished = [r for r in group.runs if r.status in FINISHED]
+        finished = [r for r in group.runs if r.reached(at_step)]
         for metric in metrics:
             for kind, getter in (("final", Run.final), ("best", Run.best), ("auc", Run.auc)):
-                values = [v for v in (getter(r, metric) for r in finished) if v is not None]
+                values = [v for v in (getter(r, metric, at_step) for r in finished) if v is not None]
                 group.stats[(metric, kind)] = summarize(values)
 
 
@@ -396,9 +414,16 @@ def write_csv(path: Path, groups: Sequence[Group], metrics: Sequence[str], by_ke
 
 
 def write_markdown(
-    path: Path, groups: Sequence[Group], metrics: Sequence[str], sweep_dirs: Sequence[Path], figures: Sequence[Path]
+    path: Path,
+    groups: Sequence[Group],
+    metrics: Sequence[str],
+    sweep_dirs: Sequence[Path],
+    figures: Sequence[Path],
+    at_step: Optional[float] = None,
 ) -> None:
     out = ["# ganbench report", "", "Sweeps: " + ", ".join(f"`{d}`" for d in sweep_dirs), ""]
+    if at_step is not None:
+        out += [f"Values as of generator step {at_step:g} (the last evaluation at or before it).", ""]
     out += [
         "Statistics over finished runs (completed or diverged) of each group: mean ± sample std; "
         "95 % CI = mean ± t(0.975, n-1)·std/√n; AUC = trapezoid area over generator steps divided "
@@ -500,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default=None, help="comma-separated keys to group by (default: all overrides but seed)")
     p.add_argument("--sort", default=None, metavar="METRIC", help="sort groups best-first by this metric's final mean")
     p.add_argument("--metrics", default=None, help="comma-separated metrics to report (default: all found)")
+    p.add_argument("--at-step", type=float, default=None, metavar="N",
+                   help="report values as of generator step N (last evaluation at or before N) instead of the end")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the first sweep dir)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     return p
@@ -517,7 +544,7 @@ def run_report(args: argparse.Namespace) -> str:
     if args.sort and args.sort not in metrics:
         raise GanbenchError(f"--sort {args.sort}: no such metric (have: {', '.join(metrics) or 'none'})")
     groups = group_runs(runs, by)
-    summarize_groups(groups, metrics)
+    summarize_groups(groups, metrics, args.at_step)
     groups = sort_groups(groups, args.sort, runs)
     by_keys = by or sorted({k for g in groups for k, _ in g.key})
 
@@ -525,7 +552,7 @@ def run_report(args: argparse.Namespace) -> str:
     out.mkdir(parents=True, exist_ok=True)
     figures = [] if args.no_figures else plot_figures(out / "figures", groups, metrics)
     write_csv(out / "report.csv", groups, metrics, by_keys)
-    write_markdown(out / "report.md", groups, metrics, args.sweep_dirs, figures)
+    write_markdown(out / "report.md", groups, metrics, args.sweep_dirs, figures, args.at_step)
 
     table = format_text_table(table_rows(groups, metrics, ("final",)))
     counts = Counter(r.status for r in runs)

@@ -140,3 +140,22 @@ def test_no_runs_is_a_one_line_error(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ganbench-report: error: no run directories") and err.count("\n") == 1
+
+
+def test_at_step_reads_the_curve_up_to_that_step(sweep, tmp_path):
+    """The DRAGAN^g budget: values as of step 50, and a still-running run past step 50 counts."""
+    out = tmp_path / "g"
+    make_run(sweep, ["experiment=toy", "objective=vanilla", "seed=3"], results=False,
+             curve=[{"step": 0, "wall_time_s": 0.0, "modes": 2.0}, {"step": 60, "wall_time_s": 6.0, "modes": 6.0}])
+    assert report.main([str(sweep), "--at-step", "50", "--out", str(out), "--no-figures"]) == 0
+    rows = {r["group"]: r for r in csv.DictReader((out / "report.csv").open())}
+    a, b = rows["objective=dragan"], rows["objective=vanilla"]
+    # dragan seeds at step 50: 4, 5, 6; best up to 50 = same (curves increase); AUC over 0..50
+    assert float(a["modes_final_mean"]) == pytest.approx(5.0)
+    assert float(a["modes_best_mean"]) == pytest.approx(5.0)
+    assert float(a["modes_auc_mean"]) == pytest.approx(sum((1 + 4 + s) / 2 for s in range(3)) / 3)
+    # vanilla: completed seed 0 (value at step 0: 1.0), diverged seed 1 (4.0), running seed 3 (2.0:
+    # evaluated at 60 >= 50, so it counts); seed 2 (running, only step 0) does not count
+    assert int(b["modes_final_n"]) == 3
+    assert float(b["modes_final_mean"]) == pytest.approx((1.0 + 4.0 + 2.0) / 3)
+    assert "as of generator step 50" in (out / "report.md").read_text()

@@ -1,0 +1,1 @@
+"""Hydra launchers of ganbench (selected by conf/hydra/launcher/*.yaml through ``_target_``)."""
