@@ -29,12 +29,21 @@ _BUILDERS = {
 DATASET_NAMES = tuple(_BUILDERS)
 
 
-def build_dataset(dataset_cfg, device: torch.device | str, seed: int):
-    """Build the dataset named ``dataset_cfg.name`` on ``device``; ``seed`` fixes any
-    sample drawn at build time (e.g. stacked MNIST's reference set), not training batches."""
-    name = dataset_cfg.get("name")
+def _resolve(name: str, prefix: str):
     if name not in _BUILDERS:
         raise ConfigError(f"unknown dataset.name={name!r}; choose one of {', '.join(DATASET_NAMES)}")
     module_name, fn_name = _BUILDERS[name].split(":")
-    builder = getattr(importlib.import_module(module_name), fn_name)
+    return getattr(importlib.import_module(module_name), fn_name.replace("build_", prefix, 1))
+
+
+def validate_dataset_config(dataset_cfg) -> None:
+    """Raise ConfigError (DataError for a missing dataset.path) for an invalid dataset config,
+    without reading, decoding or downloading any data."""
+    _resolve(dataset_cfg.get("name"), "options_")(dataset_cfg)
+
+
+def build_dataset(dataset_cfg, device: torch.device | str, seed: int):
+    """Build the dataset named ``dataset_cfg.name`` on ``device``; ``seed`` is the run seed (sampling
+    uses torch's global RNG, and reference sets have their own fixed seeds, so no builder needs it yet)."""
+    builder = _resolve(dataset_cfg.get("name"), "build_")
     return builder(dataset_cfg, torch.device(device), int(seed))

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ganbench.data import cache as cache_mod
+from ganbench.data import options
 from ganbench.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -73,21 +74,16 @@ class ImageDataset:
                 f"shape={self.shape}, device={self.device}, data_on={self.data.device})")
 
 
-def place(images: torch.Tensor, device: torch.device, on_device) -> torch.Tensor:
-    """Put the uint8 images on ``device`` if on_device is true, or under "auto" when they take at most
+def place(images: torch.Tensor, device: torch.device, on_device: str) -> torch.Tensor:
+    """Put the uint8 images on ``device`` if on_device is "true", or under "auto" when they take at most
     a quarter of the free GPU memory; otherwise keep them on the CPU (batches are then copied over)."""
-    if device.type == "cpu":
+    if device.type == "cpu" or on_device == "false":
         return images
-    mode = str(on_device).lower()
-    if mode in ("false", "0", "no"):
-        return images
-    if mode == "auto" and device.type == "cuda":
+    if on_device == "auto" and device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         if images.nbytes > _GPU_SHARE * free:
             log.info("keeping %.0f MB of images on the CPU (free GPU memory %.0f MB)", images.nbytes / 2**20, free / 2**20)
             return images
-    elif mode not in ("auto", "true", "1", "yes"):
-        raise ConfigError(f"dataset.on_device must be auto, true or false, got {on_device!r}")
     return images.to(device)
 
 
@@ -96,28 +92,6 @@ def place(images: torch.Tensor, device: torch.device, on_device) -> torch.Tensor
 def data_root(cfg) -> Path:
     """dataset.root with ~ expanded (default ~/.cache/ganbench/data)."""
     return Path(os.path.expanduser(str(cfg.get("root") or DEFAULT_ROOT))).absolute()
-
-
-def _int_option(cfg, key: str, default: int, allowed=None) -> int:
-    value = cfg.get(key, default)
-    if value is None:
-        value = default
-    try:
-        value = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"dataset.{key} must be an integer, got {value!r}") from None
-    if value <= 0 or (allowed is not None and value not in allowed):
-        raise ConfigError(f"dataset.{key} must be {'one of ' + str(allowed) if allowed else '> 0'}, got {value}")
-    return value
-
-
-def _split_option(cfg, default: str | None, allow_none: bool) -> str | None:
-    split = cfg.get("split", default)
-    if split is None and allow_none:
-        return None
-    if split not in ("train", "test") and not (allow_none and isinstance(split, str) and split):
-        raise ConfigError(f"dataset.split must be train or test, got {split!r}")
-    return split
 
 
 def _cache_file(cfg, label: str, parts: dict) -> Path | None:
@@ -248,27 +222,40 @@ def load_torchvision(cfg, name: str, split: str, resolution: int, channels: int)
     return cache_mod.load_or_build(_cache_file(cfg, label, parts), build, f"{title} {split}")
 
 
-def _build_torchvision(cfg, device, name: str, default_channels: int):
-    split = _split_option(cfg, "train", allow_none=False)
-    resolution = _int_option(cfg, "resolution", 32)
-    channels = _int_option(cfg, "channels", default_channels, allowed=(1, 3))
-    data = load_torchvision(cfg, name, split, resolution, channels)
-    return ImageDataset(name, data["images"], device, cfg.get("on_device", "auto"), split,
-                        lambda s: load_torchvision(cfg, name, s, resolution, channels)["images"],
-                        labels=data["labels"])
+def options_torchvision(cfg, default_channels: int) -> dict:
+    return {"split": options.split(cfg, "train"),
+            "resolution": options.integer(cfg, "resolution", 32),
+            "channels": options.integer(cfg, "channels", default_channels, allowed=(1, 3)),
+            "on_device": options.on_device(cfg)}
+
+
+def options_cifar10(cfg) -> dict:
+    return options_torchvision(cfg, 3)
+
+
+def options_mnist(cfg) -> dict:
+    return options_torchvision(cfg, 1)
+
+
+def _build_torchvision(cfg, device, name: str, o: dict):
+    res, ch = o["resolution"], o["channels"]
+    data = load_torchvision(cfg, name, o["split"], res, ch)
+    return ImageDataset(name, data["images"], device, o["on_device"], o["split"],
+                        lambda s: load_torchvision(cfg, name, s, res, ch)["images"], labels=data["labels"])
 
 
 def build_cifar10(cfg, device, seed=0):
-    return _build_torchvision(cfg, device, "cifar10", 3)
+    return _build_torchvision(cfg, device, "cifar10", options_cifar10(cfg))
 
 
 def build_mnist(cfg, device, seed=0):
-    return _build_torchvision(cfg, device, "mnist", 1)
+    return _build_torchvision(cfg, device, "mnist", options_mnist(cfg))
 
 
 # ------------------------------------------------------------------ folder / archive
 
-def load_folder(cfg, path: Path, split: str | None, resolution: int, channels: int) -> dict:
+def load_folder(cfg, path: Path, split: str | None, resolution: int, channels: int,
+                workers: int | None = None) -> dict:
     """{"images": uint8 (N,C,R,R), "names": sorted member names} of a directory or archive, via the cache."""
     from ganbench.data import archive
 
@@ -276,8 +263,6 @@ def load_folder(cfg, path: Path, split: str | None, resolution: int, channels: i
              "resolution": resolution, "channels": channels}
     stem = path.name.split(".")[0] or "images"
     label = f"folder-{stem}-{split or 'all'}-{resolution}px-{channels}ch"
-    workers = cfg.get("decode_workers", "auto")
-    workers = None if workers in (None, "auto") else int(workers)
 
     def build():
         names, arr = archive.decode_source(path, split, resolution, channels, workers)
@@ -286,27 +271,36 @@ def load_folder(cfg, path: Path, split: str | None, resolution: int, channels: i
     return cache_mod.load_or_build(_cache_file(cfg, label, parts), build, f"images of {path} (split={split})")
 
 
-def build_folder(cfg, device, seed=0):
-    from ganbench.data.archive import NoImagesError
-
+def options_folder(cfg) -> dict:
     raw_path = cfg.get("path")
     if not raw_path:
         raise ConfigError("dataset=folder needs dataset.path=<a directory or .zip/.tar/.tar.gz archive of images>")
     path = Path(os.path.expanduser(str(raw_path))).absolute()
     if not path.exists():
         raise DataError(f"dataset.path={path} does not exist")
-    split = _split_option(cfg, None, allow_none=True)
-    resolution = _int_option(cfg, "resolution", 32)
-    channels = _int_option(cfg, "channels", 3, allowed=(1, 3))
-    data = load_folder(cfg, path, split, resolution, channels)
+    return {"path": path,
+            "split": options.split(cfg, None, any_name=True),
+            "resolution": options.integer(cfg, "resolution", 32),
+            "channels": options.integer(cfg, "channels", 3, allowed=(1, 3)),
+            "on_device": options.on_device(cfg),
+            "workers": options.workers(cfg)}
+
+
+def build_folder(cfg, device, seed=0):
+    from ganbench.data.archive import NoImagesError
+
+    o = options_folder(cfg)
+    path, split = o["path"], o["split"]
+    fmt = (o["resolution"], o["channels"], o["workers"])
+    data = load_folder(cfg, path, split, *fmt)
 
     def load_split(other: str) -> torch.Tensor:
         try:
-            return load_folder(cfg, path, other, resolution, channels)["images"]
+            return load_folder(cfg, path, other, *fmt)["images"]
         except NoImagesError:
             # A folder without train/test sub-folders is all training data.
             if split is None and other == "train":
                 return data["images"]
             raise
 
-    return ImageDataset("folder", data["images"], device, cfg.get("on_device", "auto"), split, load_split)
+    return ImageDataset("folder", data["images"], device, o["on_device"], split, load_split)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from ganbench.data.images import _int_option, _split_option, load_torchvision, place
-from ganbench.errors import DataError
+from ganbench.data import options
+from ganbench.data.images import load_torchvision, place
+from ganbench.errors import ConfigError, DataError
 
 
 class StackedMNIST:
@@ -21,7 +22,7 @@ class StackedMNIST:
     num_modes = 1000
 
     def __init__(self, cfg, device: torch.device, split: str, resolution: int,
-                 reference_size: int, reference_seed: int):
+                 reference_size: int, reference_seed: int, on_device: str = "auto"):
         self.device = torch.device(device)
         self.split = split
         self.resolution = resolution
@@ -33,7 +34,7 @@ class StackedMNIST:
         self.shape = (3, resolution, resolution)
         self.reference_size = reference_size
         self.reference_seed = reference_seed
-        self._digits = place(self.mnist_images[:, 0], self.device, cfg.get("on_device", "auto"))
+        self._digits = place(self.mnist_images[:, 0], self.device, on_device)
         self._references: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def sample(self, batch_size: int) -> torch.Tensor:
@@ -72,9 +73,16 @@ class StackedMNIST:
                 f"device={self.device})")
 
 
+def options_stacked_mnist(cfg) -> dict:
+    seed = cfg.get("reference_seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"dataset.reference_seed must be an integer >= 0, got {seed!r}")
+    return {"split": options.split(cfg, "train"),
+            "resolution": options.integer(cfg, "resolution", 32),
+            "reference_size": options.integer(cfg, "reference_size", 50_000),
+            "reference_seed": seed,
+            "on_device": options.on_device(cfg)}
+
+
 def build_stacked_mnist(cfg, device, seed=0):
-    split = _split_option(cfg, "train", allow_none=False)
-    resolution = _int_option(cfg, "resolution", 32)
-    reference_size = _int_option(cfg, "reference_size", 50_000)
-    reference_seed = int(cfg.get("reference_seed", 0) or 0)
-    return StackedMNIST(cfg, device, split, resolution, reference_size, reference_seed)
+    return StackedMNIST(cfg, device, **options_stacked_mnist(cfg))

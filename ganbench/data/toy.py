@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from ganbench.data import options
+
 
 class PointsDataset:
     """Base class of the 2-D datasets: ``kind == "points"``, ``shape == (2,)``."""
@@ -93,15 +95,28 @@ class SwissRoll(PointsDataset):
         return xy / self.scale
 
 
+def options_ring8(cfg) -> dict:
+    return {"radius": options.number(cfg, "radius", 2.0), "std": options.number(cfg, "std", 0.02)}
+
+
+def options_grid25(cfg) -> dict:
+    return {"spacing": options.number(cfg, "spacing", 2.0), "std": options.number(cfg, "std", 0.05)}
+
+
+def options_swissroll(cfg) -> dict:
+    return {"noise": options.number(cfg, "noise", 0.25, positive=False), "scale": options.number(cfg, "scale", 7.5)}
+
+
 def build_ring8(cfg, device, seed=0):
-    return GaussianMixture2D("ring8", ring_centers(8, float(cfg.get("radius", 2.0))),
-                             float(cfg.get("std", 0.02)), device)
+    o = options_ring8(cfg)
+    return GaussianMixture2D("ring8", ring_centers(8, o["radius"]), o["std"], device)
 
 
 def build_grid25(cfg, device, seed=0):
-    return GaussianMixture2D("grid25", grid_centers(5, float(cfg.get("spacing", 2.0))),
-                             float(cfg.get("std", 0.05)), device)
+    o = options_grid25(cfg)
+    return GaussianMixture2D("grid25", grid_centers(5, o["spacing"]), o["std"], device)
 
 
 def build_swissroll(cfg, device, seed=0):
-    return SwissRoll("swissroll", float(cfg.get("noise", 0.25)), float(cfg.get("scale", 7.5)), device)
+    o = options_swissroll(cfg)
+    return SwissRoll("swissroll", o["noise"], o["scale"], device)
