@@ -315,18 +315,18 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
     assert torch.equal(build_dataset(folder_cfg(src, root), CPU, 0).real_uint8(), ref)
 
 
-def test_parallel_decode_matches_serial(tmp_path):
+def test_parallel_decode_matches_serial(tmp_path, monkeypatch):
     files = {f"d/{i:03d}.png": _encode((30 + i % 5, 40), "RGB", (i, 2 * i, 255 - i), "PNG") for i in range(130)}
     src = make_source(tmp_path, "tar", files)
     names1, serial = archive.decode_source(src, None, 32, 3, workers=1)
-    monkeypatch_chunk = archive._CHUNK
-    try:
-        archive._CHUNK = 16  # several tasks
-        names2, parallel = archive.decode_source(src, None, 32, 3, workers=2)
-    finally:
-        archive._CHUNK = monkeypatch_chunk
+    monkeypatch.setattr(archive, "_CHUNK", 16)  # several tasks
+    names2, parallel = archive.decode_source(src, None, 32, 3, workers=2)
     assert names1 == names2 == sorted(names1)
     assert np.array_equal(serial, parallel)
+    files["d/zzz.png"] = b"junk"  # an error inside a worker comes back as one DataError line
+    bad = make_source(tmp_path / "bad", "tar", files)
+    with pytest.raises(DataError, match=r"cannot decode image 'top/d/zzz.png': not a recognised image format \(in "):
+        archive.decode_source(bad, None, 32, 3, workers=2)
 
 
 def test_folder_errors(tmp_path):

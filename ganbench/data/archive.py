@@ -96,7 +96,9 @@ def decode_chunk(names: list[str], blobs: list[bytes], resolution: int, channels
     for i, (name, blob) in enumerate(zip(names, blobs)):
         try:
             out[i] = decode_image(blob, resolution, channels)
-        except (UnidentifiedImageError, OSError, ValueError) as e:
+        except UnidentifiedImageError:
+            raise DataError(f"cannot decode image {name!r}: not a recognised image format") from None
+        except (OSError, ValueError) as e:
             raise DataError(f"cannot decode image {name!r}: {e}") from None
     return names, out
 
@@ -141,6 +143,10 @@ def decode_source(path: Path, split: str | None, resolution: int, channels: int,
         flush()
         if pool is not None:
             results = [f.result() for f in results]
+    except DataError as e:
+        if str(path) in str(e):
+            raise
+        raise type(e)(f"{e} (in {path})") from None
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
