@@ -1,0 +1,40 @@
+"""Generator/discriminator families; ``conf/arch/*.yaml`` configure them."""
+import logging
+from typing import Tuple
+
+from omegaconf import DictConfig
+from torch import nn
+
+from ..config import structured
+from ..errors import ConfigError
+from . import dcgan, mlp
+
+log = logging.getLogger(__name__)
+
+SCHEMAS = {"dcgan": dcgan.DCGANConfig, "mlp": mlp.MLPConfig}
+
+
+def arch_config(node: DictConfig):
+    """The validated, typed arch config."""
+    name = node.get("name")
+    if name not in SCHEMAS:
+        raise ConfigError(f"arch: unknown option '{name}'; allowed: {', '.join(SCHEMAS)}")
+    return structured(SCHEMAS[name], node, "arch")
+
+
+def build(node: DictConfig, shape: Tuple[int, ...], gradient_penalty: bool) -> Tuple[nn.Module, nn.Module]:
+    """G and D for data of ``shape`` ((C,H,W) images or (2,) points); G has ``.z_dim``."""
+    cfg = arch_config(node)
+    if isinstance(cfg, mlp.MLPConfig):
+        return mlp.Generator(cfg, shape), mlp.Discriminator(cfg, shape)
+    if len(shape) != 3:
+        raise ConfigError(f"arch=dcgan needs image data (got points of shape {tuple(shape)}); use arch=mlp")
+    norm = cfg.d_norm
+    if norm == "auto":
+        norm = "none" if gradient_penalty else "batch"
+    elif norm == "batch" and gradient_penalty:
+        log.warning(
+            "arch.d_norm=batch with a gradient penalty: batch norm couples the samples of a batch, so the "
+            "per-sample input gradients the penalty constrains are not those of D(x); use none or layer"
+        )
+    return dcgan.Generator(cfg, shape), dcgan.Discriminator(cfg, shape, norm)

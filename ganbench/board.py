@@ -1,0 +1,91 @@
+"""What a run shows in TensorBoard: scalars, the fixed-z sample grid, the 2-D density plot, the config."""
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torch.utils.tensorboard import SummaryWriter
+
+
+def open_writer(run_dir: Path, resume_step: int) -> SummaryWriter:
+    """A writer in the run directory itself; on resume, events past the checkpoint are purged.
+
+    Everything up to and including ``resume_step`` was logged before the checkpoint; events after it
+    belong to the lost continuation, and ``purge_step`` hides them so that no step appears twice.
+    """
+    if resume_step > 0:
+        return SummaryWriter(log_dir=str(run_dir), purge_step=resume_step + 1)
+    return SummaryWriter(log_dir=str(run_dir))
+
+
+def log_config(writer: SummaryWriter, cfg: DictConfig, step: int) -> None:
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    # Markdown code block: TensorBoard's text plugin renders markdown.
+    writer.add_text("config", "```\n" + text + "\n```", step)
+
+
+def log_scalars(writer: SummaryWriter, values: Dict[str, float], step: int) -> None:
+    for tag, value in values.items():
+        writer.add_scalar(tag, value, step)
+
+
+@torch.no_grad()
+def log_image_grid(writer: SummaryWriter, G: nn.Module, z: Tensor, step: int, tag: str = "images/samples") -> None:
+    """The fixed-z samples as one grid (torchvision.utils.make_grid), generator in eval mode."""
+    from torchvision.utils import make_grid
+
+    was_training = G.training
+    G.eval()
+    images = G(z).float().clamp(-1, 1).cpu()
+    G.train(was_training)
+    grid = make_grid(images, nrow=int(len(images) ** 0.5), normalize=True, value_range=(-1, 1))
+    writer.add_image(tag, grid, step)
+
+
+@torch.no_grad()
+def density_figure(G: nn.Module, D: nn.Module, z: Tensor, real: Tensor, bounds: Optional[float] = None):
+    """Real vs generated points over the level sets of D (the DRAGAN paper's Figures 4 and 13).
+
+    Orange: real samples; green: generated samples; background: D(x), yellow high, purple low.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    G_training, D_training = G.training, D.training
+    G.eval()
+    D.eval()
+    fake = G(z).float().cpu()
+    real = real.float().cpu()
+    if bounds is None:
+        bounds = float(real.abs().max()) * 1.4 + 0.1
+    n = 160
+    axis = torch.linspace(-bounds, bounds, n)
+    xx, yy = torch.meshgrid(axis, axis, indexing="xy")
+    grid = torch.stack([xx.flatten(), yy.flatten()], 1)
+    device = next(D.parameters()).device
+    values = torch.cat([D(chunk.to(device)).float().cpu() for chunk in grid.split(8192)]).view(n, n)
+    G.train(G_training)
+    D.train(D_training)
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=90)
+    ax.contourf(xx.numpy(), yy.numpy(), values.numpy(), levels=20, cmap="viridis")
+    ax.scatter(real[:, 0], real[:, 1], s=3, c="tab:orange", alpha=0.6, label="real")
+    ax.scatter(fake[:, 0], fake[:, 1], s=3, c="tab:green", alpha=0.6, label="generated")
+    ax.set_xlim(-bounds, bounds)
+    ax.set_ylim(-bounds, bounds)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def log_density(writer: SummaryWriter, G: nn.Module, D: nn.Module, z: Tensor, real: Tensor, step: int,
+                tag: str = "images/density") -> None:
+    import matplotlib.pyplot as plt
+
+    fig = density_figure(G, D, z, real)
+    writer.add_figure(tag, fig, step, close=True)
+    plt.close(fig)

@@ -1,0 +1,94 @@
+"""Checkpoints: written atomically, loaded with ``weights_only=True``, checked against the run's config."""
+import os
+import random
+from pathlib import Path
+from typing import Any, Dict, Iterable
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError
+
+# Config keys that define what is being trained: a checkpoint written under other values would not
+# continue the same run. Cadences, iterations (to train longer), evaluation and device may change.
+IDENTITY_KEYS = ("seed", "dataset", "arch", "objective", "penalty", "optimizer", "train.batch_size",
+                 "train.g_average", "train.ema_beta")
+
+
+def save(state: Dict[str, Any], path: Path) -> None:
+    """Write ``state`` to ``path`` atomically: a reader sees the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> Dict[str, Any]:
+    """Load a checkpoint (tensors and plain containers only); a corrupt file becomes a CheckpointError."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as ex:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        reason = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({reason}); it was left in place: move it away to start afresh"
+        ) from None
+    if not isinstance(state, dict) or "step" not in state or "G" not in state:
+        raise CheckpointError(f"{path} is not a ganbench checkpoint; it was left in place")
+    return state
+
+
+def _get(tree: Dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def _first_difference(a: Any, b: Any, prefix: str) -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            found = _first_difference(a.get(key), b.get(key), f"{prefix}.{key}")
+            if found:
+                return found
+        return ""
+    return "" if a == b else f"{prefix}: {a!r} in the checkpoint, {b!r} now"
+
+
+def check_matches(saved: Dict[str, Any], current: Dict[str, Any], path: Path, keys: Iterable[str] = IDENTITY_KEYS) -> None:
+    """Raise CheckpointError naming the first identity key whose value differs."""
+    for key in keys:
+        diff = _first_difference(_get(saved, key), _get(current, key), key)
+        if diff:
+            raise CheckpointError(
+                f"checkpoint {path} belongs to a different run ({diff}); it was left in place: "
+                "use another run directory (different overrides) or move the checkpoint away"
+            )
+
+
+def rng_state() -> Dict[str, Any]:
+    """Every RNG the run draws from (torch CPU and CUDA, Python, NumPy), as checkpoint-safe values."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+    }
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(_tuplify(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x

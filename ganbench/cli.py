@@ -1,0 +1,158 @@
+"""The ``ganbench`` console script: a Hydra app over ``conf/``.
+
+Torch is imported inside the task, so that a process that only submits jobs (SLURM, joblib) stays light.
+Errors the user can fix are printed as one line (``ganbench: error: ...``) with exit code 1; the full
+traceback is shown with ``HYDRA_FULL_ERROR=1``.
+"""
+import hashlib
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import GanbenchError
+
+log = logging.getLogger("ganbench")
+
+
+def config_dir() -> str:
+    """conf/ as shipped in the wheel (ganbench/conf), or the repository's top-level conf/ (editable install)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"ganbench: cannot find conf/config.yaml next to {here}")
+
+
+def run_dirname(override_dirname: str) -> str:
+    """A safe, readable directory name from Hydra's ``k=v,k=v`` override string.
+
+    Path separators in values (``dataset.path=../data/x.tar.gz``) must not create or escape directories;
+    names past 200 characters keep a prefix plus a hash so they stay unique.
+    """
+    name = override_dirname or "default"
+    name = re.sub(r"[/\\]", "_", name).replace("..", "_")
+    name = re.sub(r"[^\w.,=+\-\[\]:@%]", "_", name)
+    if len(name) > 200:
+        name = name[:180] + "__" + hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
+    return name
+
+
+if not OmegaConf.has_resolver("gb.dirname"):
+    OmegaConf.register_new_resolver("gb.dirname", run_dirname)
+
+
+def one_line_error(ex: BaseException) -> str:
+    """Condense Hydra / OmegaConf / ganbench errors to a single line naming the key and the allowed values."""
+    text = str(ex)
+    match = re.search(r"Could not find '([^']+)'\s*\n\s*\nAvailable options in '([^']+)':\s*\n((?:\s+\S+\n?)+)", text)
+    if match:
+        options = ", ".join(o.strip() for o in match.group(3).split() if o.strip())
+        wrong = match.group(1).rsplit("/", 1)[-1]
+        return f"{match.group(2)}: unknown option '{wrong}'; allowed: {options}"
+    match = re.search(r"Could not override '([^']+)'", text)
+    if match:
+        return f"{match.group(1)}: unknown key (add it with +{match.group(1)}=... only if you mean to)"
+    match = re.search(r"Could not find '([^']+)'", text)
+    if match:
+        return f"unknown config '{match.group(1)}'"
+    cause = ex.__cause__
+    if cause is not None and not isinstance(ex, GanbenchError) and str(cause):
+        inner = one_line_error(cause)
+        first = text.strip().splitlines()[0] if text.strip() else type(ex).__name__
+        return f"{first}: {inner}" if inner not in first else first
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    full_key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), None)
+    first = lines[0] if lines else type(ex).__name__
+    if isinstance(ex, GanbenchError):
+        return first
+    if full_key:
+        return f"{full_key}: {first}"
+    return f"{type(ex).__name__}: {first}"
+
+
+def _run_and_report(func: Any) -> Any:
+    """Replacement for Hydra's reporter: one line, exit code 1, traceback only with HYDRA_FULL_ERROR=1."""
+    try:
+        return func()
+    except Exception as ex:  # noqa: BLE001 - this is the top-level reporter
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"ganbench: error: {one_line_error(ex)}", file=sys.stderr)
+        sys.exit(1)
+
+
+class ValidateOnRunStart(Callback):
+    """Validate a single run's config before Hydra creates its directory, so bad input writes nothing."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        validate_task(config)
+
+
+def validate_task(cfg: DictConfig) -> None:
+    from .config import validate, validate_top
+
+    if cfg.get("task") == "gan":
+        validate(cfg)
+        from .data import validate_dataset_config
+
+        validate_dataset_config(cfg.dataset)
+        from .metrics import validate as validate_metrics
+
+        validate_metrics(cfg)
+    else:
+        validate_top(cfg)
+
+
+def task(cfg: DictConfig) -> Optional[dict]:
+    """One job: train a GAN (task=gan) or run the GMM-GAN lab (task=gmm). Returns the results record."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    overrides: List[str] = list(HydraConfig.get().overrides.task)
+    try:
+        if cfg.task == "gmm":
+            from .gmm import run
+
+            return run(cfg, run_dir)
+        from .train import train
+
+        return train(cfg, run_dir, overrides)
+    except Exception as ex:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        _log_to_file_only(ex)
+        if HydraConfig.get().mode == RunMode.RUN:
+            # Hydra would add its own "Error executing job" line: report the one line here instead.
+            print(f"ganbench: error: {one_line_error(ex)}", file=sys.stderr)
+            sys.exit(1)
+        raise  # in a sweep, the launcher records the failure and the other jobs go on
+
+
+def _log_to_file_only(ex: Exception) -> None:
+    """The traceback belongs in the run's train.log, not on a terminal that gets one line."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "run failed", None,
+                            (type(ex), ex, ex.__traceback__))
+    for handler in logging.getLogger().handlers + log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+_app = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)
+
+
+def main() -> None:
+    import hydra._internal.utils as hydra_utils
+
+    hydra_utils.run_and_report = _run_and_report
+    _app()
+
+
+if __name__ == "__main__":
+    main()

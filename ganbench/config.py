@@ -1,0 +1,227 @@
+"""Config schemas (structured configs) and validation.
+
+Hydra composes ``conf/``; ``validate`` then checks every node against a dataclass schema, so that an
+unknown key, a wrong type or an out-of-range value becomes one ConfigError line naming the key.
+"""
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Type, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _first_line(text: str) -> str:
+    return str(text).strip().splitlines()[0] if str(text).strip() else ""
+
+
+def structured(schema: Type[T], node: Any, prefix: str) -> T:
+    """Merge ``node`` into ``schema`` and instantiate it, turning every failure into a one-line ConfigError.
+
+    Range checks live in each schema's ``__post_init__`` and raise ConfigError with the key relative to
+    the node; ``prefix`` (e.g. ``penalty``) makes it the full key.
+    """
+    allowed = [f.name for f in dataclasses.fields(schema)]
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    unknown = [k for k in (node or {}) if k not in allowed]
+    if unknown:
+        raise ConfigError(f"{prefix}.{unknown[0]}: unknown key; allowed keys: {', '.join(allowed)}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node or {})
+        return OmegaConf.to_object(merged)
+    except ConfigError as err:
+        raise ConfigError(f"{prefix}.{err}") from None
+    except ConfigKeyError as err:
+        raise ConfigError(f"{prefix}.{err.full_key}: unknown key; allowed keys: {', '.join(allowed)}") from None
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        msg = _first_line(getattr(err, "msg", None) or err)
+        # Enum errors read "Invalid value 'x', expected one of [a, b]": already name the allowed values.
+        msg = re.sub(r"^Invalid value", "invalid value", msg)
+        raise ConfigError(f"{prefix}.{key}: {msg}") from None
+
+
+def positive(prefix: str = "", **values: float) -> None:
+    for key, value in values.items():
+        if not value > 0:
+            raise ConfigError(f"{prefix}{key}: must be > 0 (got {value})")
+
+
+def at_least_one(prefix: str = "", **values: int) -> None:
+    for key, value in values.items():
+        if value < 1:
+            raise ConfigError(f"{prefix}{key}: must be an integer >= 1 (got {value})")
+
+
+@dataclass
+class TrainConfig:
+    """``train``: the schedule of one run. Steps count generator updates."""
+
+    iterations: int = 100_000
+    batch_size: int = 64
+    log_every: int = 100
+    sample_every: int = 1000
+    ckpt_every: int = 1000
+    sample_grid: int = 64  # fixed-z samples in the image grid (and points ×40 in the 2-D scatter)
+    # Averaged generator weights (DRAGAN paper §2.2): none, ema (θ̄ ← βθ̄ + (1-β)θ) or uniform (θ̄_T = mean θ_t).
+    g_average: str = "none"
+    ema_beta: float = 0.999
+    progress: bool = True  # the tqdm progress bar (always off when stderr is not a terminal... still logs)
+
+    def __post_init__(self) -> None:
+        at_least_one(iterations=self.iterations, batch_size=self.batch_size, log_every=self.log_every,
+                     sample_every=self.sample_every, ckpt_every=self.ckpt_every, sample_grid=self.sample_grid)
+        if self.g_average not in ("none", "ema", "uniform"):
+            raise ConfigError(f"g_average: unknown option '{self.g_average}'; allowed: none, ema, uniform")
+        if not 0 < self.ema_beta < 1:
+            raise ConfigError(f"ema_beta: must be in (0, 1) (got {self.ema_beta})")
+
+
+@dataclass
+class ObjectiveCommon:
+    """The keys every ``conf/objective/*.yaml`` has; loss-specific keys come from the loss class."""
+
+    name: str = "?"
+    loss: str = "nonsaturating"
+    n_dis: int = 1  # discriminator steps per generator step
+    lr: float = 2e-4  # the recipe's learning rate (both players), used by conf/optimizer/*.yaml
+    betas: List[float] = field(default_factory=lambda: [0.5, 0.999])  # the recipe's Adam betas
+
+    def __post_init__(self) -> None:
+        at_least_one(n_dis=self.n_dis)
+        positive(lr=self.lr)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas: must be two numbers in [0, 1) (got {list(self.betas)})")
+
+
+@dataclass
+class AdamConfig:
+    lr: float = 2e-4
+    betas: List[float] = field(default_factory=lambda: [0.5, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        positive(lr=self.lr, eps=self.eps)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas: must be two numbers in [0, 1) (got {list(self.betas)})")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay: must be >= 0 (got {self.weight_decay})")
+
+
+@dataclass
+class RMSpropConfig:
+    lr: float = 5e-5
+    alpha: float = 0.99
+    eps: float = 1e-8
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        positive(lr=self.lr, eps=self.eps)
+        if not 0 <= self.alpha < 1:
+            raise ConfigError(f"alpha: must be in [0, 1) (got {self.alpha})")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ConfigError("momentum and weight_decay: must be >= 0")
+
+
+@dataclass
+class SGDConfig:
+    lr: float = 1e-2
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        positive(lr=self.lr)
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ConfigError("momentum and weight_decay: must be >= 0")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("nesterov: needs momentum > 0")
+
+
+OPTIMIZERS = {"adam": AdamConfig, "rmsprop": RMSpropConfig, "sgd": SGDConfig}
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+TASKS = ("gan", "gmm")
+
+
+@dataclass
+class Spec:
+    """Everything the training loop needs, validated and typed."""
+
+    train: TrainConfig
+    loss: Any
+    n_dis: int
+    penalty: Any
+    optimizer: str
+    opt_g: Any
+    opt_d: Any
+
+
+def validate_top(cfg: DictConfig) -> None:
+    """Top-level keys shared by every task."""
+    task = cfg.get("task")
+    if task not in TASKS:
+        raise ConfigError(f"task: unknown option '{task}'; allowed: {', '.join(TASKS)}")
+    if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool) or cfg.seed < 0:
+        raise ConfigError(f"seed: must be a non-negative integer (got {cfg.get('seed')!r})")
+    if not isinstance(cfg.get("device"), str) or not DEVICE_RE.match(cfg.device):
+        raise ConfigError(f"device: must be auto, cpu, cuda, cuda:N or mps (got {cfg.get('device')!r})")
+    threads = cfg.get("threads", "auto")
+    if threads != "auto" and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ConfigError(f"threads: must be auto or an integer >= 1 (got {threads!r})")
+    resume = cfg.get("resume")
+    if resume is not None and not isinstance(resume, str):
+        raise ConfigError(f"resume: must be a path to a checkpoint (got {resume!r})")
+
+
+def validate(cfg: DictConfig) -> Spec:
+    """Check the whole GAN config; return the typed pieces. Raises ConfigError (one line) on bad input."""
+    from .objectives import LOSSES
+    from .penalties import PENALTIES
+
+    validate_top(cfg)
+    train = structured(TrainConfig, cfg.train, "train")
+
+    obj = OmegaConf.to_container(cfg.objective, resolve=True)
+    common_keys = {f.name for f in dataclasses.fields(ObjectiveCommon)}
+    loss_name = obj.get("loss")
+    if loss_name not in LOSSES:
+        raise ConfigError(f"objective.loss: unknown loss '{loss_name}'; allowed: {', '.join(LOSSES)}")
+    loss_cls = LOSSES[loss_name]
+    loss_keys = {f.name for f in dataclasses.fields(loss_cls)}
+    unknown = [k for k in obj if k not in common_keys | loss_keys]
+    if unknown:
+        raise ConfigError(
+            f"objective.{unknown[0]}: unknown key; allowed keys: {', '.join(sorted(common_keys | loss_keys))}"
+        )
+    common = structured(ObjectiveCommon, {k: v for k, v in obj.items() if k in common_keys}, "objective")
+    loss = structured(loss_cls, {k: v for k, v in obj.items() if k in loss_keys}, "objective")
+
+    pen = OmegaConf.to_container(cfg.penalty, resolve=True)
+    pen_name = pen.pop("name", None)
+    if pen_name not in PENALTIES:
+        raise ConfigError(f"penalty.name: unknown penalty '{pen_name}'; allowed: {', '.join(PENALTIES)}")
+    penalty = structured(PENALTIES[pen_name], pen, "penalty")
+
+    opt = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    opt_name = opt.get("name")
+    if opt_name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.name: unknown optimizer '{opt_name}'; allowed: {', '.join(OPTIMIZERS)}")
+    extra = [k for k in opt if k not in ("name", "g", "d")]
+    if extra:
+        raise ConfigError(f"optimizer.{extra[0]}: unknown key; allowed keys: name, g, d")
+    opt_g = structured(OPTIMIZERS[opt_name], opt.get("g"), "optimizer.g")
+    opt_d = structured(OPTIMIZERS[opt_name], opt.get("d"), "optimizer.d")
+
+    from .archs import arch_config
+
+    arch_config(cfg.arch)
+    return Spec(train=train, loss=loss, n_dis=common.n_dis, penalty=penalty, optimizer=opt_name,
+                opt_g=opt_g, opt_d=opt_d)

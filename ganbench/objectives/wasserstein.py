@@ -1,0 +1,19 @@
+"""The Wasserstein critic loss (Arjovsky et al. 2017; WGAN and WGAN-GP)."""
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from .base import Loss
+
+
+@dataclass
+class Wasserstein(Loss):
+    """L_D = E D(x̃) - E D(x);  L_G = -E D(x̃).  The Lipschitz constraint comes from the penalty."""
+
+    name = "wasserstein"
+
+    def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+        return fake_out.mean() - real_out.mean()
+
+    def g_loss(self, fake_out: Tensor, real_out: Tensor) -> Tensor:
+        return -fake_out.mean()

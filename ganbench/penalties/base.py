@@ -1,0 +1,63 @@
+"""The penalty interface, and the per-sample input-gradient norm every gradient penalty shares."""
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+
+
+@dataclass
+class Penalty:
+    """A regulariser of the discriminator, added to the discriminator's loss only.
+
+    ``every``: lazy regularisation (as in StyleGAN2) — the penalty is applied on every ``every``-th
+    discriminator step with its weight multiplied by ``every``, so its average strength is unchanged.
+    """
+
+    name = "base"
+    #: True for penalties on ∇ₓD (batch norm in D would couple the samples of a batch).
+    gradient_penalty = False
+    #: False for penalties that add no loss term (none, weight clipping): the loop skips their call.
+    adds_loss = True
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ConfigError(f"every: must be an integer >= 1 (got {self.every})")
+
+    def __call__(self, D: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+        """The weighted penalty (scalar); ``fake`` is detached from G."""
+        raise NotImplementedError
+
+    def after_d_step(self, D: nn.Module) -> None:
+        """Hook after each optimizer step of D (weight clipping projects here)."""
+
+
+def check_nonnegative(**values: float) -> None:
+    for key, value in values.items():
+        if value < 0:
+            raise ConfigError(f"{key}: must be >= 0 (got {value})")
+
+
+def input_grad_norm(D: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool = True) -> Tensor:
+    """‖∇ₓD(x)‖₂ per sample, over all non-batch dimensions, of D's raw output; shape (B,).
+
+    Samples of a batch are independent (D has no batch norm), so ∇ of ΣD(xᵢ) w.r.t. xᵢ is ∇D(xᵢ).
+    """
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=create_graph)
+    return torch.linalg.vector_norm(grad.flatten(1), dim=1)
+
+
+def input_grad_sqnorm(D: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """‖∇ₓD(x)‖₂² per sample; computed without the square root, whose gradient is undefined at 0."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+    return grad.flatten(1).square().sum(dim=1)
+
+
+def per_sample_uniform(x: Tensor) -> Tensor:
+    """One U[0,1) draw per sample, shaped to broadcast over x's non-batch dimensions."""
+    return torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype)

@@ -1,0 +1,108 @@
+"""The run's record: ``metrics.jsonl`` (one line per evaluation) and ``results.json`` (the summary)."""
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+RESULTS = "results.json"
+METRICS = "metrics.jsonl"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _finite_or_none(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class RunRecord:
+    """Keeps final and best values of every metric and writes them with the run's status.
+
+    On resume, evaluations logged after the checkpoint's step (by the interrupted process) are dropped,
+    so that the record matches the continuation exactly.
+    """
+
+    def __init__(self, run_dir: Path, config: Dict[str, Any], overrides: List[str], resume_step: int = 0):
+        self.run_dir = run_dir
+        self.config = config
+        self.overrides = overrides
+        self.metrics: Dict[str, Dict[str, Any]] = {}
+        self.higher_is_better: Dict[str, bool] = {}
+        self.reasons: Dict[str, str] = {}
+        self.protocol: Dict[str, Any] = {}
+        jsonl = run_dir / METRICS
+        kept: List[str] = []
+        if jsonl.exists():
+            for line in jsonl.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by a kill
+                if row.get("step", math.inf) <= resume_step:
+                    kept.append(line)
+                    self._update(row)
+            tmp = jsonl.with_name(f".{METRICS}.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, jsonl)
+
+    def previous(self) -> Optional[Dict[str, Any]]:
+        path = self.run_dir / RESULTS
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def _update(self, row: Dict[str, Any]) -> None:
+        step = row["step"]
+        for name, value in row.items():
+            if name in ("step", "images_seen", "wall_time_s"):
+                continue
+            value = _finite_or_none(value)
+            entry = self.metrics.setdefault(name, {"final": None, "final_step": None, "best": None, "best_step": None})
+            entry["final"], entry["final_step"] = value, step
+            hib = self.higher_is_better.get(name, True)
+            if value is not None and (entry["best"] is None or (value > entry["best"] if hib else value < entry["best"])):
+                entry["best"], entry["best_step"] = value, step
+
+    def add(self, step: int, images_seen: int, wall_time_s: float, values: Dict[str, Optional[float]],
+            higher_is_better: Dict[str, bool], reasons: Optional[Dict[str, str]] = None) -> None:
+        """Append one evaluation to metrics.jsonl and update final/best."""
+        self.higher_is_better.update(higher_is_better)
+        self.reasons.update(reasons or {})
+        row = {"step": step, "images_seen": images_seen, "wall_time_s": round(wall_time_s, 3)}
+        row.update({k: _finite_or_none(v) for k, v in values.items()})
+        with open(self.run_dir / METRICS, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self._update(row)
+
+    def write(self, status: str, step: int, iterations: int, wall_time_s: float, it_per_s: Optional[float],
+              diverged_step: Optional[int] = None, error: Optional[str] = None) -> Dict[str, Any]:
+        import torch
+
+        metrics = {}
+        for name, entry in self.metrics.items():
+            metrics[name] = dict(entry, higher_is_better=self.higher_is_better.get(name, True),
+                                 reason=self.reasons.get(name) if entry["final"] is None else None)
+        record = {
+            "status": status,
+            "step": step,
+            "iterations": iterations,
+            "diverged_step": diverged_step,
+            "error": error,
+            "wall_time_s": round(wall_time_s, 3),
+            "it_per_s": None if it_per_s is None else round(it_per_s, 3),
+            "metrics": metrics,
+            "protocol": dict(self.protocol, torch=torch.__version__, python=platform.python_version()),
+            "config": self.config,
+            "overrides": self.overrides,
+        }
+        write_json_atomic(self.run_dir / RESULTS, record)
+        return record

@@ -1,0 +1,373 @@
+"""The training loop: ``objective.n_dis`` discriminator steps (loss + penalty), then one generator step.
+
+Everything is built from the config; this file only decides phases, steps optimizers, logs, evaluates and
+checkpoints. The hot loop never synchronises with the device outside logging/checkpoint steps: running
+sums and the divergence flag stay on the device until a log step reads them.
+"""
+import contextlib
+import logging
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from . import board, checkpoint, preemption
+from .archs import build as build_arch
+from .config import Spec, validate
+from .data import build_dataset
+from .penalties.base import input_grad_norm
+from .results import RunRecord
+
+log = logging.getLogger("ganbench")
+
+CHECKPOINT = Path("checkpoints") / "last.pt"
+# Running sums kept on the device between log steps, in this order.
+SUMS = ("loss/D", "loss/G", "loss/penalty", "D/real", "D/fake")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from .errors import ConfigError
+
+        raise ConfigError("device: cuda requested but CUDA is not available (use device=auto or device=cpu)")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(kind: str, params: Iterator[nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
+def make_average(G: nn.Module, kind: str, beta: float) -> Optional[nn.Module]:
+    """Averaged generator weights (DRAGAN paper §2.2): EMA θ̄ ← βθ̄ + (1-β)θ, or uniform θ̄_T = (1/T)Σθ_t."""
+    if kind == "none":
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    fn = get_ema_multi_avg_fn(beta) if kind == "ema" else None
+    return AveragedModel(G, multi_avg_fn=fn, use_buffers=True)
+
+
+def rng_fork(device: torch.device) -> contextlib.AbstractContextManager:
+    """Run a block with its own copy of the global RNG state, restored afterwards."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def has_batchnorm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+@contextlib.contextmanager
+def frozen_buffers(module: nn.Module) -> Iterator[None]:
+    """Diagnostics must not move batch-norm running statistics: restore every buffer afterwards."""
+    saved = [b.detach().clone() for b in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, s in zip(module.buffers(), saved):
+                b.copy_(s)
+
+
+class Interrupts:
+    """Ctrl-C asks for a clean stop at the end of the current step; a second Ctrl-C aborts at once."""
+
+    def __init__(self, stop: preemption.StopRequest):
+        self.stop = stop
+        self.previous = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.stop.requested:
+            raise KeyboardInterrupt
+        self.stop.requested, self.stop.signum = True, signum
+        log.warning("interrupt: saving a checkpoint after this step (press Ctrl-C again to abort)")
+
+    def __enter__(self) -> "Interrupts":
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread (e.g. some parallel launchers): keep the default
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
+    """Train one GAN in ``run_dir``; resume from its checkpoint when there is one. Returns results.json's record."""
+    spec: Spec = validate(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    device = resolve_device(cfg.device)
+    log.info("device: %s%s", device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    seed_everything(cfg.seed)
+    data = build_dataset(cfg.dataset, device, cfg.seed)
+    threads = cfg.get("threads", "auto")
+    if threads == "auto" and data.kind == "points":
+        threads = 1
+    if threads != "auto":
+        torch.set_num_threads(int(threads))
+    G, D = build_arch(cfg.arch, data.shape, spec.penalty.gradient_penalty)
+    G, D = G.to(device), D.to(device)
+    opt_G = make_optimizer(spec.optimizer, G.parameters(), spec.opt_g)
+    opt_D = make_optimizer(spec.optimizer, D.parameters(), spec.opt_d)
+    G_avg = make_average(G, spec.train.g_average, spec.train.ema_beta)
+    loss, penalty, n_dis, tc = spec.loss, spec.penalty, spec.n_dis, spec.train
+    log.info("G: %.2fM parameters, D: %.2fM parameters", sum(p.numel() for p in G.parameters()) / 1e6,
+             sum(p.numel() for p in D.parameters()) / 1e6)
+
+    # ---- resume: the run's own checkpoint first, else resume=<path> ----
+    ckpt_path = run_dir / CHECKPOINT
+    source = ckpt_path if ckpt_path.exists() else (Path(cfg.resume).expanduser() if cfg.resume else None)
+    step = d_step = 0
+    wall_before = 0.0
+    if source is not None:
+        if not source.exists():
+            from .errors import CheckpointError
+
+            raise CheckpointError(f"resume: no checkpoint at {source}")
+        state = checkpoint.load(source)
+        keys = checkpoint.IDENTITY_KEYS if source == ckpt_path else ("dataset", "arch")
+        checkpoint.check_matches(state["config"], config, source, keys)
+        try:
+            G.load_state_dict(state["G"])
+            D.load_state_dict(state["D"])
+            opt_G.load_state_dict(state["opt_G"])
+            opt_D.load_state_dict(state["opt_D"])
+            if G_avg is not None and state.get("G_avg") is not None:
+                G_avg.load_state_dict(state["G_avg"])
+        except (RuntimeError, ValueError, KeyError) as ex:
+            from .errors import CheckpointError
+
+            first = str(ex).strip().splitlines()[0]
+            raise CheckpointError(f"checkpoint {source} does not fit this model ({first}); it was left in place") from None
+        step, d_step, wall_before = state["step"], state["d_step"], state.get("wall_time_s", 0.0)
+        checkpoint.set_rng_state(state["rng"])
+        log.info("resumed from %s at generator step %d", source, step)
+
+    record = RunRecord(run_dir, config, overrides, resume_step=step)
+    previous = record.previous()
+    if step >= tc.iterations and previous and previous.get("status") == "completed":
+        log.info("run already completed (%d/%d generator steps): nothing to do", step, tc.iterations)
+        return previous
+
+    from .metrics import build_evaluator, log_hparams
+
+    evaluator = build_evaluator(cfg, data, device, run_dir)
+    record.protocol = evaluator.protocol()
+    writer = board.open_writer(run_dir, step)
+    if step == 0:
+        board.log_config(writer, cfg, 0)
+
+    # Fixed latents for samples: their own generator, so they are identical across resumes.
+    fixed = torch.Generator().manual_seed(cfg.seed + 1)
+    n_vis = tc.sample_grid if data.kind == "image" else max(tc.sample_grid * 40, 1000)
+    z_fixed = torch.randn(n_vis, G.z_dim, generator=fixed).to(device)
+    real_vis = data.sample_eval(n_vis, fixed).to(device) if data.kind == "points" else None
+
+    use_penalty = penalty.adds_loss
+    penalty_every = penalty.every
+    # Without batch norm in D, real and fake can share one forward pass: identical maths, one kernel launch.
+    d_batchnorm = has_batchnorm(D)
+    B = tc.batch_size
+    sums = torch.zeros(len(SUMS), device=device)
+    n_summed = 0
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    zero = torch.zeros((), device=device)
+
+    stop = preemption.install()
+    status, diverged_step, error = "running", None, None
+    record.write("running", step, tc.iterations, wall_before, None)
+    t_start = time.perf_counter()
+    t_log, step_log = t_start, step
+    it_per_s: Optional[float] = None
+    progress = None
+    if tc.progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=tc.iterations, initial=step, dynamic_ncols=True, mininterval=1.0,
+                        desc=f"{cfg.objective.name}", unit="it", file=sys.stderr)
+
+    def wall() -> float:
+        return wall_before + time.perf_counter() - t_start
+
+    def save_checkpoint() -> None:
+        state = {
+            "G": G.state_dict(), "D": D.state_dict(), "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+            "G_avg": G_avg.state_dict() if G_avg is not None else None,
+            "step": step, "d_step": d_step, "wall_time_s": wall(), "rng": checkpoint.rng_state(), "config": config,
+        }
+        checkpoint.save(state, ckpt_path)
+
+    def evaluate(final: bool) -> None:
+        values = evaluator.evaluate(G, step, final=final, z_dim=G.z_dim)
+        if G_avg is not None:
+            prefix = "ema_" if tc.g_average == "ema" else "avg_"
+            values.update(evaluator.evaluate(G_avg.module, step, final=final, z_dim=G.z_dim, prefix=prefix))
+        record.add(step, step * B * n_dis, wall(), values, evaluator.higher_is_better, evaluator.reasons)
+        for name, value in values.items():
+            if value is not None:
+                writer.add_scalar(f"metrics/{name}", value, step)
+        shown = {k: v for k, v in values.items() if v is not None}
+        log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in shown.items()) or "no metrics")
+
+    try:
+        with Interrupts(stop):
+            while step < tc.iterations:
+                # ---- discriminator: n_dis steps of loss + penalty ----
+                for _ in range(n_dis):
+                    real = data.sample(B)
+                    with torch.no_grad():
+                        fake = G(torch.randn(B, G.z_dim, device=device))
+                    if d_batchnorm:
+                        real_out, fake_out = D(real), D(fake)
+                    else:
+                        real_out, fake_out = D(torch.cat([real, fake])).split(B)
+                    d_loss = loss.d_loss(real_out, fake_out)
+                    pen = zero
+                    if use_penalty and d_step % penalty_every == 0:
+                        pen = penalty(D, real, fake) * penalty_every
+                    opt_D.zero_grad(set_to_none=True)
+                    (d_loss + pen).backward()
+                    opt_D.step()
+                    penalty.after_d_step(D)
+                    d_step += 1
+
+                # ---- generator: one step; D's parameters need no gradient here ----
+                D.requires_grad_(False)
+                fake_out_g = D(G(torch.randn(B, G.z_dim, device=device)))
+                g_loss = loss.g_loss(fake_out_g, real_out.detach())
+                opt_G.zero_grad(set_to_none=True)
+                g_loss.backward()
+                opt_G.step()
+                D.requires_grad_(True)
+                if G_avg is not None:
+                    G_avg.update_parameters(G)
+                step += 1
+
+                # Device-side bookkeeping only: no host sync in the hot loop.
+                with torch.no_grad():
+                    current = torch.stack([d_loss, g_loss, pen, real_out.mean(), fake_out.mean()]).detach()
+                    sums += current
+                    bad = ~torch.isfinite(current[:2]).all()
+                    first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
+                n_summed += 1
+                if progress is not None:
+                    progress.update(1)
+
+                is_log = step % tc.log_every == 0
+                is_ckpt = step % tc.ckpt_every == 0 or step == tc.iterations
+                is_eval = cfg.eval.every > 0 and step % cfg.eval.every == 0 and step < tc.iterations
+                if not (is_log or is_ckpt or is_eval or stop.requested or step % tc.sample_every == 0):
+                    continue
+
+                # ---- a check step: the only place that reads device values. Diagnostics run under
+                # fork_rng so that they never shift the training RNG stream (exact resume, and results
+                # independent of log/sample/eval cadences). ----
+                bad_step = int(first_bad.item())
+                if bad_step >= 0:
+                    status, diverged_step = "diverged", bad_step
+                    log.error("losses became NaN/inf at generator step %d: stopping (status diverged)", bad_step)
+                    break
+                if is_log:
+                    now = time.perf_counter()
+                    it_per_s = (step - step_log) / max(now - t_log, 1e-9)
+                    t_log, step_log = now, step
+                    means = dict(zip(SUMS, (sums / max(n_summed, 1)).tolist()))
+                    sums.zero_()
+                    n_summed = 0
+                    with rng_fork(device):
+                        probe = data.sample(min(B, 256))
+                    with frozen_buffers(D):
+                        means["grad/D_real_norm"] = input_grad_norm(D, probe, create_graph=False).mean().item()
+                    means["perf/it_per_s"] = it_per_s
+                    board.log_scalars(writer, means, step)
+                    if progress is not None:
+                        progress.set_postfix({"D": f"{means['loss/D']:.3f}", "G": f"{means['loss/G']:.3f}",
+                                              "pen": f"{means['loss/penalty']:.3f}"}, refresh=False)
+                    else:
+                        log.info("step %d/%d  D %.4f  G %.4f  pen %.4f  %.1f it/s", step, tc.iterations,
+                                 means["loss/D"], means["loss/G"], means["loss/penalty"], it_per_s)
+                if step % tc.sample_every == 0 or step == tc.iterations:
+                    if data.kind == "image":
+                        board.log_image_grid(writer, G, z_fixed, step)
+                    else:
+                        board.log_density(writer, G, D, z_fixed, real_vis, step)
+                if is_eval:
+                    with rng_fork(device):
+                        evaluate(final=False)
+                if is_ckpt or stop.requested:
+                    save_checkpoint()
+                    writer.flush()
+                if stop.requested and step < tc.iterations:
+                    status = "preempted"
+                    break
+    except BaseException as ex:
+        if isinstance(ex, (KeyboardInterrupt, Exception)) and status == "running":
+            status, error = "failed", f"{type(ex).__name__}: {str(ex).strip()[:500]}"
+            record.write(status, step, tc.iterations, wall(), it_per_s, error=error)
+        writer.close()
+        if progress is not None:
+            progress.close()
+        raise
+    if progress is not None:
+        progress.close()
+
+    if status == "running":
+        with rng_fork(device):
+            evaluate(final=True)
+        status = "completed"
+    if status in ("completed", "diverged"):
+        final = {k: v["final"] for k, v in record.metrics.items()}
+        log_hparams(writer, dict(flatten_hparams(config), status=status), final)
+    writer.close()
+    result = record.write(status, step, tc.iterations, wall(), it_per_s, diverged_step=diverged_step)
+    log.info("%s at generator step %d/%d (%.1f s); results: %s", status, step, tc.iterations, wall(),
+             run_dir / "results.json")
+    if status == "preempted":
+        preemption.exit_for_requeue(stop)
+    return result
+
+
+def flatten_hparams(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The hyperparameters a sweep varies, flattened to ``group.key`` scalars for TensorBoard's HParams tab."""
+    flat: Dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        elif isinstance(node, (list, tuple)):
+            flat[prefix] = str(list(node))
+        elif isinstance(node, (bool, int, float, str)):
+            flat[prefix] = node
+
+    for group in ("seed", "dataset", "arch", "objective", "penalty", "optimizer", "train"):
+        walk(config.get(group), group)
+    return flat
