@@ -94,7 +94,16 @@ class ValidateOnRunStart(Callback):
     """Validate a single run's config before Hydra creates its directory, so bad input writes nothing."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        validate_task(config)
+        # Hydra turns a callback's exceptions into warnings, so report and exit here (SystemExit passes).
+        try:
+            validate_task(config)
+        except GanbenchError as ex:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                import traceback
+
+                traceback.print_exc()
+            print(f"ganbench: error: {one_line_error(ex)}", file=sys.stderr)
+            sys.exit(1)
 
 
 def validate_task(cfg: DictConfig) -> None:
