@@ -119,6 +119,13 @@ def _squeue_states(array_ids: Sequence[str]) -> Optional[Dict[str, str]]:
     return states
 
 
+def _sacct_works(job_id: str) -> bool:
+    try:
+        return subprocess.run(["sacct", "--noheader", "-j", job_id], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def _failed(overrides: List[str], error: BaseException) -> JobReturn:
     ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
     ret.return_value = error
@@ -141,12 +148,14 @@ def collect_results(
 
     results: List[Optional[JobReturn]] = [None] * len(jobs)
     pending = set(range(len(jobs)))
+    # Without accounting, submitit's sacct calls only fail (and warn every poll): skip them.
+    ask_scheduler = not use_squeue or (bool(jobs) and _sacct_works(jobs[0].job_id.split("_")[0]))
     gone_since: Dict[int, float] = {}
     while pending:
         for i in sorted(pending):
             job = jobs[i]
-            # done() is true once the result file exists, or when sacct (if any) says the job ended.
-            if not job.done():
+            # done(): the result file exists, or the scheduler (sacct / local process) says it ended.
+            if not (job.paths.result_pickle.exists() or (ask_scheduler and job.done())):
                 continue
             pending.discard(i)
             try:
