@@ -1,0 +1,198 @@
+"""Sweeps end to end on toy data: presets, launchers, run-directory names, local preemption/resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import ganbench.cli  # noqa: F401 - registers the gb.dirname resolver used by the presets
+from ganbench import report
+from ganbench.cli import config_dir
+
+SHRINK = ["train.iterations=60", "train.log_every=20", "train.ckpt_every=30", "train.sample_every=60", "eval.every=30"]
+
+
+def ganbench(args, cwd, timeout=600, **kw):
+    """Run the ganbench CLI in a fresh process (Hydra keeps global state per process)."""
+    env = dict(os.environ, HYDRA_FULL_ERROR="1", PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", "ganbench.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=timeout, **kw,
+    )
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def compose_preset(*overrides):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+def check_2x2_sweep(sweep: Path):
+    runs = sorted(p.relative_to(sweep).as_posix() for p in sweep.glob("*/seed=*"))
+    # readable names from the sweep's own overrides, seed on its own level, preset name left out
+    assert runs == [f"objective={o}/seed={s}" for o in ("dragan", "vanilla") for s in (0, 1)]
+    for run in runs:
+        res = results(sweep / run)
+        assert res["status"] == "completed", (run, res.get("error"))
+        assert res["step"] == res["iterations"] == 60
+        assert (sweep / run / "metrics.jsonl").exists()
+    assert report.main([str(sweep), "--no-figures"]) == 0
+    groups = report.group_runs(report.find_runs([sweep]))
+    assert [g.label for g in groups] == ["objective=dragan", "objective=vanilla"]
+    assert all(g.status_counts() == {"completed": 2} for g in groups)
+
+
+@pytest.mark.slow
+def test_quickstart_sweep_basic_launcher(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = ganbench(["-m", "experiment=quickstart_sweep", f"hydra.sweep.dir={sweep}", *SHRINK], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_2x2_sweep(sweep)
+
+
+@pytest.mark.slow
+def test_quickstart_sweep_joblib(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "experiment=quickstart_sweep", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    done = ganbench([*args, f"hydra.sweep.dir={sweep}", *SHRINK], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_2x2_sweep(sweep)
+    # the submitting process never imports torch for a joblib sweep's jobs: they run in workers
+    assert "loky" in done.stdout + done.stderr or "Joblib" in done.stdout + done.stderr
+
+
+def test_presets_define_their_sweeps():
+    toy = compose_preset("experiment=toy_mode_collapse")
+    params = toy.hydra.sweeper.params
+    assert params.dataset.split(",") == ["ring8", "grid25"]
+    assert set(params.objective.split(",")) >= {"vanilla", "minimax", "dragan", "wgan_gp"}
+    assert len(params.seed.split(",")) == 5
+    assert toy.arch.name == "mlp"
+
+    quick = compose_preset("experiment=quickstart_sweep")
+    assert quick.hydra.sweeper.params.objective.split(",") == ["vanilla", "dragan"]
+    assert quick.hydra.sweeper.params.seed.split(",") == ["0", "1"]
+
+
+@pytest.mark.parametrize(
+    "objective, iterations, n_dis, lr, betas, penalty, optimizer",
+    [
+        ("vanilla", 500_000, 1, 2e-4, [0.5, 0.999], "none", "adam"),
+        ("dragan", 500_000, 1, 1e-4, [0.5, 0.9], "dragan", "adam"),
+        ("wgan", 100_000, 5, 5e-5, None, "weight_clip", "rmsprop"),
+        ("wgan_gp", 100_000, 5, 1e-4, [0.5, 0.9], "wgan_gp", "adam"),
+    ],
+)
+def test_dragan_vs_wgangp_paper_settings(objective, iterations, n_dis, lr, betas, penalty, optimizer):
+    """§3.1: the WGANs' generator budget N, vanilla/DRAGAN 5N (= the WGANs' discriminator steps)."""
+    cfg = compose_preset("experiment=dragan_vs_wgangp_cifar10", f"objective={objective}")
+    assert cfg.dataset.name == "cifar10" and cfg.arch.name == "dcgan" and cfg.train.batch_size == 64
+    assert cfg.train.iterations == iterations
+    assert cfg.train.iterations * cfg.objective.n_dis == 500_000  # same discriminator iterations
+    assert cfg.objective.n_dis == n_dis and cfg.objective.lr == pytest.approx(lr)
+    assert cfg.penalty.name == penalty and cfg.optimizer.name == optimizer
+    if betas is not None:
+        assert list(cfg.optimizer.d.betas) == betas
+    if penalty in ("dragan", "wgan_gp"):
+        assert cfg.penalty.lambda_ == 10.0 and cfg.penalty.k == 1.0
+    if penalty == "weight_clip":
+        assert cfg.penalty.clip == 0.01
+    # the ^g score of vanilla/DRAGAN is read at step N: an evaluation must fall on it
+    assert cfg.compare.wgan_iterations % cfg.eval.every == 0
+    assert set(cfg.hydra.sweeper.params.objective.split(",")) == {"vanilla", "dragan", "wgan", "wgan_gp"}
+    assert len(cfg.hydra.sweeper.params.seed.split(",")) == 3
+
+
+def test_sweep_preview_prints_each_objective(capsys):
+    from ganbench.launchers import preview
+
+    assert preview.main(["-m", "experiment=dragan_vs_wgangp_cifar10", "--cfg", "job", "--resolve"], config_dir()) == 0
+    out = capsys.readouterr().out
+    headers = [line for line in out.splitlines() if line.startswith("# run ")]
+    assert headers == [f"# run {i}/4: objective={o}  (seeds 0,1,2)"
+                       for i, o in enumerate(["vanilla", "dragan", "wgan", "wgan_gp"], start=1)]
+    blocks = out.split("# run ")[1:]
+    assert "iterations: 500000" in blocks[0] and "n_dis: 1" in blocks[0]
+    assert "iterations: 100000" in blocks[2] and "n_dis: 5" in blocks[2] and "clip: 0.01" in blocks[2]
+
+
+def test_dragan_vs_wgangp_cfg_job_via_cli(tmp_path):
+    """`ganbench -m <preset> --cfg job` (Hydra alone refuses -m with --cfg; the CLI previews instead)."""
+    done = ganbench(["-m", "experiment=dragan_vs_wgangp_cifar10", "--cfg", "job"], cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("# run ") == 4 and "objective=wgan_gp" in done.stdout
+    assert not (tmp_path / "outputs").exists()  # a preview writes nothing
+
+
+def _wait_for(predicate, timeout, what):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def tensorboard_steps(run_dir: Path, tag: str):
+    """Steps of ``tag`` as TensorBoard shows them (purged events of a resumed run dropped)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [e.step for e in acc.Scalars(tag)]
+
+
+def raw_event_steps(run_dir: Path, tag: str):
+    """Every (file, step) of ``tag`` written to any event file, purged or not."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    out = []
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            if event.HasField("summary") and any(v.tag == tag for v in event.summary.value):
+                out.append(event.step)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM])
+def test_signal_checkpoints_and_rerun_resumes_exactly(tmp_path, sig):
+    """Outside SLURM: the signal stops the run at a step boundary with a checkpoint; rerunning resumes."""
+    run_dir = tmp_path / "run"
+    args = ["experiment=quickstart", f"hydra.run.dir={run_dir}", "train.iterations=3000", "train.log_every=10",
+            "train.ckpt_every=100000", "train.sample_every=100000", "eval.every=0", "train.progress=false"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "ganbench.cli", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        log = run_dir / "train.log"
+        _wait_for(lambda: log.exists() and "step 20/" in log.read_text(), 120, "training to start")
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, err[-2000:]
+    assert f"stopped on {signal.Signals(sig).name}" in err and "run the same command again to resume" in err
+    first = results(run_dir)
+    assert first["status"] == "preempted" and 20 <= first["step"] < 3000
+    assert (run_dir / "checkpoints" / "last.pt").exists()
+
+    done = ganbench(args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = results(run_dir)
+    assert final["status"] == "completed" and final["step"] == final["iterations"] == 3000
+    steps = tensorboard_steps(run_dir, "loss/D")
+    assert steps == sorted(set(steps)) and steps[-1] == 3000
+    # the stop was at a step boundary right after the checkpoint: nothing past it was written twice
+    raw = raw_event_steps(run_dir, "loss/D")
+    assert len(raw) == len(set(raw)), "duplicated TensorBoard steps"
