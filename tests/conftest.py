@@ -1,0 +1,137 @@
+"""Shared fixtures of the core-runner tests: composing the real config, tiny in-process runs, a tiny image
+folder, and the shared data directory (tests that need it skip with a reason when it is absent)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+# The shared read-only data lives next to the repository: ../shared/data.
+SHARED_DATA = REPO.parent / "shared" / "data"
+VENV_BIN = Path(sys.executable).parent
+GANBENCH = VENV_BIN / "ganbench"
+
+# Overrides that make a run tiny and quiet: one thread, no progress bar, no metrics, no evaluation in the loop.
+FAST = ["train.progress=false", "threads=1", "eval.every=0", "metrics.names=[]", "device=cpu"]
+# A tiny 2-D run: ring8, a small MLP.
+POINTS = ["dataset=ring8", "arch=mlp", "arch.width=8", "arch.depth=2", "train.batch_size=16"]
+
+
+def shared_file(name: str) -> Path:
+    """A file of ../shared/data, or skip the test with a reason naming the missing path."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"shared data file {path} is absent (expected at ../shared/data relative to the repository)")
+    return path
+
+
+def compose(overrides: Sequence[str] = ()) :
+    """The composed config for ``overrides`` (as the CLI composes it, without the hydra node)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    import ganbench.cli as cli  # registers the gb.dirname resolver
+
+    with initialize_config_dir(cli.config_dir(), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=False)
+
+
+def run_train(run_dir: Path, overrides: Sequence[str], fast: bool = True) -> Dict:
+    """Compose ``overrides`` (after FAST) and train in-process in ``run_dir``; returns the results record."""
+    from ganbench.train import train
+
+    overrides = (FAST if fast else []) + list(overrides)
+    cfg = compose(overrides)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return train(cfg, run_dir, list(overrides))
+
+
+def results(run_dir: Path) -> Dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def load_ckpt(run_dir: Path) -> Dict:
+    return torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+
+
+def assert_same_tensors(a, b, path: str = "") -> None:
+    """Bit-identical nested state (dicts/lists of tensors and numbers)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), path
+        assert a.dtype == b.dtype and a.shape == b.shape, path
+        assert torch.equal(a, b), f"{path} differs (max abs diff {(a.double() - b.double()).abs().max().item()})"
+    elif isinstance(a, dict):
+        assert set(a) == set(b), f"{path}: keys {sorted(map(str, a))} != {sorted(map(str, b))}"
+        for k in a:
+            assert_same_tensors(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def scalar_events(run_dir: Path) -> Dict[str, List[int]]:
+    """tag -> list of steps of the scalar events, as TensorBoard reads them (purge_step applied)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def all_tags(run_dir: Path) -> Dict[str, List[str]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc.Tags()
+
+
+def write_image_folder(root: Path, n: int = 32, side: int = 16) -> Path:
+    """``n`` random RGB PNGs of ``side``×``side`` in ``root`` (two sub-folders, as users' folders nest)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        folder = root / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """32 random 16×16 PNGs (session-wide; read-only for the tests)."""
+    return write_image_folder(tmp_path_factory.mktemp("images") / "imgs")
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory) -> Path:
+    """A dataset.root of the tests' own, so that decode caches never land in the user's ~/.cache."""
+    return tmp_path_factory.mktemp("data_root")
+
+
+@pytest.fixture
+def image_overrides(image_folder, data_cache) -> List[str]:
+    """A tiny DCGAN on the tiny image folder (16×16, width 4, z_dim 8)."""
+    return ["dataset=folder", f"dataset.path={image_folder}", "dataset.resolution=16", f"dataset.root={data_cache}",
+            "dataset.decode_workers=1", "arch=dcgan", "arch.width=4", "arch.z_dim=8", "train.batch_size=8",
+            "train.sample_grid=4"]
+
+
+def cli_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Environment for CLI subprocesses: one thread, no inherited HYDRA_FULL_ERROR."""
+    env = dict(os.environ)
+    env.pop("HYDRA_FULL_ERROR", None)
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    env.update(extra or {})
+    return env
