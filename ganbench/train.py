@@ -177,7 +177,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any
         log.info("run already completed (%d/%d generator steps): nothing to do", step, tc.iterations)
         return previous
 
-    from .metrics import build_evaluator, log_hparams
+    from .metrics import build_evaluator, flatten, log_hparams
 
     evaluator = build_evaluator(cfg, data, device, run_dir)
     record.protocol = evaluator.protocol()
@@ -345,7 +345,9 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any
         status = "completed"
     if status in ("completed", "diverged"):
         final = {k: v["final"] for k, v in record.metrics.items()}
-        log_hparams(writer, dict(flatten_hparams(config), status=status), final)
+        # The groups a sweep varies, as ``group.key`` scalars for TensorBoard's HParams tab.
+        groups = {k: config.get(k) for k in ("seed", "dataset", "arch", "objective", "penalty", "optimizer", "train")}
+        log_hparams(writer, dict(flatten(groups), status=status), final, step)
     writer.close()
     result = record.write(status, step, tc.iterations, wall(), it_per_s, diverged_step=diverged_step)
     log.info("%s at generator step %d/%d (%.1f s); results: %s", status, step, tc.iterations, wall(),
@@ -353,21 +355,3 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any
     if status == "preempted":
         preemption.exit_for_requeue(stop)
     return result
-
-
-def flatten_hparams(config: Dict[str, Any]) -> Dict[str, Any]:
-    """The hyperparameters a sweep varies, flattened to ``group.key`` scalars for TensorBoard's HParams tab."""
-    flat: Dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}.{key}" if prefix else str(key))
-        elif isinstance(node, (list, tuple)):
-            flat[prefix] = str(list(node))
-        elif isinstance(node, (bool, int, float, str)):
-            flat[prefix] = node
-
-    for group in ("seed", "dataset", "arch", "objective", "penalty", "optimizer", "train"):
-        walk(config.get(group), group)
-    return flat
