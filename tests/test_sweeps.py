@@ -68,8 +68,18 @@ def test_quickstart_sweep_joblib(tmp_path):
     done = ganbench([*args, f"hydra.sweep.dir={sweep}", *SHRINK], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     check_2x2_sweep(sweep)
-    # the submitting process never imports torch for a joblib sweep's jobs: they run in workers
-    assert "loky" in done.stdout + done.stderr or "Joblib" in done.stdout + done.stderr
+    assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr
+
+
+def test_submitting_side_imports_no_torch():
+    """The CLI module, the launchers, preemption and the report load without torch (light submitter)."""
+    code = (
+        "import sys, ganbench.cli, ganbench.launchers.slurm, ganbench.launchers.preview, ganbench.preemption, "
+        "ganbench.report, hydra_plugins.ganbench_launcher.launchers; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_presets_define_their_sweeps():
