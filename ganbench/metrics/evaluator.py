@@ -378,20 +378,24 @@ class Evaluator:
                 "extractor": {"name": getattr(self.extractor, "name", None),
                               "weights_sha256": getattr(self.extractor, "weights_hash", None),
                               **self.extractor_info},
-                "is": {"splits": self.s.is_splits, "features": "logits_unbiased"},
-                "fid": {"features": "pool (2048-d for Inception)"},
-                "kid": {"subsets": self.s.kid_subsets, "subset_size": self.s.kid_subset_size,
-                        "kernel": "(x.y/d + 1)^3", "estimator": "unbiased"},
-                "prc": {"k": self.s.prc_k}, "dc": {"k": self.s.dc_k},
                 "computed_by": "torch-fidelity metric functions (density/coverage: ganbench, Naeem et al. 2020)",
             }
+            details = {"is": {"splits": self.s.is_splits, "features": "logits_unbiased"},
+                       "fid": {"features": "pool (2048-d for Inception)"},
+                       "kid": {"subsets": self.s.kid_subsets, "subset_size": self.s.kid_subset_size,
+                               "kernel": "(x.y/d + 1)^3", "estimator": "unbiased"},
+                       "prc": {"k": self.s.prc_k, "method": "Kynkaanniemi et al. 2019"},
+                       "dc": {"k": self.s.dc_k, "method": "Naeem et al. 2020"}}
+            p["image"].update({g: details[g] for g in self.groups if g in details})
         if any(g in POINT_GROUPS for g in self.groups):
-            p["points"] = {"num_samples": self.s.mode_samples,
-                           "modes": "high-quality = within 3 std of the nearest centre; covered = nearest centre of "
-                                    ">= 1 high-quality sample; reverse_kl = KL(p_modes || uniform) over high-quality",
-                           "energy": "unbiased energy distance 2E|x-y| - E|x-x'| - E|y-y'| against eval.seed+1 "
-                                     "reference samples of the same size",
-                           "std": getattr(self.dataset, "std", None)}
+            p["points"] = {"num_samples": self.s.mode_samples, "std": getattr(self.dataset, "std", None)}
+            if "modes" in self.groups:
+                p["points"]["modes"] = ("high-quality = within 3 std of the nearest centre; covered = nearest centre "
+                                        "of >= 1 high-quality sample; reverse_kl = KL(p_modes || uniform) over the "
+                                        "high-quality samples")
+            if "energy" in self.groups:
+                p["points"]["energy"] = ("unbiased energy distance 2E|x-y| - E|x-x'| - E|y-y'| against as many "
+                                         "reference samples drawn with seed eval.seed+1")
         if "stacked" in self.groups:
             p["stacked"] = {"num_samples": self.s.stacked_samples,
                             "mode": "argmax digit per channel, 1000 modes; stacked_kl = KL(p_modes || uniform_1000)",
@@ -445,6 +449,7 @@ def build_evaluator(cfg: DictConfig, dataset, device: torch.device | str, run_di
     settings = EvalSettings.from_cfg(cfg)
     kw: dict = {}
     if any(g in EXTRACTOR_GROUPS for g in groups):
+        info = {"configured": cfg.metrics.feature_extractor if extractor is None else "passed in"}
         if extractor is None:
             try:
                 extractor = build_extractor(cfg.metrics.feature_extractor, device, cfg.metrics.inception_weights,
@@ -452,9 +457,9 @@ def build_evaluator(cfg: DictConfig, dataset, device: torch.device | str, run_di
             except WeightsUnavailable as err:
                 affected = [n for g in groups if g in EXTRACTOR_GROUPS for n in METRIC_GROUPS[g]]
                 log.warning("image metrics disabled for this run, recorded as null (%s): %s", ", ".join(affected), err)
-                kw["extractor_error"] = str(err)
-        if extractor is not None:
-            kw["extractor_info"] = {"weights": getattr(extractor, "weights_path", None)}
+                kw["extractor_error"] = info["error"] = str(err)
+        info["weights"] = getattr(extractor, "weights_path", None)
+        kw["extractor_info"] = info
     if "stacked" in groups:
         try:
             kw["classifier"], kw["classifier_meta"] = load_or_train_classifier(cfg, device)
