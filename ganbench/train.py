@@ -282,8 +282,9 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any
                     progress.update(1)
 
                 is_log = step % tc.log_every == 0
-                is_ckpt = step % tc.ckpt_every == 0 or step == tc.iterations
-                is_eval = cfg.eval.every > 0 and step % cfg.eval.every == 0 and step < tc.iterations
+                is_final = step == tc.iterations
+                is_ckpt = step % tc.ckpt_every == 0 or is_final
+                is_eval = (cfg.eval.every > 0 and step % cfg.eval.every == 0) or is_final
                 if not (is_log or is_ckpt or is_eval or stop.requested or step % tc.sample_every == 0):
                     continue
 
@@ -320,8 +321,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any
                     else:
                         board.log_density(writer, G, D, z_fixed, real_vis, step)
                 if is_eval:
+                    # The final evaluation precedes the final checkpoint: a run killed after that
+                    # checkpoint has nothing left to redo, one killed before it redoes both.
                     with rng_fork(device):
-                        evaluate(final=False)
+                        evaluate(final=is_final)
                 if is_ckpt or stop.requested:
                     save_checkpoint()
                     writer.flush()
@@ -340,8 +343,6 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any
         progress.close()
 
     if status == "running":
-        with rng_fork(device):
-            evaluate(final=True)
         status = "completed"
     if status in ("completed", "diverged"):
         final = {k: v["final"] for k, v in record.metrics.items()}
