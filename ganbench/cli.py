@@ -157,6 +157,11 @@ _app = hydra.main(version_base="1.3", config_path=config_dir(), config_name="con
 
 
 def main() -> None:
+    from .launchers import preview
+
+    if preview.wants_preview(sys.argv[1:]):
+        # Hydra refuses -m with --cfg; show each job of the sweep instead (writes nothing, runs nothing).
+        sys.exit(_run_and_report(lambda: preview.main(sys.argv[1:], config_dir())))
     import hydra._internal.utils as hydra_utils
 
     hydra_utils.run_and_report = _run_and_report
