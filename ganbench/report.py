@@ -474,35 +474,59 @@ def _mean_std_by_step(runs: Sequence[Run], metric: str):
     return steps, times, means, stds
 
 
+def _panel_key(groups: Sequence[Group]) -> Optional[str]:
+    """Split figures by dataset when the groups span several (their metrics' scales differ)."""
+    datasets = {g.runs[0].label_value("dataset") for g in groups if g.runs}
+    return "dataset" if len(datasets) > 1 else None
+
+
 def plot_figures(out_dir: Path, groups: Sequence[Group], metrics: Sequence[str]) -> List[Path]:
-    """One PNG per metric and x-axis (generator steps, wall-clock s); line = mean, band = ±1 std."""
+    """One PNG per metric and x-axis (generator steps, wall-clock s); line = mean, band = ±1 std.
+
+    When the groups cover several datasets, each dataset gets its own panel of the figure.
+    """
     import matplotlib  # noqa: PLC0415 - figures are optional and matplotlib is slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    panel_key = _panel_key(groups)
+    panels: Dict[str, List[Group]] = {}
+    for g in groups:
+        panels.setdefault(g.runs[0].label_value(panel_key) if panel_key else "", []).append(g)
+    def label(g: Group) -> str:
+        return " ".join(f"{k}={v}" for k, v in g.key if k != panel_key) or g.label
+
+    # The same group (e.g. objective=wgan) keeps its colour in every panel.
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = {name: cycle[i % len(cycle)] for i, name in enumerate(sorted({label(g) for g in groups}))}
     written = []
     for metric in metrics:
         for axis, xlabel in (("step", "generator steps"), ("time", "wall-clock time (s)")):
-            fig, ax = plt.subplots(figsize=(7, 4.5))
+            fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
             drew = False
-            for g in groups:
-                # Runs still in progress draw too: their curve so far is informative.
-                steps, times, means, stds = _mean_std_by_step(g.runs, metric)
-                if not steps:
-                    continue
-                xs = steps if axis == "step" else times
-                line = ax.plot(xs, means, label=g.label, linewidth=1.5)[0]
-                lo = [m - s for m, s in zip(means, stds)]
-                hi = [m + s for m, s in zip(means, stds)]
-                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-                drew = True
-            if drew:
+            for ax, (panel, members) in zip(axes[0], sorted(panels.items())):
+                for g in members:
+                    # Runs still in progress draw too: their curve so far is informative.
+                    steps, times, means, stds = _mean_std_by_step(g.runs, metric)
+                    if not steps:
+                        continue
+                    xs = steps if axis == "step" else times
+                    line = ax.plot(xs, means, label=label(g), color=colors[label(g)], linewidth=1.5)[0]
+                    lo = [m - s for m, s in zip(means, stds)]
+                    hi = [m + s for m, s in zip(means, stds)]
+                    ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+                    drew = True
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel(metric)
                 ax.grid(alpha=0.3)
-                ax.legend(fontsize=7, loc="best")
+                if panel_key:
+                    ax.set_title(f"{panel_key}={panel}")
+                if ax.get_legend_handles_labels()[0]:
+                    ax.legend(fontsize=7, loc="best")
+            if drew:
+                fig.suptitle(f"{metric}: mean over seeds, band ±1 std", fontsize=10)
                 fig.tight_layout()
                 path = out_dir / f"{metric}_vs_{axis}.png"
                 fig.savefig(path, dpi=110)
