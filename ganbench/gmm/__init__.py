@@ -48,6 +48,9 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     # φ far in the tails is subnormal; on CPU subnormal arithmetic is ~100x slower and changes nothing here.
     torch.set_flush_denormal(True)
+    threads = cfg.get("threads", "auto")
+    if threads != "auto":
+        torch.set_num_threads(int(threads))
 
     from torch.utils.tensorboard import SummaryWriter
 

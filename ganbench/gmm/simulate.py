@@ -57,8 +57,7 @@ class Stepper:
     def __call__(self, mu: Tensor, ends: Tensor, alive: Tensor):
         if self.compiled is not None:
             try:
-                with torch._inductor.config.patch(FUSION):
-                    return self.compiled(mu, ends, alive)
+                return self.compiled(mu, ends, alive)
             except Exception as ex:  # no working compiler / backend: the eager step computes the same
                 log.warning("torch.compile failed (%s); continuing without compiling", str(ex).splitlines()[0])
                 self.compiled = None
@@ -73,6 +72,14 @@ def simulate(method: str, state: State, target: Tensor, lr: float, iterations: i
     gradient the generator followed at its last step (its norm measures vanishing gradients).
     """
     stepper = Stepper.get(method, target, lr, unroll, unroll_grad, compiled)
+    if compiled:
+        # Once around the loop: entering the patch costs more than a small chunk's step.
+        with torch._inductor.config.patch(FUSION):
+            return _simulate(stepper, state, lr, iterations, chunk)
+    return _simulate(stepper, state, lr, iterations, chunk)
+
+
+def _simulate(stepper: Stepper, state: State, lr: float, iterations: int, chunk: Optional[int]):
     total = state.mu.shape[1]
     chunk = min(chunk or total, total)
     finals, directions = [], []
