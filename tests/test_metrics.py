@@ -283,6 +283,39 @@ def test_stacked_evaluator_uses_per_channel_argmax(tmp_path):
     assert out["stacked_kl"] == pytest.approx(math.log(100), abs=0.02)
 
 
+def test_stacked_classifier_is_loaded_from_cache_or_recorded_missing(tmp_path, monkeypatch):
+    path = tmp_path / "clf.pt"
+    meta = {"arch": "DigitClassifier(width=16)", "width": 16, "train_split": "x", "test_split": "y",
+            "test_accuracy": 0.99, "torch": torch.__version__}  # a TorchVersion: must still load weights-only
+    stacked.save_classifier(stacked.DigitClassifier(16), meta, path)
+    cfg = make_cfg(tmp_path, metrics_over={"classifier_path": str(path)})
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached classifier must not be retrained")
+
+    monkeypatch.setattr(stacked, "train_classifier", no_training)
+    ev = build_evaluator(cfg, ImageData("stacked_mnist"), "cpu", tmp_path)
+    assert ev.names == ["stacked_modes", "stacked_kl"]
+    assert ev.protocol()["stacked"]["classifier"]["test_accuracy"] == 0.99
+    # Missing file and no MNIST anywhere: null with the reason, no exception.
+    monkeypatch.setattr(stacked, "load_mnist", lambda *a, **k: {})
+    cfg.metrics.classifier_path = str(tmp_path / "absent.pt")
+    ev = build_evaluator(cfg, ImageData("stacked_mnist"), "cpu", tmp_path)
+    out = ev.evaluate(ImageG(), step=0, final=False, z_dim=8)
+    assert out == {"stacked_modes": None, "stacked_kl": None}
+    assert "no MNIST data" in ev.reasons["stacked_kl"]
+
+
+def test_grayscale_images_are_repeated_to_rgb_for_the_extractor(tmp_path):
+    class Gray(ImageData):
+        shape = (1, 8, 8)
+
+    ev = build_evaluator(make_cfg(tmp_path), Gray("mnist"), "cpu", tmp_path, extractor=TinyExtractor())
+    assert ev.groups == ["fid", "kid"]
+    out = ev.evaluate(ImageG(shape=(1, 8, 8)), step=0, final=False, z_dim=8)
+    assert all(isinstance(v, float) for v in out.values())
+
+
 @pytest.mark.slow
 def test_digit_classifier_trains_to_98_percent(tmp_path):
     data = stacked.load_mnist([SHARED_DATA])

@@ -13,6 +13,7 @@ trains on a seeded random 8,000 of the test digits and reports accuracy on the o
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import math
 import os
@@ -170,7 +171,7 @@ def train_classifier(data: dict[str, tuple[torch.Tensor, torch.Tensor]], device=
     acc = accuracy(model, x_te, y_te, device)
     meta = {"arch": f"DigitClassifier(width={width})", "width": width, "train_split": split["train"], "test_split": split["test"],
             "test_accuracy": acc, "epochs": epochs, "seed": seed, "train_seconds": round(time.time() - t0, 1),
-            "torch": torch.__version__}
+            "torch": str(torch.__version__)}
     return model.cpu().eval(), meta
 
 
@@ -179,6 +180,8 @@ def save_classifier(model: DigitClassifier, meta: dict, path: str | os.PathLike)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    # Plain JSON types only, so that load_classifier can use torch.load(weights_only=True).
+    meta = json.loads(json.dumps(meta, default=str))
     torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
     os.replace(tmp, path)
 
