@@ -209,3 +209,44 @@ def test_signal_checkpoints_and_rerun_resumes_exactly(tmp_path, sig):
     # the stop was at a step boundary right after the checkpoint: nothing past it was written twice
     raw = raw_event_steps(run_dir, "loss/D")
     assert len(raw) == len(set(raw)), "duplicated TensorBoard steps"
+
+
+def test_slurm_collection_fails_lost_jobs_and_keeps_the_others(tmp_path, monkeypatch):
+    """Without sacct, a job SLURM no longer runs and that left no result fails; the rest are collected."""
+    from types import SimpleNamespace
+
+    from hydra.core.utils import JobReturn, JobStatus
+    from submitit.core.utils import UncompletedJobError
+
+    from ganbench.launchers import slurm
+
+    class FakeJob:
+        def __init__(self, job_id):
+            self.job_id = job_id
+            self.paths = SimpleNamespace(result_pickle=tmp_path / f"{job_id}_result.pkl", stderr=tmp_path / "err")
+
+        def done(self):
+            raise AssertionError("sacct is off: the collector must not ask submitit's watcher")
+
+        def results(self):
+            return [JobReturn(overrides=[self.job_id], status=JobStatus.COMPLETED, _return_value=self.job_id)]
+
+    jobs = [FakeJob("7_0"), FakeJob("7_1"), FakeJob("7_2")]
+    polls = []
+
+    def squeue(array_ids):
+        polls.append(array_ids)
+        if len(polls) == 1:
+            return {"7_0": "RUNNING", "7_1": "CANCELLED", "7_2": "PENDING"}
+        jobs[0].paths.result_pickle.touch()  # the first job finishes and writes its result
+        return {"7_0": "COMPLETED", "7_2": "PENDING"} if len(polls) < 4 else {}
+
+    monkeypatch.setattr(slurm, "_sacct_works", lambda job_id: False)
+    monkeypatch.setattr(slurm, "_squeue_states", squeue)
+    # 7_1 was cancelled; 7_2 stays PENDING (as a requeued job does) until poll 4, then vanishes
+    out = slurm.collect_results(jobs, [["a"], ["b"], ["c"]], poll_interval_s=0.01, lost_job_grace_s=0.0)
+    assert out[0].status == JobStatus.COMPLETED and out[0].return_value == "7_0"
+    for ret in out[1:]:
+        assert ret.status == JobStatus.FAILED and isinstance(ret._return_value, UncompletedJobError)
+    assert "7_1 ended without a result" in str(out[1]._return_value)
+    assert len(polls) >= 4  # 7_2 was waited for while SLURM listed it as PENDING

@@ -32,7 +32,6 @@ from typing import Any, Dict, List, Optional, Sequence
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher as _HydraLocalLauncher
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _HydraSlurmLauncher
 from omegaconf import OmegaConf
 
@@ -45,24 +44,22 @@ _ENDED_STATES = {
 }
 
 
-class _ProjectParams:
-    """Keys of our launcher configs that are not submitit executor parameters."""
-
-    keys = ("poll_interval_s", "lost_job_grace_s")
+# Keys of conf/hydra/launcher/slurm.yaml that are ours, not submitit executor parameters.
+OWN_KEYS = ("poll_interval_s", "lost_job_grace_s")
 
 
-class _CollectingMixin:
-    """The launch loop of hydra-submitit-launcher, with our result collection."""
+class SlurmLauncher(_HydraSlurmLauncher):
+    """hydra/launcher=slurm: SLURM job arrays through submitit, requeued on preemption.
 
-    _EXECUTOR: str
-    params: Dict[str, Any]
+    ``launch`` is hydra-submitit-launcher's, except for how results are collected.
+    """
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit  # noqa: PLC0415 - keep plugin discovery and `--help` fast
 
         assert self.config is not None  # type: ignore[attr-defined]
-        own = {k: self.params[k] for k in _ProjectParams.keys if k in self.params}
-        params = {k: v for k, v in self.params.items() if k not in _ProjectParams.keys}
+        own = {k: self.params[k] for k in OWN_KEYS if k in self.params}
+        params = {k: v for k, v in self.params.items() if k not in OWN_KEYS}
 
         init_keys = {"max_num_timeout"}
         init_params = {"folder": params["submitit_folder"]}
@@ -96,7 +93,6 @@ class _CollectingMixin:
             [list(o) for o in job_overrides],
             poll_interval_s=float(own.get("poll_interval_s", 5.0)),
             lost_job_grace_s=float(own.get("lost_job_grace_s", 120.0)),
-            use_squeue=self._EXECUTOR == "slurm",
         )
 
 
@@ -137,7 +133,6 @@ def collect_results(
     overrides: Sequence[List[str]],
     poll_interval_s: float = 5.0,
     lost_job_grace_s: float = 120.0,
-    use_squeue: bool = True,
 ) -> List[JobReturn]:
     """Wait for every job's result file (a requeued job keeps its id and writes it when done).
 
@@ -149,7 +144,7 @@ def collect_results(
     results: List[Optional[JobReturn]] = [None] * len(jobs)
     pending = set(range(len(jobs)))
     # Without accounting, submitit's sacct calls only fail (and warn every poll): skip them.
-    ask_scheduler = not use_squeue or (bool(jobs) and _sacct_works(jobs[0].job_id.split("_")[0]))
+    ask_scheduler = bool(jobs) and _sacct_works(jobs[0].job_id.split("_")[0])
     gone_since: Dict[int, float] = {}
     while pending:
         for i in sorted(pending):
@@ -164,7 +159,7 @@ def collect_results(
                 results[i] = _failed(list(overrides[i]), err)
         if not pending:
             break
-        states = _squeue_states(sorted({jobs[i].job_id.split("_")[0] for i in pending})) if use_squeue else None
+        states = _squeue_states(sorted({jobs[i].job_id.split("_")[0] for i in pending}))
         now = time.time()
         for i in sorted(pending):
             if states is None:
@@ -185,10 +180,3 @@ def collect_results(
         time.sleep(poll_interval_s)
     return [r for r in results if r is not None]
 
-
-class SlurmLauncher(_CollectingMixin, _HydraSlurmLauncher):
-    """hydra/launcher=slurm: SLURM job arrays through submitit, requeued on preemption."""
-
-
-class LocalLauncher(_CollectingMixin, _HydraLocalLauncher):
-    """submitit's local executor (subprocesses on this machine) with the same collection."""
