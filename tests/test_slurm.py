@@ -58,8 +58,10 @@ def env():
 
 
 def job_dirs(sweep: Path):
-    """submitit's per-job folders, named after the SLURM job: <id>_<index> in an array, <id> alone."""
-    return sorted(p for p in (sweep / ".submitit").iterdir() if p.is_dir() and re.fullmatch(r"\d+(_\d+)?", p.name))
+    """submitit's per-job folders: <id>_<index> for the tasks of an array, else <id> of a single job."""
+    dirs = [p for p in (sweep / ".submitit").iterdir() if p.is_dir()]
+    tasks = sorted(p for p in dirs if re.fullmatch(r"\d+_\d+", p.name))
+    return tasks or sorted(p for p in dirs if re.fullmatch(r"\d+", p.name))
 
 
 def run_dirs(sweep: Path):
