@@ -385,6 +385,33 @@ def test_reference_statistics_are_cached_and_reused(tmp_path):
     assert proto["versions"]["torch_fidelity"] and proto["image"]["extractor"]["name"] == "tiny"
 
 
+def test_unreadable_reference_split_records_null_and_unsplit_folder_is_its_own_reference(tmp_path):
+    from ganbench.errors import DataError
+
+    class NoTest(ImageData):
+        def real_uint8(self, split="train"):
+            if split == "test":
+                raise DataError("dataset cifar10 has no 'test' split")
+            return super().real_uint8(split)
+
+    cfg = make_cfg(tmp_path, eval_over={"reference": "test"})
+    ev = build_evaluator(cfg, NoTest(), "cpu", tmp_path, extractor=TinyExtractor())
+    out = ev.evaluate(ImageG(), step=1, final=False, z_dim=8)
+    assert set(out.values()) == {None} and "no 'test' split" in ev.reasons["fid"]
+
+    class Folder(ImageData):
+        split = None
+
+        def real_uint8(self, split="train"):
+            assert split is None
+            return super().real_uint8("train")
+
+    ev = build_evaluator(cfg, Folder("folder"), "cpu", tmp_path, extractor=TinyExtractor())
+    assert isinstance(ev.evaluate(ImageG(), step=1, final=False, z_dim=8)["fid"], float)
+    assert ev.protocol()["image"]["reference_split"] == "all"
+    assert list((tmp_path / "cache" / "reference").glob("folder-all-*.npz"))
+
+
 def test_fid_of_generator_that_reproduces_the_reference_is_zero(tmp_path):
     ds = ImageData(n=300)
     real = ds.real_uint8("train")

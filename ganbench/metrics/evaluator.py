@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ganbench.errors import ConfigError
+from ganbench.errors import ConfigError, DataError
 from ganbench.metrics import image, reference, stacked, toy
 from ganbench.metrics.features import FeatureExtractor, WeightsUnavailable, build_extractor, images_to_uint8
 
@@ -211,6 +211,7 @@ class Evaluator:
         self._ref: dict | None = None          # reference features/statistics, loaded or computed once
         self._ref_points: torch.Tensor | None = None
         self.reference_computations = 0        # how often real features were extracted (tests, logs)
+        self._data_error_logged = False
         self.last_info: dict = {}
 
     # ------------------------------------------------------------------ sampling
@@ -237,10 +238,12 @@ class Evaluator:
         """Real features of eval.reference: from memory, else the disk cache, else extracted and cached."""
         if self._ref is not None:
             return self._ref
-        real = self.dataset.real_uint8(self.s.reference)
+        # An image folder without train/test structure (dataset.split null) is its own reference.
+        split = None if getattr(self.dataset, "split", self.s.reference) is None else self.s.reference
+        real = self.dataset.real_uint8(split)
         if real.shape[1] == 1:
             real = real.expand(-1, 3, -1, -1)
-        key = reference.reference_key(self.dataset.name, self.s.reference, real, self.extractor.name,
+        key = reference.reference_key(self.dataset.name, split or "all", real, self.extractor.name,
                                       self.extractor.weights_hash)
         path = Path(self.s.cache_dir).expanduser() / "reference" / f"{key}.npz"
         arrays = reference.load(path)
@@ -256,7 +259,7 @@ class Evaluator:
         else:
             log.info("reference statistics loaded from %s", path)
         self._ref = {"pool": torch.from_numpy(arrays["pool"]), "stats": {"mu": arrays["mu"], "sigma": arrays["sigma"]},
-                     "key": key, "path": str(path), "num_images": int(len(arrays["pool"]))}
+                     "key": key, "path": str(path), "num_images": int(len(arrays["pool"])), "split": split or "all"}
         return self._ref
 
     # ------------------------------------------------------------------ metric families
@@ -328,7 +331,17 @@ class Evaluator:
         try:
             with torch.random.fork_rng(devices=devices), torch.no_grad():
                 if self.extractor is not None and any(g in EXTRACTOR_GROUPS for g in self.groups):
-                    values.update(self._image_metrics(G, n, z_dim))
+                    try:
+                        values.update(self._image_metrics(G, n, z_dim))
+                    except DataError as err:
+                        # The reference split can't be read: no image metric, but the training goes on.
+                        if not self._data_error_logged:
+                            log.warning("image metrics recorded as null: reference images unavailable: %s", err)
+                            self._data_error_logged = True
+                        for g in self.groups:
+                            for k in METRIC_GROUPS[g] if g in EXTRACTOR_GROUPS else ():
+                                values[k] = None
+                                self._r[k] = f"reference images unavailable: {err}"
                 if "stacked" in self.groups and self.classifier is not None:
                     values.update(self._stacked_metrics(G, z_dim))
                 if any(g in POINT_GROUPS for g in self.groups):
@@ -371,7 +384,7 @@ class Evaluator:
         if any(g in EXTRACTOR_GROUPS for g in self.groups):
             p["image"] = {
                 "num_samples": self.s.num_samples, "num_samples_final": self.s.num_samples_final,
-                "reference_split": self.s.reference,
+                "reference_split": self._ref["split"] if self._ref else self.s.reference,
                 "reference_images": self._ref["num_images"] if self._ref else None,
                 "reference_cache": self._ref["path"] if self._ref else None,
                 "to_uint8": "clamp(x*127.5+128, 0, 255) truncated; grayscale repeated to RGB",
