@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .model import (ENDPOINT_SIGNS, grad_mu, loss, normal_pdf, optimal_discriminator, pdf_difference,
+from .model import (ENDPOINT_SIGNS, grad_mu_parts, loss, normal_pdf, optimal_discriminator, pdf_difference,
                     pdf_difference_slope)
 
 METHODS = ("first_order", "optimal", "unrolled", "alternating")
@@ -100,55 +100,59 @@ def discriminator_step(mu: Tensor, ends: List[Tensor], alive: List[Tensor], targ
         if tangent is not None:
             slope = pdf_difference_slope(e, mu, target)
             new_tangent.append([t + rate * (slope * t - 0.5 * (e - m) * normal_pdf(e - m))
-                                for t, m in zip(tangent[i], mu.unbind(0))])
+                                for t, m in zip(tangent[i], mu)])
     return keep_ordered(new_ends, alive, new_tangent if tangent is not None else None)
 
 
-def _discriminator_update(state: "State", target: Tensor, lr: float) -> Tuple[Tensor, Tensor]:
-    """One ordinary discriminator step of a whole state -> stacked (ends, alive)."""
-    ends, alive, _ = discriminator_step(state.mu, list(state.ends.unbind(0)), list(state.alive.unbind(0)),
-                                        target, lr)
-    return torch.stack(ends), torch.stack(alive)
+Parts = Tuple[List[Tensor], List[Tensor], List[Tensor]]   # (μ parts, endpoint parts, alive parts)
 
 
-def first_order_step(state: State, target: Tensor, lr: float) -> State:
+def first_order_parts(mu: List[Tensor], ends: List[Tensor], alive: List[Tensor], target: Tensor, lr: float) -> Parts:
     """Simultaneous gradient steps from the same point (eqs. 9–11), η_g = η_d = η."""
-    ends, alive = _discriminator_update(state, target, lr)
-    return State(state.mu - lr * grad_mu(state.mu, state.ends), ends, alive)
+    g = grad_mu_parts(mu, ends)
+    ends, alive, _ = discriminator_step(mu, ends, alive, target, lr)
+    return [m - lr * gj for m, gj in zip(mu, g)], ends, alive
 
 
-def alternating_step(state: State, target: Tensor, lr: float) -> State:
+def alternating_parts(mu: List[Tensor], ends: List[Tensor], alive: List[Tensor], target: Tensor, lr: float) -> Parts:
     """The discriminator steps first; the generator then descends against the updated discriminator."""
-    ends, alive = _discriminator_update(state, target, lr)
-    return State(state.mu - lr * grad_mu(state.mu, ends), ends, alive)
+    ends, alive, _ = discriminator_step(mu, ends, alive, target, lr)
+    return [m - lr * gj for m, gj in zip(mu, grad_mu_parts(mu, ends))], ends, alive
 
 
-def optimal_step(state: State, target: Tensor, lr: float) -> State:
+def optimal_parts(mu: List[Tensor], ends: List[Tensor], alive: List[Tensor], target: Tensor, lr: float) -> Parts:
     """(ℓ,r) = argmax_{ℓ,r} L(μ,ℓ,r) (eq. 7), then μ ← μ − η∇_μL(μ,ℓ,r) (eq. 8).
 
-    The returned ``ends`` are the optimal discriminator used for this step (for plots); it never collapses.
+    The returned ends are the optimal discriminator used for this step (for plots); it never collapses.
     """
-    ends = optimal_discriminator(state.mu, target)
-    return State(state.mu - lr * grad_mu(state.mu, ends), ends, torch.ones_like(state.alive))
+    ends = list(optimal_discriminator(torch.stack(mu), target).unbind(0))
+    g = grad_mu_parts(mu, ends)
+    return [m - lr * gj for m, gj in zip(mu, g)], ends, [torch.ones_like(a) for a in alive]
 
 
-def unrolled_gradient_analytic(mu: Tensor, ends: Tensor, alive: Tensor, target: Tensor, lr: float,
-                               unroll: int) -> Tensor:
+def unrolled_gradient_parts(mu: List[Tensor], ends: List[Tensor], alive: List[Tensor], target: Tensor, lr: float,
+                            unroll: int) -> List[Tensor]:
     """d/dμ L(μ, D_K(μ)) = ∂_μL(μ, D_K) + (∂D_K/∂μ)ᵀ ∇_D L(μ, D_K), with ∂D_K/∂μ carried forward.
 
     μ has two coordinates per run, so forward mode carries only 4×2 derivatives per run through the K
     steps: no graph, no backward pass, and every run stays independent.
     """
-    ends, alive = list(ends.unbind(0)), list(alive.unbind(0))
     zero = torch.zeros_like(mu[0])
     tangent = [[zero, zero] for _ in ends]
     for _ in range(unroll):
         ends, alive, tangent = discriminator_step(mu, ends, alive, target, lr, tangent)
-    gradient = grad_mu(mu, ends)
+    gradient = grad_mu_parts(mu, ends)
     for e, sign, t in zip(ends, ENDPOINT_SIGNS, tangent):
         d_loss_d_end = sign * pdf_difference(e, mu, target)                      # ∂L/∂e at D_K
-        gradient = gradient + torch.stack([d_loss_d_end * t[0], d_loss_d_end * t[1]])
+        gradient = [g + d_loss_d_end * tj for g, tj in zip(gradient, t)]
     return gradient
+
+
+def unrolled_gradient_analytic(mu: Tensor, ends: Tensor, alive: Tensor, target: Tensor, lr: float,
+                               unroll: int) -> Tensor:
+    """``unrolled_gradient_parts`` on stacked tensors -> (2, *batch)."""
+    return torch.stack(unrolled_gradient_parts(list(mu.unbind(0)), list(ends.unbind(0)), list(alive.unbind(0)),
+                                               target, lr, unroll))
 
 
 def _unrolled_loss(mu: Tensor, ends: Tensor, alive: Tensor, target: Tensor, lr: float, unroll: int) -> Tensor:
@@ -189,21 +193,33 @@ UNROLLED_GRADIENTS = {
 }
 
 
-def unrolled_step(state: State, target: Tensor, lr: float, unroll: int, grad: str = "analytic") -> State:
+def unrolled_parts(mu: List[Tensor], ends: List[Tensor], alive: List[Tensor], target: Tensor, lr: float,
+                   unroll: int, grad: str = "analytic") -> Parts:
     """Generator: μ ← μ − η d/dμ L(μ, D_K(μ)); discriminator: one ordinary step, simultaneously."""
-    g = UNROLLED_GRADIENTS[grad](state.mu, state.ends, state.alive, target, lr, unroll)
-    ends, alive = _discriminator_update(state, target, lr)
-    return State(state.mu - lr * g, ends, alive)
+    if grad == "analytic":
+        g = unrolled_gradient_parts(mu, ends, alive, target, lr, unroll)
+    else:
+        g = UNROLLED_GRADIENTS[grad](torch.stack(mu), torch.stack(ends), torch.stack(alive), target, lr, unroll)
+    new_ends, new_alive, _ = discriminator_step(mu, ends, alive, target, lr)
+    return [m - lr * gj for m, gj in zip(mu, g)], new_ends, new_alive
+
+
+def step_parts(method: str, mu: List[Tensor], ends: List[Tensor], alive: List[Tensor], target: Tensor, lr: float,
+               unroll: int = 5, unroll_grad: str = "analytic") -> Parts:
+    """One iteration of ``method`` (one of METHODS) on unstacked components."""
+    if method == "first_order":
+        return first_order_parts(mu, ends, alive, target, lr)
+    if method == "alternating":
+        return alternating_parts(mu, ends, alive, target, lr)
+    if method == "optimal":
+        return optimal_parts(mu, ends, alive, target, lr)
+    if method == "unrolled":
+        return unrolled_parts(mu, ends, alive, target, lr, unroll, unroll_grad)
+    raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
 
 
 def step(method: str, state: State, target: Tensor, lr: float, unroll: int = 5, unroll_grad: str = "analytic") -> State:
-    """One iteration of ``method`` (one of METHODS)."""
-    if method == "first_order":
-        return first_order_step(state, target, lr)
-    if method == "alternating":
-        return alternating_step(state, target, lr)
-    if method == "optimal":
-        return optimal_step(state, target, lr)
-    if method == "unrolled":
-        return unrolled_step(state, target, lr, unroll, unroll_grad)
-    raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    """One iteration of ``method`` (one of METHODS) for every run of ``state``."""
+    mu, ends, alive = step_parts(method, list(state.mu.unbind(0)), list(state.ends.unbind(0)),
+                                 list(state.alive.unbind(0)), target, lr, unroll, unroll_grad)
+    return State(torch.stack(mu), torch.stack(ends), torch.stack(alive))

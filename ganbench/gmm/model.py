@@ -10,6 +10,7 @@ discriminator ``ends`` is (4, *batch) holding (ℓ₁, r₁, ℓ₂, r₂) in th
 runs. Endpoints may be ±inf (the optimal discriminator's intervals can be unbounded).
 """
 import math
+from typing import List
 
 import torch
 from torch import Tensor
@@ -30,10 +31,11 @@ def endpoint_signs(ends: Tensor) -> Tensor:
     return column(ENDPOINT_SIGNS, ends)
 
 
-def as_target(target: Tensor, mu: Tensor) -> Tensor:
-    """μ* (2,) or (2, *batch), broadcastable against ``mu`` (2, *batch)."""
-    target = torch.as_tensor(target, dtype=mu.dtype, device=mu.device)
-    return target.reshape(2, *([1] * (mu.dim() - 1))) if target.dim() == 1 else target
+def as_target(target: Tensor, mu) -> Tensor:
+    """μ* (2,) or (2, *batch), broadcastable against ``mu`` ((2, *batch) or a list of two (*batch))."""
+    like = mu[0]
+    target = torch.as_tensor(target, dtype=like.dtype, device=like.device)
+    return target.reshape(2, *([1] * like.dim())) if target.dim() == 1 else target
 
 
 def normal_pdf(x: Tensor) -> Tensor:
@@ -81,11 +83,15 @@ def loss(mu: Tensor, ends: Tensor, target: Tensor) -> Tensor:
     return 1.0 + (r1 - l1) + (r2 - l2)
 
 
-def grad_mu(mu: Tensor, ends: Tensor) -> Tensor:
-    """∂L/∂μⱼ = ½ Σᵢ [φ(rᵢ−μⱼ) − φ(ℓᵢ−μⱼ)]  -> (2, *batch).  ``ends``: (4, *batch) or a list of four."""
+def grad_mu_parts(mu, ends) -> List[Tensor]:
+    """[∂L/∂μ₁, ∂L/∂μ₂] with ∂L/∂μⱼ = ½ Σᵢ [φ(rᵢ−μⱼ) − φ(ℓᵢ−μⱼ)]; μ and ends as tensors or lists of parts."""
     l1, r1, l2, r2 = ends
-    return torch.stack([0.5 * (normal_pdf(r1 - m) - normal_pdf(l1 - m) + normal_pdf(r2 - m) - normal_pdf(l2 - m))
-                        for m in mu])
+    return [0.5 * (normal_pdf(r1 - m) - normal_pdf(l1 - m) + normal_pdf(r2 - m) - normal_pdf(l2 - m)) for m in mu]
+
+
+def grad_mu(mu: Tensor, ends: Tensor) -> Tensor:
+    """∂L/∂μ -> (2, *batch); ``ends``: (4, *batch) or a list of four."""
+    return torch.stack(grad_mu_parts(mu, ends))
 
 
 def grad_ends(mu: Tensor, ends: Tensor, target: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ def heatmap_figure(grids: Dict[str, Tensor], axis: Tensor, subtitles: Optional[D
     low, high = float(axis[0]), float(axis[-1])
     half = (high - low) / (2 * max(len(axis) - 1, 1))
     image = None
-    for ax, (method, grid) in zip(axes[0], grids.items()):
+    for k, (ax, (method, grid)) in enumerate(zip(axes[0], grids.items())):
         # grid[i, j] is the start (axis[i], axis[j]): μ̂₁ = axis[i] is the x coordinate, hence the transpose.
         image = ax.imshow(grid.T.numpy(), origin="lower", extent=(low - half, high + half, low - half, high + half),
                           vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest")
@@ -31,7 +31,8 @@ def heatmap_figure(grids: Dict[str, Tensor], axis: Tensor, subtitles: Optional[D
             title += "\n" + subtitles[method]
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(r"initial $\hat\mu_1$")
-        ax.set_ylabel(r"initial $\hat\mu_2$")
+        if k == 0:
+            ax.set_ylabel(r"initial $\hat\mu_2$")
     fig.colorbar(image, ax=list(axes[0]), shrink=0.85, label="P(success)")
     return fig
 

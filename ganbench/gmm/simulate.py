@@ -7,12 +7,12 @@ chunks are padded to one shape so that it compiles once.
 """
 import logging
 import shutil
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .dynamics import State, step
+from .dynamics import State, step, step_parts
 
 log = logging.getLogger("ganbench.gmm")
 
@@ -21,14 +21,18 @@ log = logging.getLogger("ganbench.gmm")
 # One fused loop per step measured 1.7x faster for unroll=5 (see scripts/bench_gmm.py).
 FUSION = {"max_fusion_size": 4096, "realize_opcount_threshold": 100000, "realize_reads_threshold": 100000}
 
-StepFn = Callable[[Tensor, Tensor, Tensor], Tuple[Tensor, Tensor, Tensor]]
-
-
-def _plain_step(method: str, target: Tensor, lr: float, unroll: int, unroll_grad: str) -> StepFn:
+def _plain_step(method: str, target: Tensor, lr: float, unroll: int, unroll_grad: str):
+    """The step on unstacked components: the compiled version is then one loop over runs, computing each
+    value once (stacking inside it would split the work into loops that recompute their inputs)."""
     def one(mu: Tensor, ends: Tensor, alive: Tensor):
-        s = step(method, State(mu, ends, alive), target, lr, unroll, unroll_grad)
-        return s.mu, s.ends, s.alive
+        m, e, a = step_parts(method, list(mu.unbind(0)), list(ends.unbind(0)), list(alive.unbind(0)), target, lr,
+                             unroll, unroll_grad)
+        return (*m, *e, *a)
     return one
+
+
+def _stack(parts) -> Tuple[Tensor, Tensor, Tensor]:
+    return torch.stack(parts[:2]), torch.stack(parts[2:6]), torch.stack(parts[6:])
 
 
 def can_compile(device: torch.device, method: str, unroll_grad: str) -> bool:
@@ -57,11 +61,11 @@ class Stepper:
     def __call__(self, mu: Tensor, ends: Tensor, alive: Tensor):
         if self.compiled is not None:
             try:
-                return self.compiled(mu, ends, alive)
+                return _stack(self.compiled(mu, ends, alive))
             except Exception as ex:  # no working compiler / backend: the eager step computes the same
                 log.warning("torch.compile failed (%s); continuing without compiling", str(ex).splitlines()[0])
                 self.compiled = None
-        return self.eager(mu, ends, alive)
+        return _stack(self.eager(mu, ends, alive))
 
 
 def simulate(method: str, state: State, target: Tensor, lr: float, iterations: int, unroll: int = 5,
