@@ -120,6 +120,7 @@ def test_dragan_vs_wgangp_paper_settings(objective, iterations, n_dis, lr, betas
         assert cfg.penalty.clip == 0.01
     # the ^g score of vanilla/DRAGAN is read at step N: an evaluation must fall on it
     assert cfg.compare.wgan_iterations % cfg.eval.every == 0
+    assert cfg.eval.num_samples == cfg.eval.num_samples_final  # one protocol for the ^g and ^d numbers
     assert set(cfg.hydra.sweeper.params.objective.split(",")) == {"vanilla", "dragan", "wgan", "wgan_gp"}
     assert len(cfg.hydra.sweeper.params.seed.split(",")) == 3
 
