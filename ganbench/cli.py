@@ -39,6 +39,14 @@ def run_dirname(override_dirname: str) -> str:
     names past 200 characters keep a prefix plus a hash so they stay unique.
     """
     name = override_dirname or "default"
+    # A path value keeps its file name plus a hash of the whole path: readable, and two different
+    # paths with the same file name still get different run directories.
+    name = re.sub(
+        r"=([^,=]*[/\\][^,=]*)",
+        lambda m: "=" + re.split(r"[/\\]", m.group(1).rstrip("/\\"))[-1] + "@"
+        + hashlib.sha1(m.group(1).encode()).hexdigest()[:6],
+        name,
+    )
     name = re.sub(r"[/\\]", "_", name).replace("..", "_")
     name = re.sub(r"[^\w.,=+\-\[\]:@%]", "_", name)
     if len(name) > 200:

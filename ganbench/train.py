@@ -344,6 +344,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any
 
     if status == "running":
         status = "completed"
+    # Reference statistics are loaded lazily: the protocol knows their size and cache key only now.
+    record.protocol = evaluator.protocol()
     if status in ("completed", "diverged"):
         final = {k: v["final"] for k, v in record.metrics.items()}
         # The groups a sweep varies, as ``group.key`` scalars for TensorBoard's HParams tab.

@@ -246,3 +246,17 @@ def test_installed_wheel(tmp_path):
     proc = run_cli(["objective=foo", f"hydra.run.dir={tmp_path}/run"], elsewhere, env,
                    exe=[sys.executable, "-m", "ganbench.cli"])
     assert proc.returncode != 0 and proc.stderr.startswith("ganbench: error: objective: unknown option 'foo'")
+
+
+def test_run_dirname_is_safe_readable_and_unique():
+    from ganbench.cli import run_dirname
+
+    assert run_dirname("") == "default"
+    a = run_dirname("dataset.path=../shared/data/cifar10-jpeg.tar.gz,dataset=folder,objective=dragan")
+    b = run_dirname("dataset.path=/elsewhere/cifar10-jpeg.tar.gz,dataset=folder,objective=dragan")
+    for name in (a, b):
+        assert "/" not in name and ".." not in name
+        assert name.startswith("dataset.path=cifar10-jpeg.tar.gz@") and name.endswith(",dataset=folder,objective=dragan")
+    assert a != b  # same file name, different paths: different runs
+    long = run_dirname(",".join(f"train.key{i}=value{i}" for i in range(40)))
+    assert len(long) <= 200 and long != run_dirname(",".join(f"train.key{i}=value{i}" for i in range(41)))
