@@ -80,8 +80,6 @@ def validate(cfg: DictConfig) -> None:
     need_int(ev, "eval", "seed", 0)
     if ev.get("reference") not in ("train", "test"):
         raise ConfigError(f"eval.reference: must be 'train' or 'test', got {ev.get('reference')!r}")
-    if not isinstance(ev.get("ema", False), bool):
-        raise ConfigError(f"eval.ema: must be true or false, got {ev.get('ema')!r}")
 
     names = m.get("names")
     allowed = ", ".join(["auto", *METRIC_GROUPS])
