@@ -130,7 +130,7 @@ def _eval_sum(x: Tensor, rates: Tensor, log_abs: Tensor, signs: Tensor, derivati
     and nothing overflows.  x (m, *batch), coefficients (K, *batch) -> (m, *batch). log|c| = −inf drops a term.
     """
     exponents = log_abs.unsqueeze(0) + rates.unsqueeze(0) * x.unsqueeze(1)      # (m, K, *batch)
-    top = exponents.amax(1, keepdim=True).clamp_min(-1e300)
+    top = exponents.amax(1, keepdim=True).clamp_min(torch.finfo(exponents.dtype).min)  # all terms zero: no NaN
     terms = signs.unsqueeze(0) * torch.exp(exponents - top)
     value = terms.sum(1)
     if not derivative:

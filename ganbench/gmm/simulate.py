@@ -17,9 +17,14 @@ from .dynamics import State, step, step_parts
 log = logging.getLogger("ganbench.gmm")
 
 # Inductor's defaults split a long chain of pointwise ops into several loops that re-read and re-compute
-# their inputs; the unrolled step (K discriminator steps with their derivatives) is such a chain.
-# One fused loop per step measured 1.7x faster for unroll=5 (see scripts/bench_gmm.py).
+# their inputs; the unrolled step (K discriminator steps with their derivatives) is such a chain. Lifting
+# the limits measured 1.6x faster per unrolled step (K=5, 52,920 runs, 1 thread).
 FUSION = {"max_fusion_size": 4096, "realize_opcount_threshold": 100000, "realize_reads_threshold": 100000}
+
+# Below this many runs a step's ops are small: on CPU, threads spend more time synchronising than computing
+# (the optimal dynamics' 441 runs measured 22 s with 2 threads on a busy 2-core machine, 133 s in a bad case).
+SMALL_BATCH = 4096
+
 
 def _plain_step(method: str, target: Tensor, lr: float, unroll: int, unroll_grad: str):
     """The step on unstacked components: the compiled version is then one loop over runs, computing each
@@ -76,6 +81,13 @@ def simulate(method: str, state: State, target: Tensor, lr: float, iterations: i
     gradient the generator followed at its last step (its norm measures vanishing gradients).
     """
     stepper = Stepper.get(method, target, lr, unroll, unroll_grad, compiled)
+    if state.mu.shape[1] < SMALL_BATCH and state.mu.device.type == "cpu" and torch.get_num_threads() > 1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return simulate(method, state, target, lr, iterations, unroll, unroll_grad, compiled, chunk)
+        finally:
+            torch.set_num_threads(threads)
     if compiled:
         # Once around the loop: entering the patch costs more than a small chunk's step.
         with torch._inductor.config.patch(FUSION):
