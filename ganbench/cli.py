@@ -127,6 +127,9 @@ def validate_task(cfg: DictConfig) -> None:
         validate_metrics(cfg)
     else:
         validate_top(cfg)
+        from .gmm import validate as validate_gmm
+
+        validate_gmm(cfg.get("gmm"))
 
 
 def task(cfg: DictConfig) -> Optional[dict]:
