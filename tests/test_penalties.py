@@ -69,19 +69,23 @@ def test_registry_and_defaults():
 
 # ------------------------------------------------------------------ linear D: exact values for any noise
 
+
+def assert_centered_linear(D, value, lam, k):
+    """A linear D has ∇ₓD = w everywhere: λ(‖w‖-k)², and d/dw = 2λ(‖w‖-k) w/‖w‖ (b does not enter ∇ₓD)."""
+    n = wnorm(W)
+    assert value.item() == pytest.approx(lam * (n - k) ** 2, rel=1e-10)
+    value.backward()
+    expected = [2 * lam * (n - k) * wi / n for wi in W]
+    torch.testing.assert_close(D.w.grad, torch.tensor(expected, dtype=DTYPE), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("noise", ["reference", "gaussian"])
 @pytest.mark.parametrize("lam,k", [(10.0, 1.0), (3.0, 2.5), (0.5, 0.0)])
 def test_dragan_centered_linear(noise, lam, k):
     D = Linear(W)
     pen = PENALTIES["dragan"](lambda_=lam, k=k, form=Form.centered, noise=Noise(noise))
     torch.manual_seed(0)
-    value = pen(D, batch(), batch(seed=9))
-    n = wnorm(W)
-    assert value.item() == pytest.approx(lam * (n - k) ** 2, rel=1e-10)
-    value.backward()
-    # d/dw λ(‖w‖-k)² = 2λ(‖w‖-k) w/‖w‖; b does not enter ∇ₓD.
-    expected = [2 * lam * (n - k) * wi / n for wi in W]
-    torch.testing.assert_close(D.w.grad, torch.tensor(expected, dtype=DTYPE), rtol=1e-10, atol=1e-12)
+    assert_centered_linear(D, pen(D, batch(), batch(seed=9)), lam, k)
     assert D.b.grad is None or D.b.grad.abs().item() == 0
 
 
@@ -133,12 +137,7 @@ def test_wgan_gp_linear(lam, k):
     D = Linear(W)
     pen = PENALTIES["wgan_gp"](lambda_=lam, k=k)
     torch.manual_seed(4)
-    value = pen(D, batch(), batch(seed=9))
-    n = wnorm(W)
-    assert value.item() == pytest.approx(lam * (n - k) ** 2, rel=1e-10)
-    value.backward()
-    expected = [2 * lam * (n - k) * wi / n for wi in W]
-    torch.testing.assert_close(D.w.grad, torch.tensor(expected, dtype=DTYPE), rtol=1e-10, atol=1e-12)
+    assert_centered_linear(D, pen(D, batch(), batch(seed=9)), lam, k)
 
 
 @pytest.mark.parametrize("on", ["real", "fake"])
