@@ -161,11 +161,21 @@ def test_generator_average(tmp_path, no_density, kind):
 
 def test_dcgan_ema_averages_batchnorm_buffers(tmp_path, image_overrides):
     _, state = run_and_check(tmp_path, image_overrides + ["objective=vanilla", "train.iterations=2",
-                                                          "train.g_average=ema", "eval.ema=true"])
+                                                          "train.g_average=ema"])
     avg = state["G_avg"]
     assert avg["n_averaged"].item() == 2
     assert {f"module.{k}" for k in state["G"]} <= set(avg)
     assert any(k.endswith("running_mean") for k in avg)
+
+
+def test_averaged_generator_is_evaluated_too(tmp_path):
+    """With train.g_average on, the final evaluation scores G and the averaged G (metrics prefixed ema_/avg_)."""
+    for kind, prefix in (("ema", "ema_"), ("uniform", "avg_")):
+        res, _ = run_and_check(tmp_path / kind, POINTS + ["objective=vanilla", "train.iterations=3",
+                                                           f"train.g_average={kind}", "metrics.names=[modes]"])
+        metrics = res["metrics"]
+        assert {"modes", f"{prefix}modes", f"{prefix}hq_pct"} <= set(metrics)
+        assert metrics[f"{prefix}reverse_kl"]["higher_is_better"] is False
 
 
 # ------------------------------------------------------------------ exact resume
