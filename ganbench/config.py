@@ -6,7 +6,7 @@ unknown key, a wrong type or an out-of-range value becomes one ConfigError line 
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Type, TypeVar
+from typing import Any, List, Type, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -72,7 +72,7 @@ class TrainConfig:
     # Averaged generator weights (DRAGAN paper §2.2): none, ema (θ̄ ← βθ̄ + (1-β)θ) or uniform (θ̄_T = mean θ_t).
     g_average: str = "none"
     ema_beta: float = 0.999
-    progress: bool = True  # the tqdm progress bar (always off when stderr is not a terminal... still logs)
+    progress: bool = True  # tqdm bar with it/s, ETA and losses; off: a log line per log step instead
 
     def __post_init__(self) -> None:
         at_least_one(iterations=self.iterations, batch_size=self.batch_size, log_every=self.log_every,

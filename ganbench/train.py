@@ -16,12 +16,13 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor, nn
+from torch import nn
 
 from . import board, checkpoint, preemption
 from .archs import build as build_arch
 from .config import Spec, validate
 from .data import build_dataset
+from .errors import CheckpointError, ConfigError
 from .penalties.base import input_grad_norm
 from .results import RunRecord
 
@@ -37,8 +38,6 @@ def resolve_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        from .errors import ConfigError
-
         raise ConfigError("device: cuda requested but CUDA is not available (use device=auto or device=cpu)")
     return device
 
@@ -149,8 +148,6 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any
     wall_before = 0.0
     if source is not None:
         if not source.exists():
-            from .errors import CheckpointError
-
             raise CheckpointError(f"resume: no checkpoint at {source}")
         state = checkpoint.load(source)
         keys = checkpoint.IDENTITY_KEYS if source == ckpt_path else ("dataset", "arch")
@@ -163,8 +160,6 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any
             if G_avg is not None and state.get("G_avg") is not None:
                 G_avg.load_state_dict(state["G_avg"])
         except (RuntimeError, ValueError, KeyError) as ex:
-            from .errors import CheckpointError
-
             first = str(ex).strip().splitlines()[0]
             raise CheckpointError(f"checkpoint {source} does not fit this model ({first}); it was left in place") from None
         step, d_step, wall_before = state["step"], state["d_step"], state.get("wall_time_s", 0.0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import FAST, POINTS, compose, run_train, scalar_events
+from conftest import POINTS, compose, run_train, scalar_events
 from ganbench.config import validate
 from ganbench.errors import ConfigError
 from ganbench.penalties import PENALTIES

@@ -4,7 +4,6 @@ TensorBoard tags are there; a completed run is not run again."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess

@@ -146,7 +146,6 @@ def _solve_in_brackets(lo: Tensor, hi: Tensor, rates: Tensor, log_abs: Tensor, s
     """
     f_lo = _eval_sum(lo, rates, log_abs, signs)
     has_root = (f_lo * _eval_sum(hi, rates, log_abs, signs)) < 0
-    m = lo.shape[0]
     fractions = torch.arange(SECTION_POINTS + 2, dtype=lo.dtype, device=lo.device) / (SECTION_POINTS + 1)
     fractions = fractions.reshape(1, -1, *([1] * (lo.dim() - 1)))
     a, b = lo, hi
