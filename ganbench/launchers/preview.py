@@ -96,7 +96,7 @@ def main(argv: Sequence[str], config_dir: str) -> int:
     try:
         print(sweep_configs(config_dir, overrides, cfg_type, resolve, config_name))
     except Exception as ex:  # noqa: BLE001 - one line for the user, like the rest of the CLI
-        from ganbench.cli import one_line_error  # noqa: PLC0415 - the CLI's own error condenser
+        from ganbench.errors import one_line_error  # noqa: PLC0415 - the CLI's own error condenser
 
         print(f"ganbench: error: {one_line_error(ex)}", file=sys.stderr)
         return 1
