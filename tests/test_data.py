@@ -252,6 +252,18 @@ def test_folder_split_channels_resolution(tmp_path):
     assert abs(ds.real_uint8()[0].float().mean().item() - 18.15) < 1
 
 
+def test_folder_log_states_count_split_and_source(tmp_path, caplog):
+    src = make_source(tmp_path, "tgz")
+    with caplog.at_level("INFO", logger="ganbench.data"):
+        build_dataset(folder_cfg(src, tmp_path / "root", split="train", resolution=16), CPU, 0)
+        build_dataset(folder_cfg(src, tmp_path / "root2"), CPU, 0)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dataset folder:")]
+    # TREE: 4 images under train/, 1 under test/; split=null takes all 5 (train and test together).
+    assert lines == [f"dataset folder: 4 images (split=train) from {src}, 16x16x3",
+                     f"dataset folder: 5 images (split=null: every image, any train/ and test/ sub-folders "
+                     f"together) from {src}, 32x32x3"]
+
+
 def test_folder_without_splits_is_all_train(tmp_path):
     files = {f"flat/{i:02d}.png": _encode((32, 32), "RGB", (i * 10, 0, 0), "PNG") for i in range(5)}
     ds = build_dataset(folder_cfg(make_source(tmp_path, "zip", files), tmp_path / "root"), CPU, 0)
@@ -407,10 +419,12 @@ def mnist_root(tmp_path):
 
 
 @needs_mnist
-def test_mnist_test_split_from_raw_files(mnist_root):
+def test_mnist_test_split_from_raw_files(mnist_root, caplog):
     from torchvision.datasets.mnist import read_image_file
 
-    native = build_dataset(load_cfg("mnist", root=str(mnist_root), split="test", resolution=28), CPU, 0)
+    with caplog.at_level("INFO", logger="ganbench.data"):
+        native = build_dataset(load_cfg("mnist", root=str(mnist_root), split="test", resolution=28), CPU, 0)
+    assert f"dataset mnist: 10000 images (split=test) from {mnist_root}, 28x28x1" in caplog.messages
     assert native.shape == (1, 28, 28) and native.num_images == 10_000
     raw = read_image_file(str(mnist_root / "MNIST" / "raw" / "t10k-images-idx3-ubyte"))
     assert torch.equal(native.real_uint8()[:, 0], raw)
@@ -444,7 +458,28 @@ def test_cifar10_download_failure_is_one_line(tmp_path, monkeypatch):
     assert time.perf_counter() - t0 < 30
     msg = str(info.value)
     assert "\n" not in msg and msg.startswith("cannot download CIFAR-10 into")
-    assert "cifar-10-python.tar.gz" in msg and "GANBENCH_DATA" in msg and "dataset=folder" in msg
+    assert "cifar-10-python.tar.gz" in msg and "GANBENCH_DATA" in msg
+    # The offline alternative must keep training on the train split: without dataset.split a folder
+    # with train/ and test/ sub-folders trains on both.
+    assert "dataset=folder dataset.path=/path/to/images.tar.gz dataset.split=train " in msg
+
+
+def test_download_hint_names_the_training_split(tmp_path, monkeypatch):
+    """A failing download of the metrics' test split still suggests the split the run trains on."""
+    from ganbench.data import images
+
+    calls = []
+
+    def failing(root, train, download):
+        calls.append((train, download))
+        raise RuntimeError("Dataset not found or corrupted")  # what torchvision raises without the files
+
+    monkeypatch.setattr("torchvision.datasets.CIFAR10", failing)
+    cfg = load_cfg("cifar10", root=str(tmp_path / "empty"), split="train")
+    with pytest.raises(DataError) as info:
+        images.load_torchvision(cfg, "cifar10", "test", 32, 3)
+    assert calls == [(False, False), (False, True)]  # files on disk first, then the download
+    assert "dataset.split=train " in str(info.value) and "dataset.split=test" not in str(info.value)
 
 
 @needs_mnist
@@ -454,6 +489,7 @@ def test_mnist_train_download_failure_is_one_line(mnist_root, monkeypatch):
         build_dataset(load_cfg("mnist", root=str(mnist_root), split="train"), CPU, 0)
     msg = str(info.value)
     assert "\n" not in msg and "train-images-idx3-ubyte.gz" in msg and "MNIST" in msg
+    assert "dataset=folder dataset.path=/path/to/images.tar.gz dataset.split=train " in msg
 
 
 def test_torchvision_split_must_be_train_or_test(tmp_path):

@@ -36,7 +36,7 @@ class ImageDataset:
 
     def __init__(self, name: str, images: torch.Tensor, device: torch.device, on_device,
                  split: str | None, load_split: Callable[[str], torch.Tensor] | None = None,
-                 labels: torch.Tensor | None = None):
+                 labels: torch.Tensor | None = None, source: str | os.PathLike | None = None):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"expected uint8 (N,C,H,W) images, got {images.dtype} {tuple(images.shape)}")
         self.name = name
@@ -44,6 +44,8 @@ class ImageDataset:
         self.split = split
         self.shape = tuple(images.shape[1:])
         self.num_images = images.shape[0]
+        # One line that says what is trained on: a wrong split (train+test together) shows up as a count.
+        log.info("%s", describe(name, self.num_images, split, source, self.shape))
         self.images = images  # CPU copy, returned by real_uint8 for the training split
         self.labels = labels
         self.data = place(images, self.device, on_device)
@@ -72,6 +74,15 @@ class ImageDataset:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, n={self.num_images}, "
                 f"shape={self.shape}, device={self.device}, data_on={self.data.device})")
+
+
+def describe(name: str, num_images: int, split: str | None, source, shape, what: str = "images") -> str:
+    """"dataset <name>: <N> <what> (split=<split>) from <source>, HxWxC", e.g.
+    "dataset folder: 50000 images (split=train) from /data/cifar10.tar.gz, 32x32x3"."""
+    c, h, w = shape
+    which = f"split={split}" if split is not None else "split=null: every image, any train/ and test/ sub-folders together"
+    where = f" from {source}" if source is not None else ""
+    return f"dataset {name}: {num_images} {what} ({which}){where}, {h}x{w}x{c}"
 
 
 def place(images: torch.Tensor, device: torch.device, on_device: str) -> torch.Tensor:
@@ -179,27 +190,35 @@ def _mnist_split_class():
     return MNISTSplit
 
 
-def _read_cifar10(root: Path, split: str) -> dict:
+def _folder_hint(train_split: str | None) -> str:
+    """The offline alternative: an image archive with train/ and test/ sub-folders. It names the split,
+    because dataset=folder without dataset.split trains on every image, test images included."""
+    if train_split is None:  # stacked_mnist: a folder of images is not the same experiment
+        return ""
+    return (f", or use dataset=folder dataset.path=/path/to/images.tar.gz dataset.split={train_split} "
+            f"(an archive with train/ and test/ sub-folders)")
+
+
+def _read_cifar10(root: Path, split: str, train_split: str | None = "train") -> dict:
     from torchvision.datasets import CIFAR10
 
     def failure(e):
         return (f"cannot download CIFAR-10 into {root} ({_one_line(e)}; no network?): place "
-                f"cifar-10-python.tar.gz there, set GANBENCH_DATA, or use dataset=folder "
-                f"dataset.path=/path/to/images.tar.gz")
+                f"cifar-10-python.tar.gz there, set GANBENCH_DATA{_folder_hint(train_split)}")
 
     ds = _open_torchvision(lambda download: CIFAR10(str(root), train=split == "train", download=download), failure)
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
     return {"images": images, "labels": torch.as_tensor(ds.targets, dtype=torch.int64)}
 
 
-def _read_mnist(root: Path, split: str) -> dict:
+def _read_mnist(root: Path, split: str, train_split: str | None = "train") -> dict:
     cls = _mnist_split_class()
     prefix = "train" if split == "train" else "t10k"
 
     def failure(e):
         return (f"cannot download MNIST ({split}) into {root / 'MNIST' / 'raw'} ({_one_line(e)}; no network?): "
                 f"place {prefix}-images-idx3-ubyte.gz and {prefix}-labels-idx1-ubyte.gz there, set "
-                f"GANBENCH_DATA, or use dataset=folder dataset.path=/path/to/images.tar.gz")
+                f"GANBENCH_DATA{_folder_hint(train_split)}")
 
     ds = _open_torchvision(lambda download: cls(str(root), train=split == "train", download=download), failure)
     return {"images": ds.data.unsqueeze(1).contiguous(), "labels": ds.targets.to(torch.int64)}
@@ -215,8 +234,12 @@ def load_torchvision(cfg, name: str, split: str, resolution: int, channels: int)
     parts = {"source": f"torchvision:{name}", "split": split, "resolution": resolution, "channels": channels}
     label = f"{name}-{split}-{resolution}px-{channels}ch"
 
+    # The hint names the split the run trains on (also when the metrics' test split is what failed);
+    # stacked_mnist gets no folder hint.
+    train_split = options.split(cfg, "train") if cfg.get("name") in _TORCHVISION else None
+
     def build():
-        raw = reader(root, split)
+        raw = reader(root, split, train_split)
         return {"images": to_format(raw["images"], resolution, channels), "labels": raw["labels"]}
 
     return cache_mod.load_or_build(_cache_file(cfg, label, parts), build, f"{title} {split}")
@@ -241,7 +264,8 @@ def _build_torchvision(cfg, device, name: str, o: dict):
     res, ch = o["resolution"], o["channels"]
     data = load_torchvision(cfg, name, o["split"], res, ch)
     return ImageDataset(name, data["images"], device, o["on_device"], o["split"],
-                        lambda s: load_torchvision(cfg, name, s, res, ch)["images"], labels=data["labels"])
+                        lambda s: load_torchvision(cfg, name, s, res, ch)["images"], labels=data["labels"],
+                        source=data_root(cfg))
 
 
 def build_cifar10(cfg, device, seed=0):
@@ -303,4 +327,4 @@ def build_folder(cfg, device, seed=0):
                 return data["images"]
             raise
 
-    return ImageDataset("folder", data["images"], device, o["on_device"], split, load_split)
+    return ImageDataset("folder", data["images"], device, o["on_device"], split, load_split, source=path)

@@ -6,11 +6,15 @@ applied per channel, hence the MNIST images and labels exposed here.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from ganbench.data import options
-from ganbench.data.images import load_torchvision, place
+from ganbench.data.images import data_root, describe, load_torchvision, place
 from ganbench.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 
 class StackedMNIST:
@@ -32,6 +36,8 @@ class StackedMNIST:
         self.mnist_labels = data["labels"]  # int64 (N,), CPU
         self.num_images = self.mnist_images.shape[0]  # digits each channel is drawn from
         self.shape = (3, resolution, resolution)
+        log.info("%s, three digits stacked as channels", describe(
+            "stacked_mnist", self.num_images, split, data_root(cfg), self.shape, what="MNIST digits"))
         self.reference_size = reference_size
         self.reference_seed = reference_seed
         self._digits = place(self.mnist_images[:, 0], self.device, on_device)
