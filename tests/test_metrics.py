@@ -463,7 +463,11 @@ def test_real_inception_download_path(tmp_path):
 
 def test_inception_v3_compat_architecture_runs_with_local_weights(tmp_path):
     path = features.write_random_inception_weights(tmp_path / "random.pth")
-    ex = features.build_extractor("inception-v3-compat", "cpu", str(path), tmp_path)
+    # Not the published file: build_extractor refuses it (sha256 check, tests/test_weights_safety.py) ...
+    with pytest.raises(features.WeightsUnavailable, match="does not match the published prefix"):
+        features.build_extractor("inception-v3-compat", "cpu", str(path), tmp_path)
+    # ... while the extractor itself takes self-made weights (loaded with weights_only=True, no hash check).
+    ex = features.TorchFidelityExtractor("inception-v3-compat", "cpu", path)
     assert ex.weights_hash == features.sha256_file(path)
     out = ex.features(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
     assert out["pool"].shape == (2, 2048) and out["logits_unbiased"].shape == (2, 1008)

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import logging
 import os
+import re
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 from unittest import mock
@@ -100,6 +104,75 @@ def resolve_inception_weights(weights: str | None, cache_dir: str | os.PathLike,
     return path
 
 
+def _refusal(err: BaseException) -> str:
+    """What torch.load(weights_only=True) objected to, without torch's advice to retry unsafely.
+
+    torch's message is several paragraphs that end up suggesting to load the file with full unpickling;
+    only the unpickler's own finding ("Unsupported global: GLOBAL posix.system", "Unsupported operand
+    149") is kept.
+    """
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n|$)", text)
+    if found:
+        # "Unsupported global: GLOBAL posix.system was not an allowed global by default. Please use ..."
+        return f"{type(err).__name__}: " + found.group(1).split(" was not an allowed")[0].split(". ")[0].strip()
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    if "weights_only" in first or not first:
+        return type(err).__name__
+    return f"{type(err).__name__}: {first[:200]}"
+
+
+def load_verified_weights(path: str | os.PathLike, hash_prefix: str | None = INCEPTION_HASH_PREFIX,
+                          hint: str = "") -> tuple[dict, str]:
+    """(state_dict, sha256) of a weights file that passed both checks, else WeightsUnavailable.
+
+    1. ``torch.load(..., map_location="cpu", weights_only=True)``: the restricted unpickler builds tensors
+       and plain containers only, so a crafted file cannot run code; it must give a dict of tensors.
+    2. its sha256 must start with ``hash_prefix`` (the prefix torch-fidelity publishes in the file name;
+       None skips this check, for weights the user made, e.g. write_random_inception_weights).
+
+    The bytes are read once and both checks run on those bytes, so the file cannot be swapped between
+    hashing and loading. The error is one line naming the file and every check it failed, never advice to
+    load it without the restriction.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise WeightsUnavailable(f"weights file {path} cannot be read ({err.strerror or err})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    problems = []
+    state = None
+    try:
+        with warnings.catch_warnings():
+            # e.g. "Detected pickle protocol 4": noise beside the one warning the caller logs.
+            warnings.simplefilter("ignore")
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any refusal means "not a plain weights file"
+        problems.append(f"torch.load(weights_only=True) refused it ({_refusal(err)})")
+    else:
+        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            problems.append(f"it holds a {type(state).__name__}, not a state dict of tensors")
+    if hash_prefix is not None and not digest.startswith(hash_prefix):
+        problems.append(f"its sha256 {digest[:16]}... does not match the published prefix {hash_prefix}")
+    if problems:
+        raise WeightsUnavailable(f"weights file {path} rejected: {'; '.join(problems)}" + (f"; {hint}" if hint else ""))
+    return dict(state), digest
+
+
+def verified_inception_weights(weights: str | None, cache_dir: str | os.PathLike,
+                               url: str | None = None) -> tuple[Path, dict, str]:
+    """(path, state_dict, sha256) of the inception-v3-compat weights (resolve_inception_weights), whether
+    given, cached or just downloaded, after load_verified_weights' two checks against INCEPTION_HASH_PREFIX."""
+    path = resolve_inception_weights(weights, cache_dir, url)
+    if weights is not None:
+        hint = f"metrics.inception_weights must be torch-fidelity's published {INCEPTION_FILE}"
+    else:
+        hint = f"delete it so that {INCEPTION_FILE} is downloaded again, or set metrics.inception_weights"
+    state, digest = load_verified_weights(path, INCEPTION_HASH_PREFIX, hint)
+    return path, state, digest
+
+
 class TorchFidelityExtractor:
     """A network from torch-fidelity's registry behind the FeatureExtractor interface.
 
@@ -108,7 +181,12 @@ class TorchFidelityExtractor:
     what torch-fidelity's own IS/FID/KID use.
     """
 
-    def __init__(self, name: str, device: torch.device | str, weights_path: str | os.PathLike | None = None):
+    def __init__(self, name: str, device: torch.device | str, weights_path: str | os.PathLike | None = None,
+                 state_dict: dict | None = None, weights_hash: str | None = None):
+        """``weights_path`` without ``state_dict``: the file is loaded here with weights_only=True (no hash
+        check; build_extractor checks the Inception file's hash and passes ``state_dict`` and its sha256).
+        Either way torch-fidelity gets the loaded state dict, never the file: its constructors unpickle
+        ``feature_extractor_weights_path`` with ``torch.load(weights_only=False)``."""
         from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
         if name not in FEATURE_EXTRACTORS_REGISTRY:
@@ -119,11 +197,21 @@ class TorchFidelityExtractor:
         provided = cls.get_provided_features_list()
         self._logits_layer = "logits_unbiased" if "logits_unbiased" in provided else None
         layers = [self._pool_layer] + ([self._logits_layer] if self._logits_layer else [])
+        if weights_path is not None and state_dict is None:
+            state_dict, weights_hash = load_verified_weights(weights_path, hash_prefix=None)
         kwargs = {"verbose": False}
-        if weights_path is not None:
-            kwargs["feature_extractor_weights_path"] = str(weights_path)
+        handed = []
         try:
-            net = cls(name, layers, **kwargs)
+            if weights_path is None:
+                net = cls(name, layers, **kwargs)
+            else:
+                kwargs["feature_extractor_weights_path"] = str(weights_path)
+                with mock.patch.object(torch, "load", _handoff(str(weights_path), state_dict, handed)):
+                    net = cls(name, layers, **kwargs)
+                if not handed:
+                    raise WeightsUnavailable(f"torch-fidelity's {name!r} did not take the weights of {weights_path}")
+        except WeightsUnavailable:
+            raise
         except Exception as err:  # noqa: BLE001 - torch-fidelity downloads its other networks itself
             raise WeightsUnavailable(f"feature extractor {name!r} could not be created ({type(err).__name__}: {err})") from err
         # channels_last: 1.4x faster convolutions on CPU (measured) and the layout tensor cores want; a memory
@@ -131,7 +219,10 @@ class TorchFidelityExtractor:
         self.net = net.to(device).eval().requires_grad_(False).to(memory_format=torch.channels_last)
         self.name = name
         self.weights_path = str(weights_path) if weights_path is not None else None
-        self.weights_hash = sha256_file(weights_path) if weights_path is not None else "torch-fidelity-default"
+        if weights_path is None:
+            self.weights_hash = "torch-fidelity-default"
+        else:
+            self.weights_hash = weights_hash or sha256_file(weights_path)
         self._layers = layers
 
     @torch.no_grad()
@@ -141,6 +232,19 @@ class TorchFidelityExtractor:
         if self._logits_layer:
             feats["logits_unbiased"] = out[self._logits_layer]
         return feats
+
+
+def _handoff(path: str, state_dict: dict, handed: list):
+    """A stand-in for ``torch.load`` while torch-fidelity's constructor runs: the already verified
+    ``state_dict`` for ``path``; any other load is refused, so nothing is unpickled behind our back."""
+
+    def load(f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)) and os.fspath(f) == path:
+            handed.append(path)
+            return state_dict
+        raise WeightsUnavailable(f"unexpected torch.load({f!r}) while building the feature extractor")
+
+    return load
 
 
 def write_random_inception_weights(path: str | os.PathLike, seed: int = 0) -> Path:
@@ -167,7 +271,8 @@ def build_extractor(name: str, device: torch.device | str, weights: str | None, 
 
     ``name`` is either a torch-fidelity registry name (``inception-v3-compat``, ``vgg16``, ``dinov2-vit-s-14``,
     ...) or ``package.module:callable``; the callable is called as ``callable(device=..., cfg=...)`` and must
-    return a FeatureExtractor. Raises WeightsUnavailable when the network's weights can't be had.
+    return a FeatureExtractor. Raises WeightsUnavailable when the network's weights can't be had, or when
+    the Inception file (given, cached or downloaded) fails load_verified_weights' checks.
     """
     if ":" in name:
         module, _, attr = name.partition(":")
@@ -177,5 +282,6 @@ def build_extractor(name: str, device: torch.device | str, weights: str | None, 
             raise TypeError(f"{name} returned {type(extractor).__name__}, which is not a FeatureExtractor")
         return extractor
     if name == "inception-v3-compat":
-        return TorchFidelityExtractor(name, device, resolve_inception_weights(weights, cache_dir))
+        path, state, digest = verified_inception_weights(weights, cache_dir)
+        return TorchFidelityExtractor(name, device, path, state_dict=state, weights_hash=digest)
     return TorchFidelityExtractor(name, device, weights)
