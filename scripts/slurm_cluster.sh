@@ -5,21 +5,36 @@
 #   scripts/slurm_cluster.sh start [--install]   # idempotent; waits until the node is idle
 #   scripts/slurm_cluster.sh stop                # kills the daemons by their pid files
 #   scripts/slurm_cluster.sh status
+#   scripts/slurm_cluster.sh env                 # prints: export SLURM_CONF=<dir>/slurm.conf
+#
+# Everything the cluster writes stays in one private folder, $SLURM_CLUSTER_DIR (default
+# /tmp/ganbench-slurm): slurm.conf, state, spool, logs, pid files, and a munged of its own with its
+# own key and socket (AuthInfo=socket=...). Nothing under /etc, /var or /run is written, so clients
+# (sbatch, sinfo, scancel, submitit) need SLURM_CONF=$SLURM_CLUSTER_DIR/slurm.conf (see `env`).
+#
+# --install is the only step that changes the system: it runs `apt-get install slurm-wlm munge` when
+# the packages are missing (Debian's postinst then creates /etc/munge/munge.key). Pass it only on a
+# machine where that is wanted; tests/test_slurm.py passes it only with CI=true or
+# GANBENCH_SLURM_INSTALL=1 and otherwise skips when the packages are absent.
 #
 # Exit codes of `start`: 0 ready, 3 packages missing (and not installable), 4 daemons failed.
-# Needs root (daemons run as root; SlurmUser=root). Debian packages: slurm-wlm munge.
+# Needs root (slurmd runs as root; SlurmUser=root). Debian packages: slurm-wlm munge.
 # Recipe and timings: /work/shared/SLURM.md (requeued jobs wait ~2 min before they are eligible).
 set -euo pipefail
 
-CONF=/etc/slurm/slurm.conf
+DIR=${SLURM_CLUSTER_DIR:-/tmp/ganbench-slurm}
+CONF=$DIR/slurm.conf
 MARKER="# written by ganbench scripts/slurm_cluster.sh"
-STATE=/var/spool/slurmctld
-SPOOL=/var/spool/slurmd
-LOGDIR=/var/log/slurm
-RUNDIR=/run/ganbench-slurm          # our pid files; `stop` only kills what `start` started
+STATE=$DIR/state
+SPOOL=$DIR/spool
+LOGDIR=$DIR/log
+RUNDIR=$DIR/run                     # our pid files; `stop` only kills what `start` started
 CTLD_PID=$RUNDIR/slurmctld.pid
 SLURMD_PID=$RUNDIR/slurmd.pid
-MUNGE_PID=$RUNDIR/munged.pid        # only present when this script started munged
+MUNGE_KEYDIR=$DIR/munge             # 0700, owned by munge: the key, seed and log
+MUNGE_RUN=$DIR/munge-run            # 0755: munged requires its socket's folder to be searchable by all
+MUNGE_SOCKET=$MUNGE_RUN/munge.socket.2
+MUNGE_PID=$MUNGE_RUN/munged.pid
 IDLE_TIMEOUT_S=${SLURM_CLUSTER_IDLE_TIMEOUT_S:-60}
 
 log() { echo "slurm_cluster: $*" >&2; }
@@ -41,36 +56,51 @@ install_packages() {
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+make_dir() {
+  # Root writes a config and starts daemons from this folder: it must not be someone else's
+  # (a world-writable /tmp lets any user create /tmp/ganbench-slurm first).
+  if [ -e "$DIR" ]; then
+    if [ ! -d "$DIR" ] || [ -L "$DIR" ] || [ "$(stat -c %u "$DIR")" != "$(id -u)" ] \
+       || [ -n "$(find "$DIR" -maxdepth 0 -perm /022)" ]; then
+      log "$DIR is not a folder owned by $(id -un) and writable only by it; set SLURM_CLUSTER_DIR"
+      return 1
+    fi
+  else
+    mkdir -p "$DIR"
+  fi
+  chmod 0711 "$DIR"  # munge must reach its folders below; nobody can list or write this one
+  mkdir -p "$STATE" "$SPOOL" "$LOGDIR" "$RUNDIR" "$MUNGE_KEYDIR" "$MUNGE_RUN"
+  chown munge:munge "$MUNGE_KEYDIR" "$MUNGE_RUN"
+  chmod 0700 "$MUNGE_KEYDIR"
+  chmod 0755 "$MUNGE_RUN"
+}
+
 start_munge() {
-  if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-    return 0  # a munged is already serving (ours or the system's)
+  if munge -n --socket="$MUNGE_SOCKET" 2>/dev/null | unmunge --socket="$MUNGE_SOCKET" >/dev/null 2>&1; then
+    return 0  # our munged is already serving
   fi
-  if [ ! -s /etc/munge/munge.key ]; then
-    mungekey --create --keyfile=/etc/munge/munge.key
+  if [ ! -s "$MUNGE_KEYDIR/munge.key" ]; then
+    runuser -u munge -- mungekey --create --keyfile="$MUNGE_KEYDIR/munge.key"
   fi
-  chown munge:munge /etc/munge/munge.key
-  chmod 0400 /etc/munge/munge.key
-  mkdir -p /run/munge /var/log/munge /var/lib/munge
-  chown munge:munge /run/munge /var/log/munge /var/lib/munge
-  runuser -u munge -- /usr/sbin/munged
-  # munged writes its pid file under /run/munge; copy it so that `stop` knows we started it.
+  runuser -u munge -- /usr/sbin/munged --socket="$MUNGE_SOCKET" --pid-file="$MUNGE_PID" \
+    --key-file="$MUNGE_KEYDIR/munge.key" --seed-file="$MUNGE_KEYDIR/munged.seed" \
+    --log-file="$MUNGE_KEYDIR/munged.log"
   for _ in $(seq 50); do
-    [ -s /run/munge/munged.pid ] && break
+    munge -n --socket="$MUNGE_SOCKET" 2>/dev/null | unmunge --socket="$MUNGE_SOCKET" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
-  cp /run/munge/munged.pid "$MUNGE_PID"
-  munge -n | unmunge >/dev/null
+  return 1
 }
 
 write_conf() {
   local host node
   host=$(hostname -s)
-  node=$(slurmd -C | head -n1)
+  # The node line of this machine; SLURM_CONF unset, since our slurm.conf may not exist yet.
+  node=$(env -u SLURM_CONF slurmd -C | head -n1)
   if [ -f "$CONF" ] && ! grep -qF "$MARKER" "$CONF"; then
     log "$CONF exists and was not written by this script; refusing to overwrite it"
     return 1
   fi
-  mkdir -p /etc/slurm "$STATE" "$SPOOL" "$LOGDIR"
   cat >"$CONF" <<EOF
 $MARKER
 ClusterName=ganbench
@@ -78,6 +108,8 @@ SlurmctldHost=$host
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$MUNGE_SOCKET
 StateSaveLocation=$STATE
 SlurmdSpoolDir=$SPOOL
 SlurmctldPidFile=$CTLD_PID
@@ -127,9 +159,10 @@ cmd_start() {
     have_packages || { log "slurm-wlm/munge not installed (run with --install, as root)"; exit 3; }
   fi
   [ "$(id -u)" = 0 ] || { log "must run as root"; exit 4; }
-  mkdir -p "$RUNDIR"
-  start_munge || { log "munged failed to start"; exit 4; }
+  make_dir || exit 4
+  start_munge || { log "munged failed to start; see $MUNGE_KEYDIR/munged.log"; exit 4; }
   write_conf || exit 4
+  export SLURM_CONF=$CONF
   if ! alive "$CTLD_PID"; then
     # -c: start from a clean state; leftover jobs from an earlier cluster must not run again.
     slurmctld -c || { log "slurmctld failed; see $LOGDIR/slurmctld.log"; exit 4; }
@@ -138,7 +171,7 @@ cmd_start() {
     slurmd || { log "slurmd failed; see $LOGDIR/slurmd.log"; exit 4; }
   fi
   wait_idle || exit 4
-  log "ready: $(sinfo -h -o '%P %a %D %t' | head -n1)"
+  log "ready: $(sinfo -h -o '%P %a %D %t' | head -n1); clients need: export SLURM_CONF=$CONF"
 }
 
 stop_pidfile() {
@@ -163,12 +196,14 @@ cmd_stop() {
 cmd_status() {
   alive "$CTLD_PID" && echo "slurmctld running (pid $(cat "$CTLD_PID"))" || echo "slurmctld not running"
   alive "$SLURMD_PID" && echo "slurmd running (pid $(cat "$SLURMD_PID"))" || echo "slurmd not running"
-  alive "$CTLD_PID" && sinfo || true
+  alive "$CTLD_PID" && SLURM_CONF=$CONF sinfo || true
 }
 
 case "${1:-}" in
   start) shift; cmd_start "$@" ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
-  *) echo "usage: $0 start [--install] | stop | status" >&2; exit 2 ;;
+  env) echo "export SLURM_CONF=$CONF" ;;
+  *) echo "usage: $0 start [--install] | stop | status | env   (folder: \$SLURM_CLUSTER_DIR, default /tmp/ganbench-slurm;" \
+          "--install runs apt-get; tests/test_slurm.py passes it only with CI=true or GANBENCH_SLURM_INSTALL=1)" >&2; exit 2 ;;
 esac
