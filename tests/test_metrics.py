@@ -172,6 +172,38 @@ def test_inception_score_matches_closed_form():
     assert mean == pytest.approx(1.0, abs=1e-9) and std == pytest.approx(0.0, abs=1e-9)
 
 
+class TwoHeadExtractor:
+    """Features whose two heads disagree: logits give p(y|x) = (3/4, 1/4) or (1/4, 3/4), the pool features
+    (read as logits) give nearly one-hot rows; the rows alternate between the two kinds."""
+
+    name = "two-head"
+    weights_hash = "fedcba9876543210"
+
+    def __init__(self):
+        self.rows = 0
+
+    def features(self, images):
+        kind = (torch.arange(len(images)) + self.rows) % 2
+        self.rows += len(images)
+        logits = torch.stack([torch.zeros(len(images)), (1 - 2 * kind).float() * -math.log(3)], 1)
+        pool = torch.stack([(1 - kind).float() * 10, kind.float() * 10], 1)
+        return {"pool": pool, "logits_unbiased": logits}
+
+
+def test_inception_score_is_computed_from_the_logits_not_the_pool_features(tmp_path):
+    """IS = exp(E_x KL(p(y|x) || p(y))). From the logits: half the rows (3/4, 1/4), half (1/4, 3/4), p(y) =
+    (1/2, 1/2), KL = 3/4 ln(3/2) + 1/4 ln(1/2) for every row, IS = exp of that = 1.1397...; from the pool
+    rows (10, 0)/(0, 10) it would be about 2."""
+    hand = math.exp(0.75 * math.log(1.5) + 0.25 * math.log(0.5))
+    pool_is = image.inception_score(torch.tensor([[10.0, 0.0], [0.0, 10.0]] * 50), splits=1)[0]
+    assert abs(pool_is - hand) > 0.5  # the two heads really give different scores
+    cfg = make_cfg(tmp_path, metrics_over={"names": ["is"], "is_splits": 1})
+    ev = build_evaluator(cfg, ImageData(), "cpu", tmp_path, extractor=TwoHeadExtractor())
+    out = ev.evaluate(ImageG(), step=0, final=False, z_dim=8)
+    assert out["is_mean"] == pytest.approx(hand, rel=1e-6)
+    assert out["is_std"] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_kid_matches_direct_computation():
     rng = np.random.default_rng(1)
     m, d = 400, 8
