@@ -9,13 +9,16 @@ from torch.utils.tensorboard import SummaryWriter
 
 
 def open_writer(run_dir: Path, resume_step: int) -> SummaryWriter:
-    """A writer in the run directory itself; on resume, events past the checkpoint are purged.
+    """A writer in the run directory itself; events past the checkpoint's step are purged.
 
     Everything up to and including ``resume_step`` was logged before the checkpoint; events after it
-    belong to the lost continuation, and ``purge_step`` hides them so that no step appears twice.
+    belong to the lost continuation, and ``purge_step`` hides them so that no step appears twice. A run
+    killed before its first checkpoint restarts from step 0: ``purge_step=0`` hides all its old events.
     """
     if resume_step > 0:
         return SummaryWriter(log_dir=str(run_dir), purge_step=resume_step + 1)
+    if any(Path(run_dir).glob("events.out.tfevents.*")):
+        return SummaryWriter(log_dir=str(run_dir), purge_step=0)
     return SummaryWriter(log_dir=str(run_dir))
 
 

@@ -18,11 +18,10 @@ IDENTITY_KEYS = ("seed", "dataset", "arch", "objective", "penalty", "optimizer",
 def save(state: Dict[str, Any], path: Path) -> None:
     """Write ``state`` to ``path`` atomically: a reader sees the old file or the new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    from .rundir import guarded_write
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    guarded_write(tmp, lambda f: torch.save(state, f))
     os.replace(tmp, path)
 
 
@@ -50,7 +49,8 @@ def _get(tree: Dict[str, Any], dotted: str) -> Any:
 
 def _first_difference(a: Any, b: Any, prefix: str) -> str:
     if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
+        # A group's name first: a checkpoint of another dataset is named as such, not by a derived key.
+        for key in sorted(set(a) | set(b), key=lambda k: (k != "name", k)):
             found = _first_difference(a.get(key), b.get(key), f"{prefix}.{key}")
             if found:
                 return found

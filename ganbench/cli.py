@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import GanbenchError, one_line_error  # noqa: F401 - one_line_error re-exported
+from .errors import ConfigError, GanbenchError, one_line_error  # noqa: F401 - one_line_error re-exported
 
 log = logging.getLogger("ganbench")
 
@@ -32,12 +32,39 @@ def config_dir() -> str:
     raise FileNotFoundError(f"ganbench: cannot find conf/config.yaml next to {here}")
 
 
-def run_dirname(override_dirname: str) -> str:
-    """A safe, readable directory name from Hydra's ``k=v,k=v`` override string.
+SWEPT_ENV = "GANBENCH_SWEPT_KEYS"
+
+
+def swept_first(override_dirname: str, swept: List[str]) -> str:
+    """Hydra's ``k=v,k=v`` (sorted by key) with the swept keys moved to the front, in sweep order.
+
+    In a sweep the keys that vary are what tells runs apart: they lead the run directory's name, and so
+    the run's name in TensorBoard. Values may hold commas (``metrics.names=[a,b]``): items are split only
+    before a ``key=``.
+    """
+    if not override_dirname or not swept:
+        return override_dirname
+    items = re.split(r",(?=[+~]*[\w.\-/@]+=)", override_dirname)
+    key = lambda item: item.split("=", 1)[0].lstrip("+~")  # noqa: E731
+    rank = {k: i for i, k in enumerate(dict.fromkeys(swept))}
+    lead = sorted((i for i in items if key(i) in rank), key=lambda i: rank[key(i)])
+    return ",".join(lead + [i for i in items if key(i) not in rank])
+
+
+def run_dirname(override_dirname: str, _root_: Any = None) -> str:
+    """A safe, readable directory name from Hydra's ``k=v,k=v`` override string, swept keys first.
 
     Path separators in values (``dataset.path=../data/x.tar.gz``) must not create or escape directories;
     names past 200 characters keep a prefix plus a hash so they stay unique.
     """
+    swept: List[str] = []
+    try:
+        if _root_ is not None and str(OmegaConf.select(_root_, "hydra.mode", default="")).endswith("MULTIRUN"):
+            swept = [k for k in os.environ.get(SWEPT_ENV, "").split(",") if k]
+            swept += [str(k) for k in (OmegaConf.select(_root_, "hydra.sweeper.params", default=None) or {})]
+    except Exception:  # noqa: BLE001 - outside a Hydra app there is no hydra node
+        swept = []
+    override_dirname = swept_first(override_dirname, swept)
     name = override_dirname or "default"
     # A path value keeps its file name plus a hash of the whole path: readable, and two different
     # paths with the same file name still get different run directories.
@@ -54,40 +81,84 @@ def run_dirname(override_dirname: str) -> str:
     return name
 
 
+def mark_swept_keys(argv: List[str]) -> None:
+    """For ``-m``: tell the run-directory resolver which command-line keys are swept (``a=1,2``, ranges,
+    choices). Launcher workers (joblib, SLURM) inherit the variable with the rest of the environment."""
+    os.environ.pop(SWEPT_ENV, None)
+    if not any(a in ("-m", "--multirun") for a in argv):
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-") and "=" in a])
+    except Exception:  # noqa: BLE001 - Hydra reports the parse error itself, with its own message
+        return
+    keys = [o.key_or_group for o in parsed if o.is_sweep_override() and not o.key_or_group.startswith("hydra.")]
+    os.environ[SWEPT_ENV] = ",".join(keys)
+
+
 if not OmegaConf.has_resolver("gb.dirname"):
     OmegaConf.register_new_resolver("gb.dirname", run_dirname)
 
 
 def _run_and_report(func: Any) -> Any:
-    """Replacement for Hydra's reporter: one line, exit code 1, traceback only with HYDRA_FULL_ERROR=1."""
+    """Replacement for Hydra's reporter: one line, exit code 1, traceback only with HYDRA_FULL_ERROR=1.
+
+    A multirun's job returns come back through here: a summary of the sweep follows them.
+    """
     try:
-        return func()
+        ret = func()
     except Exception as ex:  # noqa: BLE001 - this is the top-level reporter
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"ganbench: error: {one_line_error(ex)}", file=sys.stderr)
         sys.exit(1)
+    from .launchers.summary import is_sweep_result, summarize
+
+    if is_sweep_result(ret):
+        failed = summarize(ret, sys.stdout)
+        if failed:
+            sys.exit(1)
+    return ret
+
+
+def _fail(ex: BaseException) -> None:
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        import traceback
+
+        traceback.print_exc()
+    print(f"ganbench: error: {one_line_error(ex)}", file=sys.stderr)
+    sys.exit(1)
 
 
 class ValidateOnRunStart(Callback):
-    """Validate a single run's config before Hydra creates its directory, so bad input writes nothing."""
+    """Validate a single run's config and its directory before Hydra creates it, so bad input writes nothing."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exceptions into warnings, so report and exit here (SystemExit passes).
         try:
+            from .rundir import check_writable_dir
+
+            check_writable_dir(Path(str(config.hydra.run.dir)), "hydra.run.dir")
             validate_task(config)
         except GanbenchError as ex:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                import traceback
+            _fail(ex)
 
-                traceback.print_exc()
-            print(f"ganbench: error: {one_line_error(ex)}", file=sys.stderr)
-            sys.exit(1)
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            from .rundir import check_writable_dir
+
+            check_writable_dir(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
+        except GanbenchError as ex:
+            _fail(ex)
 
 
 def validate_task(cfg: DictConfig) -> None:
     from .config import validate, validate_top
 
+    restart = cfg.get("restart", False)
+    if not isinstance(restart, bool):
+        raise ConfigError(f"restart: must be true or false (got {restart!r})")
     if cfg.get("task") == "gan":
         validate(cfg)
         from .data import validate_dataset_config
@@ -104,26 +175,73 @@ def validate_task(cfg: DictConfig) -> None:
 
 
 def task(cfg: DictConfig) -> Optional[dict]:
-    """One job: train a GAN (task=gan) or run the GMM-GAN lab (task=gmm). Returns the results record."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    overrides: List[str] = list(HydraConfig.get().overrides.task)
+    """One job: train a GAN (task=gan) or run the GMM-GAN lab (task=gmm). Returns the results record.
+
+    The start runs in two phases (ganbench/rundir.py): with the directory locked, every check that can
+    fail; only then are ``.hydra/``, ``train.log`` and the run's files written. A start that fails leaves
+    an existing run untouched and a new directory with at most a ``failed`` results.json.
+    """
+    from . import rundir
+    from .results import RESULTS, write_json_atomic
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides: List[str] = list(hydra_cfg.overrides.task)
+    sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    lock = rundir.RunLock(run_dir, "hydra.sweep.dir" if sweep else "hydra.run.dir")
+    new_dir = not rundir.holds_run(run_dir)
+    started = False
     try:
+        with rundir.BufferedFileLog() as held:
+            lock.acquire()
+            validate_task(cfg)
+            restart = bool(cfg.get("restart", False)) and not new_dir
+            start = None
+            if cfg.task == "gan":
+                from .train import prepare
+
+                start = prepare(cfg, run_dir, fresh=restart)
+            if restart:
+                aside = rundir.move_aside(run_dir)
+                old, lock = lock, rundir.RunLock(run_dir, lock.key).acquire()
+                old.path = aside / rundir.LOCK
+                old.release()
+                log.info("restart=true: moved the previous run to %s", aside)
+            held.commit()
+            for path in rundir.stale_temporaries(run_dir):
+                path.unlink(missing_ok=True)
+                log.info("removed %s, left by a process that was killed while writing it", path)
+            rundir.write_hydra_files(run_dir, cfg, hydra_cfg, overrides)
+            started = True
         if cfg.task == "gmm":
             from .gmm import run
 
             return run(cfg, run_dir)
         from .train import train
 
-        return train(cfg, run_dir, overrides)
+        return train(start, run_dir, overrides)
     except Exception as ex:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        _log_to_file_only(ex)
-        if HydraConfig.get().mode == RunMode.RUN:
+        line = one_line_error(ex)
+        if started:
+            _log_to_file_only(ex)
+        elif new_dir and lock.fd is not None:
+            # A new directory records why it holds no run; an existing run is left byte-identical.
+            try:
+                write_json_atomic(run_dir / RESULTS, {"status": "failed", "step": 0, "error": line,
+                                                      "overrides": overrides})
+            except Exception:  # noqa: BLE001 - the one-line error below is what matters
+                pass
+        if not sweep:
             # Hydra would add its own "Error executing job" line: report the one line here instead.
-            print(f"ganbench: error: {one_line_error(ex)}", file=sys.stderr)
+            print(f"ganbench: error: {line}", file=sys.stderr)
             sys.exit(1)
-        raise  # in a sweep, the launcher records the failure and the other jobs go on
+        # In a sweep the other jobs go on; the summary at the end lists this one's error.
+        print(f"ganbench: error: {run_dir}: {line}", file=sys.stderr)
+        return {"status": "failed", "error": line, "run_dir": str(run_dir), "overrides": overrides}
+    finally:
+        lock.release()
 
 
 def _log_to_file_only(ex: Exception) -> None:
@@ -147,6 +265,7 @@ def main() -> None:
     import hydra._internal.utils as hydra_utils
 
     hydra_utils.run_and_report = _run_and_report
+    mark_swept_keys(sys.argv[1:])
     _app()
 
 

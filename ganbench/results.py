@@ -11,8 +11,12 @@ METRICS = "metrics.jsonl"
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
+    """Temp file + rename: a reader sees the old record or the new one; a full disk keeps the old one."""
+    from .rundir import guarded_write
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    text = json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
+    guarded_write(tmp, lambda f: f.write(text.encode()))
     os.replace(tmp, path)
 
 
@@ -53,12 +57,16 @@ class RunRecord:
             tmp.write_text("".join(line + "\n" for line in kept))
             os.replace(tmp, jsonl)
 
-    def previous(self) -> Optional[Dict[str, Any]]:
-        path = self.run_dir / RESULTS
+    @staticmethod
+    def read(run_dir: Path) -> Optional[Dict[str, Any]]:
+        """The run's results.json as it stands, or None."""
         try:
-            return json.loads(path.read_text())
+            return json.loads((Path(run_dir) / RESULTS).read_text())
         except (OSError, json.JSONDecodeError):
             return None
+
+    def previous(self) -> Optional[Dict[str, Any]]:
+        return self.read(self.run_dir)
 
     def _update(self, row: Dict[str, Any]) -> None:
         step = row["step"]

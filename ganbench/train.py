@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
@@ -34,12 +35,41 @@ SUMS = ("loss/D", "loss/G", "loss/penalty", "D/real", "D/fake")
 
 
 def resolve_device(name: str) -> torch.device:
+    """``device``: auto (CUDA if available, else CPU), cpu, cuda, cuda:N or mps, each checked to exist."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda requested but CUDA is not available (use device=auto or device=cpu)")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device: cuda requested but CUDA is not available (use device=auto or device=cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {name} requested but this machine has {torch.cuda.device_count()} "
+                              f"CUDA device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError("device: mps requested but MPS is not available (use device=auto or device=cpu)")
     return device
+
+
+def swept_keys() -> List[str]:
+    """The keys this job's sweep varies (command line and the preset's ``hydra.sweeper.params``)."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from .cli import SWEPT_ENV
+
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # not inside a Hydra app
+        return []
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return []
+    keys = [k for k in os.environ.get(SWEPT_ENV, "").split(",") if k]
+    keys += [str(k) for k in (hydra_cfg.sweeper.get("params") or {})]
+    return list(dict.fromkeys(keys))
 
 
 def seed_everything(seed: int) -> None:
@@ -114,8 +144,32 @@ class Interrupts:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
-    """Train one GAN in ``run_dir``; resume from its checkpoint when there is one. Returns results.json's record."""
+@dataclass
+class Start:
+    """A run that has passed every check of its start; nothing has been written for it yet."""
+
+    cfg: DictConfig
+    spec: Spec
+    config: Dict[str, Any]
+    device: torch.device
+    data: Any
+    G: nn.Module
+    D: nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    G_avg: Optional[nn.Module]
+    step: int = 0
+    d_step: int = 0
+    wall_before: float = 0.0
+
+
+def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
+    """Every check of a run's start that can fail, with nothing written to ``run_dir``.
+
+    Validates the config, resolves the device, builds the dataset and the networks, and loads the
+    checkpoint to continue from: the run's own ``checkpoints/last.pt`` (unless ``fresh``, for
+    ``restart=true``), else ``resume=<path>``. Giving both is an error, since one of them would be ignored.
+    """
     spec: Spec = validate(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     device = resolve_device(cfg.device)
@@ -137,42 +191,62 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any
     opt_G = make_optimizer(spec.optimizer, G.parameters(), spec.opt_g)
     opt_D = make_optimizer(spec.optimizer, D.parameters(), spec.opt_d)
     G_avg = make_average(G, spec.train.g_average, spec.train.ema_beta)
-    loss, penalty, n_dis, tc = spec.loss, spec.penalty, spec.n_dis, spec.train
+    start = Start(cfg, spec, config, device, data, G, D, opt_G, opt_D, G_avg)
     log.info("G: %.2fM parameters, D: %.2fM parameters", sum(p.numel() for p in G.parameters()) / 1e6,
              sum(p.numel() for p in D.parameters()) / 1e6)
 
-    # ---- resume: the run's own checkpoint first, else resume=<path> ----
-    ckpt_path = run_dir / CHECKPOINT
-    source = ckpt_path if ckpt_path.exists() else (Path(cfg.resume).expanduser() if cfg.resume else None)
-    step = d_step = 0
-    wall_before = 0.0
-    if source is not None:
-        if not source.exists():
-            raise CheckpointError(f"resume: no checkpoint at {source}")
-        state = checkpoint.load(source)
-        keys = checkpoint.IDENTITY_KEYS if source == ckpt_path else ("dataset", "arch")
-        checkpoint.check_matches(state["config"], config, source, keys)
-        try:
-            G.load_state_dict(state["G"])
-            D.load_state_dict(state["D"])
-            opt_G.load_state_dict(state["opt_G"])
-            opt_D.load_state_dict(state["opt_D"])
-            if G_avg is not None and state.get("G_avg") is not None:
-                G_avg.load_state_dict(state["G_avg"])
-        except (RuntimeError, ValueError, KeyError) as ex:
-            first = str(ex).strip().splitlines()[0]
-            raise CheckpointError(f"checkpoint {source} does not fit this model ({first}); it was left in place") from None
-        step, d_step, wall_before = state["step"], state["d_step"], state.get("wall_time_s", 0.0)
-        checkpoint.set_rng_state(state["rng"])
-        log.info("resumed from %s at generator step %d", source, step)
+    # ---- resume: the run's own checkpoint, else resume=<path> ----
+    own = run_dir / CHECKPOINT
+    own_exists = own.exists() and not fresh
+    given = Path(cfg.resume).expanduser() if cfg.resume else None
+    if own_exists and given is not None and given.resolve() != own.resolve():
+        raise CheckpointError(
+            f"resume: this run directory already holds its own checkpoint {own}, which it continues; "
+            f"resume={given} would be ignored. Drop resume=, or start a new run directory "
+            "(other overrides, hydra.run.dir=..., or restart=true to move this one aside)")
+    source = own if own_exists else given
+    if source is None:
+        return start
+    if not source.exists():
+        raise CheckpointError(f"resume: no checkpoint at {source}")
+    if source.is_dir():
+        raise CheckpointError(f"resume: {source} is a directory; give the checkpoint file (e.g. {source / CHECKPOINT})")
+    state = checkpoint.load(source)
+    keys = checkpoint.IDENTITY_KEYS if source == own else ("dataset", "arch")
+    checkpoint.check_matches(state.get("config") or {}, config, source, keys)
+    try:
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        opt_G.load_state_dict(state["opt_G"])
+        opt_D.load_state_dict(state["opt_D"])
+        if G_avg is not None and state.get("G_avg") is not None:
+            G_avg.load_state_dict(state["G_avg"])
+        rng = state["rng"]
+        step, d_step, wall_before = int(state["step"]), int(state["d_step"]), float(state.get("wall_time_s", 0.0))
+    except (RuntimeError, ValueError, KeyError, TypeError) as ex:
+        first = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
+        raise CheckpointError(f"checkpoint {source} does not fit this model ({first}); it was left in place") from None
+    checkpoint.set_rng_state(rng)
+    start.step, start.d_step, start.wall_before = step, d_step, wall_before
+    log.info("resumed from %s at generator step %d", source, step)
+    return start
 
-    record = RunRecord(run_dir, config, overrides, resume_step=step)
-    previous = record.previous()
+
+def train(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
+    """Train the run ``prepare`` checked, in ``run_dir``. Returns results.json's record."""
+    cfg, spec, config, device, data = start.cfg, start.spec, start.config, start.device, start.data
+    G, D, opt_G, opt_D, G_avg = start.G, start.D, start.opt_G, start.opt_D, start.G_avg
+    step, d_step, wall_before = start.step, start.d_step, start.wall_before
+    loss, penalty, n_dis, tc = spec.loss, spec.penalty, spec.n_dis, spec.train
+
+    previous = RunRecord.read(run_dir)
     if step >= tc.iterations and previous and previous.get("status") == "completed":
         log.info("run already completed (%d/%d generator steps): nothing to do", step, tc.iterations)
         return previous
+    record = RunRecord(run_dir, config, overrides, resume_step=step)
 
     from .metrics import build_evaluator, flatten, log_hparams
+    from .metrics.hparams import varied_keys
 
     evaluator = build_evaluator(cfg, data, device, run_dir)
     record.protocol = evaluator.protocol()
@@ -218,7 +292,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any
             "G_avg": G_avg.state_dict() if G_avg is not None else None,
             "step": step, "d_step": d_step, "wall_time_s": wall(), "rng": checkpoint.rng_state(), "config": config,
         }
-        checkpoint.save(state, ckpt_path)
+        checkpoint.save(state, run_dir / CHECKPOINT)
 
     def evaluate(final: bool) -> None:
         values = evaluator.evaluate(G, step, final=final, z_dim=G.z_dim)
@@ -345,7 +419,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any
         final = {k: v["final"] for k, v in record.metrics.items()}
         # The groups a sweep varies, as ``group.key`` scalars for TensorBoard's HParams tab.
         groups = {k: config.get(k) for k in ("seed", "dataset", "arch", "objective", "penalty", "optimizer", "train")}
-        log_hparams(writer, dict(flatten(groups), status=status), final, step)
+        flat = dict(flatten(groups), status=status)
+        log_hparams(writer, flat, final, step, varied=varied_keys(swept_keys(), list(flat)))
     writer.close()
     result = record.write(status, step, tc.iterations, wall(), it_per_s, diverged_step=diverged_step)
     log.info("%s at generator step %d/%d (%.1f s); results: %s", status, step, tc.iterations, wall(),

@@ -27,15 +27,43 @@ def flatten(cfg: Mapping, prefix: str = "") -> dict[str, float | int | str | boo
     return out
 
 
-def log_hparams(writer, flat_hparams: dict, final_metrics: dict, step: int | None = None) -> None:
+def varied_keys(swept: list[str], flat_keys: list[str]) -> list[str]:
+    """The flattened hparams a sweep varies: a swept group (``objective``) is its ``objective.name``, a
+    swept key (``penalty.lambda_``, ``seed``) itself; unknown keys are dropped."""
+    out: list[str] = []
+    for key in swept:
+        key = key.lstrip("+~")
+        for candidate in (key, f"{key}.name"):
+            if candidate in flat_keys and candidate not in out:
+                out.append(candidate)
+                break
+    return out
+
+
+def log_hparams(writer, flat_hparams: dict, final_metrics: dict, step: int | None = None,
+                varied: list[str] | None = None) -> None:
     """Write the HParams summaries (experiment, session start, session end) into ``writer``'s own event
     file, and each finite final metric as the scalar ``final/<name>`` that the dashboard's metric columns
     read. Unlike SummaryWriter.add_hparams this creates no sub-run. None/NaN metrics are left out (the
-    dashboard shows them blank)."""
-    hp = {k: (v if isinstance(v, (bool, int, float, str)) else str(v)) for k, v in flat_hparams.items()}
+    dashboard shows them blank).
+
+    TensorBoard lists an experiment's hparams sorted by (not ``differs``, name) and shows the first few:
+    the ``varied`` keys (what a sweep varies) lead and are marked as differing, so that the dashboard
+    opens on them rather than on constant ``arch.*`` columns. The metric columns are the final metrics.
+    """
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    varied = [k for k in (varied or []) if k in flat_hparams]
+    order = varied + [k for k in flat_hparams if k not in varied]
+    hp = {k: (flat_hparams[k] if isinstance(flat_hparams[k], (bool, int, float, str)) else str(flat_hparams[k]))
+          for k in order}
     metrics = {FINAL_TAG.format(k): float(v) for k, v in final_metrics.items()
                if v is not None and math.isfinite(float(v))}
     exp, ssi, sei = hparams(hp, metrics)
+    data = HParamsPluginData.FromString(exp.value[0].metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in varied
+    exp.value[0].metadata.plugin_data.content = data.SerializeToString()
     fw = writer._get_file_writer() if hasattr(writer, "_get_file_writer") else writer.file_writer
     for summary in (exp, ssi, sei):
         fw.add_summary(summary)

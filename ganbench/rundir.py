@@ -1,0 +1,234 @@
+"""The run directory as a resource: one process at a time, nothing written before every check has passed.
+
+A run's start has two phases. First every check that can fail (config, device, dataset, the arch/dataset
+fit, the resume target, the checkpoint's identity) runs while the directory is locked and nothing in it is
+written: Hydra's ``.hydra/`` files and ``train.log`` are held back (``hydra.output_subdir: null`` in
+conf/config.yaml; log records are buffered). Only when all have passed does ``commit`` write ``.hydra/``,
+replay the buffered log into ``train.log`` and remove temporary files left by killed processes. A failed
+start therefore leaves an existing run byte-identical, and a new directory holds at most a
+``results.json`` with ``status: failed`` and the one-line error.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import GanbenchError
+
+log = logging.getLogger("ganbench")
+
+LOCK = ".ganbench.lock"
+HYDRA_SUBDIR = ".hydra"
+
+
+class RunDirError(GanbenchError):
+    """The run directory cannot be used: in use by another process, not a directory, not writable."""
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_writable_dir(path: Path, key: str) -> None:
+    """Raise RunDirError under ``key`` if ``path`` cannot be (or become) a writable directory."""
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        what = "is an existing file" if probe == path else f"lies under the file {probe}"
+        raise RunDirError(f"{key}: {path} {what}; choose a directory path")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise RunDirError(f"{key}: {probe} is not writable; choose a writable directory")
+
+
+class RunLock:
+    """An advisory ``fcntl.flock`` on ``<run_dir>/.ganbench.lock`` holding the owner's PID.
+
+    The kernel drops the lock when its holder dies, so a lock file left by a killed process is simply taken
+    over. The file is removed on release; a process that opened it just before that notices the unlinked
+    inode and retries, so two processes never both believe they hold the directory.
+    """
+
+    def __init__(self, run_dir: Path, key: str = "hydra.run.dir"):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK
+        self.key = key
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> "RunLock":
+        check_writable_dir(self.run_dir, self.key)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as ex:
+            raise RunDirError(f"{self.key}: cannot create {self.run_dir} ({ex.strerror})") from None
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as ex:
+                raise RunDirError(f"{self.key}: cannot write in {self.run_dir} ({ex.strerror})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise RunDirError(
+                    f"{self.key}: run directory {self.run_dir} is in use by process {holder} "
+                    f"(lock {self.path}); wait for it to end, or give this run another directory"
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # released and unlinked between our open and flock: try the new file
+                os.close(fd)
+                continue
+            previous = os.read(fd, 64).decode(errors="replace").strip()
+            if previous.isdigit() and int(previous) != os.getpid():
+                log.info("took over the lock of process %s, which is no longer running", previous)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self.fd = fd
+            return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            if os.fstat(self.fd).st_ino == os.stat(self.path).st_ino:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds anything of a run (anything but the lock)."""
+    try:
+        return any(p.name != LOCK for p in Path(run_dir).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def stale_temporaries(run_dir: Path) -> List[Path]:
+    """Temporary files of atomic writes (``.<name>.<pid>.tmp``) whose writer is no longer running.
+
+    The caller holds the directory's lock, so no live ganbench process writes here; the PID check keeps
+    the files of a process that (against the lock) still runs.
+    """
+    found = []
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for path in folder.glob(".*.tmp"):
+            parts = path.name.rsplit(".", 2)
+            pid = parts[1] if len(parts) == 3 else ""
+            if not (pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid))):
+                found.append(path)
+    return found
+
+
+class BufferedFileLog(logging.Handler):
+    """Holds the records meant for the run's log file until the start has passed every check."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.NOTSET)
+        self.records: List[logging.LogRecord] = []
+        self.files: List[logging.Handler] = []
+        self.root = logging.getLogger()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> "BufferedFileLog":
+        self.files = [h for h in self.root.handlers if isinstance(h, logging.FileHandler)]
+        for handler in self.files:
+            self.root.removeHandler(handler)
+        self.root.addHandler(self)
+        return self
+
+    def commit(self) -> None:
+        """Attach the file handlers again and write what was held back."""
+        self.root.removeHandler(self)
+        for handler in self.files:
+            self.root.addHandler(handler)
+            for record in self.records:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+        self.records.clear()
+        self.files = []
+
+    def __exit__(self, *exc: Any) -> None:
+        if self in self.root.handlers:  # the start failed: the run's log file is not touched
+            self.root.removeHandler(self)
+            for handler in self.files:
+                handler.close()
+
+
+def write_hydra_files(run_dir: Path, task_cfg: DictConfig, hydra_cfg: DictConfig, overrides: List[str]) -> None:
+    """Hydra's own ``.hydra/{config,hydra,overrides}.yaml``, written only once the start has passed."""
+    out = Path(run_dir) / HYDRA_SUBDIR
+    out.mkdir(parents=True, exist_ok=True)
+    hydra_node = OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg, resolve=False)})
+    for name, node in (("config.yaml", task_cfg), ("hydra.yaml", hydra_node),
+                       ("overrides.yaml", OmegaConf.create(list(overrides)))):
+        tmp = out / f".{name}.{os.getpid()}.tmp"
+        guarded_write(tmp, lambda f, node=node: f.write(OmegaConf.to_yaml(node).encode()))
+        os.replace(tmp, out / name)
+
+
+def guarded_write(path: Path, write: Any) -> None:
+    """Open ``path`` for writing, call ``write(file)`` and fsync. On any failure the partial file is
+    removed; a full disk becomes one error naming the file and the free space."""
+    try:
+        with open(path, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as ex:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        if isinstance(ex, OSError) and ex.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(path.parent).free
+            raise GanbenchError(
+                f"disk full while writing {path} ({free / 2**20:.1f} MiB free); the previous file was kept"
+            ) from None
+        raise
+
+
+def move_aside(run_dir: Path) -> Path:
+    """``restart=true``: rename the old run directory to ``<dir>.old-<timestamp>``; nothing is deleted."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}-{n}")
+    os.rename(run_dir, aside)
+    return aside
