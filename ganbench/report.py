@@ -7,7 +7,13 @@ A run directory is any folder under the given directories that holds ``.hydra/ov
 each group gets, for every metric: n, the status counts, mean ± std and a 95 % Student-t confidence
 interval of the final and the best value, and the normalised area under the metric curve. Writes
 ``report.md``, ``report.csv`` and ``figures/*.png`` (metric against generator steps and against
-wall-clock time, mean line per group with a ±1 std band over seeds), and prints the table.
+wall-clock time, mean line per group with a ±1 sample-std band over seeds), and prints the table.
+
+Honest statistics: intervals and bands are clipped to the metric's range (``metric_bounds``: counts of
+modes in [0, number of modes], percentages in [0, 100], FID/KL ≥ 0, ...); a cell from a single run is
+marked ``†`` (n=1: no interval); a metric that is null in every finished run of a group is shown as
+``null`` with the reason results.json gives; a group evaluated once per run is said to be one point, not
+a curve; failed runs are listed with their one-line error.
 
 Which runs enter the statistics: finished runs (status ``completed`` or ``diverged``) with a finite
 value. Runs that are still ``running`` (or have no results.json yet), ``preempted`` or ``failed`` are
@@ -41,6 +47,21 @@ STATUSES = ("completed", "diverged", "running", "preempted", "failed")
 LOWER_IS_BETTER = {"fid", "kid_mean", "kid_std", "reverse_kl", "stacked_kl", "mmd", "energy", "is_std"}
 IGNORED_OVERRIDE_PREFIXES = ("hydra.", "hydra/")
 CURVE_KEYS = {"step", "images_seen", "wall_time_s"}
+# Prefixes of the averaged generator's metrics (train.g_average: ema_fid, avg_fid).
+AVERAGE_PREFIXES = ("ema_", "avg_")
+# Range of each metric by definition: (lower, upper), None = unbounded. KID's mean and the energy
+# distance are unbiased estimates that can be negative, so they are not clipped.
+METRIC_RANGES: Dict[str, Tuple[Optional[float], Optional[float]]] = {
+    "fid": (0.0, None), "kid_std": (0.0, None), "is_mean": (1.0, None), "is_std": (0.0, None),
+    "precision": (0.0, 1.0), "recall": (0.0, 1.0), "coverage": (0.0, 1.0), "density": (0.0, None),
+    "reverse_kl": (0.0, None), "stacked_kl": (0.0, None), "stacked_modes": (0.0, 1000.0),
+    "modes": (0.0, None),   # upper bound: the dataset's number of modes, see metric_bounds
+}
+NUM_MODES = {"ring8": 8, "grid25": 25}
+N1_MARK = "†"
+N1_NOTE = f"{N1_MARK} n=1: no interval (a single finished run)"
+BAND_TEXT = ("line: mean over seeds at each evaluation step; band (error bar at a single evaluation): mean ± 1 "
+             "sample std over the seeds evaluated at that step, clipped to the metric's range (none where one seed)")
 
 
 @dataclass
@@ -69,7 +90,7 @@ class Run:
         info = (self.results or {}).get("metrics", {}).get(metric)
         if info is not None and "higher_is_better" in info:
             return bool(info["higher_is_better"])
-        return metric.removeprefix("ema_") not in LOWER_IS_BETTER
+        return base_metric(metric) not in LOWER_IS_BETTER
 
     def series(self, metric: str, at_step: Optional[float] = None) -> Tuple[List[float], List[float], List[float]]:
         """(steps, wall_time_s, values) of the finite evaluations of ``metric`` in metrics.jsonl."""
@@ -106,6 +127,21 @@ class Run:
         steps, _, values = self.series(metric, at_step)
         return normalized_auc(steps, values)
 
+    def error_line(self) -> str:
+        """The one-line error results.json records for a failed run."""
+        err = str((self.results or {}).get("error") or "").strip()
+        if not err:
+            return "no error recorded in results.json"
+        first = err.splitlines()[0]
+        return first if len(first) <= 200 else first[:199] + "…"
+
+    def null_reason(self, metric: str) -> Optional[str]:
+        """results.json's reason for a metric whose final value is null (None if it has a value or no entry)."""
+        info = (self.results or {}).get("metrics", {}).get(metric)
+        if not isinstance(info, dict) or _finite(info.get("final")) is not None:
+            return None
+        return str(info.get("reason") or "no reason recorded")
+
     def reached(self, at_step: Optional[float]) -> bool:
         """Whether the run counts for the statistics: finished, or evaluated at ``at_step`` or later."""
         if self.status in FINISHED:
@@ -126,6 +162,38 @@ class Run:
                 return "?"
             node = node[part]
         return str(node) if not isinstance(node, dict) else str(node.get("name", "?"))
+
+
+def base_metric(metric: str) -> str:
+    """The metric's name without the averaged generator's prefix: ema_fid -> fid."""
+    for prefix in AVERAGE_PREFIXES:
+        if metric.startswith(prefix):
+            return metric[len(prefix):]
+    return metric
+
+
+def metric_bounds(metric: str, runs: Sequence["Run"] = ()) -> Tuple[Optional[float], Optional[float]]:
+    """The range a metric's values lie in by definition: ``*_pct`` in [0, 100], ``modes`` in
+    [0, number of modes of the runs' dataset] (ring8: 8, grid25: 25; no upper bound if any run's dataset
+    is unknown), others from METRIC_RANGES; (None, None) when unknown."""
+    name = base_metric(metric)
+    if name.endswith("_pct"):
+        return 0.0, 100.0
+    lo, hi = METRIC_RANGES.get(name, (None, None))
+    if name == "modes" and runs:
+        counts = [NUM_MODES.get(r.label_value("dataset")) for r in runs]
+        if all(c is not None for c in counts):
+            hi = float(max(counts))
+    return lo, hi
+
+
+def clip(x: float, bounds: Tuple[Optional[float], Optional[float]]) -> float:
+    lo, hi = bounds
+    if lo is not None and x < lo:
+        return lo
+    if hi is not None and x > hi:
+        return hi
+    return x
 
 
 def _finite(value) -> Optional[float]:
@@ -153,11 +221,14 @@ class Stats:
         return (self.ci_high - self.ci_low) / 2
 
 
-def summarize(values: Sequence[float], confidence: float = 0.95) -> Stats:
+def summarize(values: Sequence[float], confidence: float = 0.95,
+              bounds: Tuple[Optional[float], Optional[float]] = (None, None)) -> Stats:
     """Mean, sample std and Student-t confidence interval of ``values``.
 
     mean = Σx/n,  std = sqrt(Σ(x - mean)² / (n - 1)),
-    CI = mean ± t_{(1+confidence)/2, n-1} · std / sqrt(n).
+    CI = [max(lo, mean - h), min(hi, mean + h)],  h = t_{(1+confidence)/2, n-1} · std / sqrt(n),
+    with [lo, hi] = ``bounds``, the metric's range: the true mean lies in it, so cutting the interval
+    there loses no coverage (with n = 2, t = 12.7 and the raw interval easily spans ±100 %).
     With n = 1 the std and CI are NaN; with n = 0 everything is NaN.
     """
     n = len(values)
@@ -170,7 +241,7 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Stats:
     from scipy.stats import t  # noqa: PLC0415 - only needed here; keeps `--help` fast
 
     half = float(t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
-    return Stats(n, mean, std, mean - half, mean + half)
+    return Stats(n, mean, std, clip(mean - half, bounds), clip(mean + half, bounds))
 
 
 def normalized_auc(steps: Sequence[float], values: Sequence[float]) -> Optional[float]:
@@ -282,6 +353,8 @@ class Group:
     key: Tuple[Tuple[str, str], ...]
     runs: List[Run]
     stats: Dict[Tuple[str, str], Stats] = field(default_factory=dict)  # (metric, final|best|auc)
+    # metric -> reason(s) from results.json, for a metric that is null in every finished run
+    null_reasons: Dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -289,6 +362,18 @@ class Group:
 
     def status_counts(self) -> Counter:
         return Counter(r.status for r in self.runs)
+
+    def single_evaluation(self, metrics: Sequence[str]) -> Optional[float]:
+        """The step of the one evaluation when every run of the group has at most one finite evaluation
+        of every metric in metrics.jsonl (and some run has one): a point, not a curve. Else None."""
+        steps = set()
+        for run in self.runs:
+            for metric in metrics:
+                run_steps = run.series(metric)[0]
+                if len(run_steps) > 1:
+                    return None
+                steps.update(run_steps)
+        return min(steps) if steps else None
 
 
 def group_runs(runs: Sequence[Run], by: Optional[Sequence[str]] = None) -> List[Group]:
@@ -316,16 +401,21 @@ def summarize_groups(groups: Sequence[Group], metrics: Sequence[str], at_step: O
     for group in groups:
         finished = [r for r in group.runs if r.reached(at_step)]
         for metric in metrics:
+            bounds = metric_bounds(metric, group.runs)
             for kind, getter in (("final", Run.final), ("best", Run.best), ("auc", Run.auc)):
                 values = [v for v in (getter(r, metric, at_step) for r in finished) if v is not None]
-                group.stats[(metric, kind)] = summarize(values)
+                group.stats[(metric, kind)] = summarize(values, bounds=bounds)
+            if group.stats[(metric, "final")].n == 0:
+                reasons = sorted({x for x in (r.null_reason(metric) for r in finished) if x is not None})
+                if reasons:
+                    group.null_reasons[metric] = "; ".join(reasons)
 
 
 def higher_is_better(runs: Sequence[Run], metric: str) -> bool:
     for run in runs:
         if run.results and metric in run.results.get("metrics", {}):
             return run.higher_is_better(metric)
-    return metric.removeprefix("ema_") not in LOWER_IS_BETTER
+    return base_metric(metric) not in LOWER_IS_BETTER
 
 
 def sort_groups(groups: List[Group], metric: Optional[str], runs: Sequence[Run]) -> List[Group]:
@@ -355,8 +445,42 @@ def _pm(stats: Stats) -> str:
     if stats.n == 0:
         return "–"
     if stats.n == 1:
-        return _fmt(stats.mean)
+        return f"{_fmt(stats.mean)} {N1_MARK}"
     return f"{_fmt(stats.mean)} ± {_fmt(stats.std, 2)}"
+
+
+def _cell(group: "Group", metric: str, kind: str) -> str:
+    """A table cell: mean ± std, marked when n = 1, or ``null`` when the metric is null in every
+    finished run (its reason is listed under the table)."""
+    if group.stats[(metric, kind)].n == 0 and metric in group.null_reasons:
+        return "null"
+    return _pm(group.stats[(metric, kind)])
+
+
+def _ci(stats: Stats) -> str:
+    return "–" if math.isnan(stats.ci_low) else f"[{_fmt(stats.ci_low)}, {_fmt(stats.ci_high)}]"
+
+
+def notes(groups: Sequence["Group"], metrics: Sequence[str], kinds: Sequence[str] = ("final",)) -> List[str]:
+    """Lines under the table: the n=1 footnote, null metrics with their reasons, groups evaluated once,
+    failed runs with their error."""
+    out = []
+    if any(g.stats[(m, k)].n == 1 for g in groups for m in metrics for k in kinds):
+        out.append(N1_NOTE)
+    for g in groups:
+        for m in metrics:
+            if m in g.null_reasons:
+                out.append(f"null: {g.label}: {m}: {g.null_reasons[m]}")
+    for g in groups:
+        step = g.single_evaluation(metrics)
+        if step is not None:
+            out.append(f"one evaluation: {g.label}: every run was evaluated once (step {step:g}): the figures "
+                       f"show a point, not a curve (eval.every > 0 gives curves)")
+    for g in groups:
+        for r in g.runs:
+            if r.status == "failed":
+                out.append(f"failed: {g.label} seed={r.seed or '–'}: {r.error_line()} ({r.path})")
+    return out
 
 
 def _status_cell(group: Group) -> Tuple[str, str, str]:
@@ -375,7 +499,7 @@ def table_rows(groups: Sequence[Group], metrics: Sequence[str], kinds: Sequence[
     rows = [header]
     for g in groups:
         row = [g.label, str(len(g.runs)), *_status_cell(g)]
-        row += [_pm(g.stats[(m, k)]) for m in metrics for k in kinds]
+        row += [_cell(g, m, k) for m in metrics for k in kinds]
         rows.append(row)
     return rows
 
@@ -427,32 +551,40 @@ def write_markdown(
     out += [
         "Statistics over finished runs (completed or diverged) of each group: mean ± sample std; "
         "95 % CI = mean ± t(0.975, n-1)·std/√n; AUC = trapezoid area over generator steps divided "
-        "by the step range (the metric's average over training).",
+        "by the step range (the metric's average over training). Intervals are clipped to the "
+        "metric's range (e.g. modes ≥ 0, percentages in [0, 100], FID ≥ 0).",
         "",
         "## Summary (final values)",
         "",
         format_markdown_table(table_rows(groups, metrics, ("final",))),
         "",
     ]
+    out += [f"- {line}" for line in notes(groups, metrics, ("final", "best", "auc"))]
+    out += [""]
     for m in metrics:
         out += [f"## {m}", "", "| group | n | final | final 95 % CI | best | best 95 % CI | AUC | AUC 95 % CI |", "|---" * 8 + "|"]
         for g in groups:
             cells = [g.label, str(g.stats[(m, "final")].n)]
-            for k in ("final", "best", "auc"):
-                st = g.stats[(m, k)]
-                ci = "–" if math.isnan(st.ci_low) else f"[{_fmt(st.ci_low)}, {_fmt(st.ci_high)}]"
-                cells += [_pm(st), ci]
+            if m in g.null_reasons:
+                cells += [f"null: {g.null_reasons[m]}"] + ["–"] * 5
+            else:
+                for k in ("final", "best", "auc"):
+                    st = g.stats[(m, k)]
+                    cells += [_pm(st), _ci(st)]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     if figures:
-        out += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
-    out += ["## Runs", "", "| group | seed | status | step / iterations | dir |", "|---|---|---|---|---|"]
+        out += ["## Figures", "", f"Figures: {BAND_TEXT}.", ""]
+        for fig in figures:
+            out += [f"![{fig.path.stem}](figures/{fig.path.name})", ""]
+            out += [f"*{fig.path.name}*: " + " ".join(fig.notes), ""] if fig.notes else []
+    out += ["## Runs", "", "| group | seed | status | step / iterations | error | dir |", "|---|---|---|---|---|---|"]
     for g in groups:
         for r in g.runs:
             res = r.results or {}
-            out.append(
-                f"| {g.label} | {r.seed or '–'} | {r.status} | {res.get('step', '–')} / {res.get('iterations', '–')} | `{r.path}` |"
-            )
+            error = r.error_line().replace("|", "\\|") if r.status == "failed" else ""
+            out.append(f"| {g.label} | {r.seed or '–'} | {r.status} | {res.get('step', '–')} / "
+                       f"{res.get('iterations', '–')} | {error} | `{r.path}` |")
     path.write_text("\n".join(out) + "\n")
 
 
@@ -474,21 +606,45 @@ def _mean_std_by_step(runs: Sequence[Run], metric: str):
     return steps, times, means, stds
 
 
+def band(runs: Sequence[Run], metric: str):
+    """(steps, times, means, lows, highs) of a group's figure: the mean over the runs evaluated at each
+    step and the band mean ± 1 sample std (0 where one run), clipped to ``metric_bounds``."""
+    steps, times, means, stds = _mean_std_by_step(runs, metric)
+    bounds = metric_bounds(metric, runs)
+    lows = [clip(m - s, bounds) for m, s in zip(means, stds)]
+    highs = [clip(m + s, bounds) for m, s in zip(means, stds)]
+    return steps, times, means, lows, highs
+
+
+@dataclass
+class Figure:
+    """A written figure and what it says besides the curves (caption notes, also in the PNG's metadata)."""
+
+    path: Path
+    legend: List[str]
+    notes: List[str]
+
+
 def _panel_key(groups: Sequence[Group]) -> Optional[str]:
     """Split figures by dataset when the groups span several (their metrics' scales differ)."""
     datasets = {g.runs[0].label_value("dataset") for g in groups if g.runs}
     return "dataset" if len(datasets) > 1 else None
 
 
-def plot_figures(out_dir: Path, groups: Sequence[Group], metrics: Sequence[str]) -> List[Path]:
-    """One PNG per metric and x-axis (generator steps, wall-clock s); line = mean, band = ±1 std.
+def plot_figures(out_dir: Path, groups: Sequence[Group], metrics: Sequence[str]) -> List[Figure]:
+    """One PNG per metric and x-axis (generator steps, wall-clock s): line = mean over seeds, band = mean
+    ± 1 sample std over the seeds at each step, clipped to the metric's range (BAND_TEXT says so on the
+    figure and in the PNG's Description metadata).
 
-    When the groups cover several datasets, each dataset gets its own panel of the figure.
+    Groups whose metric is null in every finished run get a legend entry with the reason; a group with a
+    single evaluation per run is drawn as a marked point and the figure says so. When the groups cover
+    several datasets, each dataset gets its own panel of the figure.
     """
     import matplotlib  # noqa: PLC0415 - figures are optional and matplotlib is slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.patches import Patch  # noqa: PLC0415
 
     out_dir.mkdir(parents=True, exist_ok=True)
     panel_key = _panel_key(groups)
@@ -504,33 +660,56 @@ def plot_figures(out_dir: Path, groups: Sequence[Group], metrics: Sequence[str])
     written = []
     for metric in metrics:
         for axis, xlabel in (("step", "generator steps"), ("time", "wall-clock time (s)")):
-            fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
-            drew = False
+            fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.8), squeeze=False)
+            drew, legend, fig_notes = False, [], []
             for ax, (panel, members) in zip(axes[0], sorted(panels.items())):
+                single = []
                 for g in members:
                     # Runs still in progress draw too: their curve so far is informative.
-                    steps, times, means, stds = _mean_std_by_step(g.runs, metric)
+                    steps, times, means, lows, highs = band(g.runs, metric)
                     if not steps:
+                        if metric in g.null_reasons:
+                            text = f"{label(g)}: null ({g.null_reasons[metric]})"
+                            shown = text if len(text) <= 100 else text[:99] + "…"  # full text: metadata, report.md
+                            ax.plot([], [], linestyle="none", marker="x", color=colors[label(g)], label=shown)
+                            legend.append(text)
+                            drew = True
                         continue
                     xs = steps if axis == "step" else times
-                    line = ax.plot(xs, means, label=label(g), color=colors[label(g)], linewidth=1.5)[0]
-                    lo = [m - s for m, s in zip(means, stds)]
-                    hi = [m + s for m, s in zip(means, stds)]
-                    ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+                    one = len(steps) == 1
+                    line = ax.plot(xs, means, label=label(g), color=colors[label(g)], linewidth=1.5,
+                                   marker="o" if one else None)[0]
+                    legend.append(label(g))
+                    if one:
+                        single.append(f"{label(g)} (step {steps[0]:g})")
+                    if one:
+                        # A band over one x has no width: the same ±1 std as an error bar.
+                        ax.errorbar(xs, means, yerr=[[means[0] - lows[0]], [highs[0] - means[0]]], fmt="none",
+                                    ecolor=line.get_color(), alpha=0.5, capsize=4)
+                    else:
+                        ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
                     drew = True
+                if single:
+                    note = "one evaluation per run, a point not a curve: " + ", ".join(single)
+                    fig_notes.append(note)
+                    ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=7, va="bottom", wrap=True)
                 ax.set_xlabel(xlabel)
-                ax.set_ylabel(metric)
+                ax.set_ylabel(f"{metric} (mean over seeds)")
                 ax.grid(alpha=0.3)
                 if panel_key:
                     ax.set_title(f"{panel_key}={panel}")
-                if ax.get_legend_handles_labels()[0]:
-                    ax.legend(fontsize=7, loc="best")
+                handles, labels = ax.get_legend_handles_labels()
+                if handles:
+                    handles.append(Patch(color="grey", alpha=0.3, linewidth=0))
+                    labels.append("band / error bar: ±1 sample std over seeds")
+                    ax.legend(handles, labels, fontsize=7, loc="best")
             if drew:
-                fig.suptitle(f"{metric}: mean over seeds, band ±1 std", fontsize=10)
+                fig.suptitle(f"{metric} — {BAND_TEXT}", fontsize=8, wrap=True)
                 fig.tight_layout()
                 path = out_dir / f"{metric}_vs_{axis}.png"
-                fig.savefig(path, dpi=110)
-                written.append(path)
+                description = "\n".join([BAND_TEXT, *(f"legend: {x}" for x in legend), *fig_notes])
+                fig.savefig(path, dpi=110, metadata={"Title": f"{metric} vs {xlabel}", "Description": description})
+                written.append(Figure(path, legend, fig_notes))
             plt.close(fig)
     return written
 
@@ -581,9 +760,11 @@ def run_report(args: argparse.Namespace) -> str:
     table = format_text_table(table_rows(groups, metrics, ("final",)))
     counts = Counter(r.status for r in runs)
     summary = ", ".join(f"{c} {s}" for s, c in sorted(counts.items()))
-    return f"{len(runs)} runs in {len(groups)} groups ({summary}); final values, mean ± std over seeds\n{table}\nwrote {out / 'report.md'}, {out / 'report.csv'}" + (
-        f", {len(figures)} figures in {out / 'figures'}" if figures else ""
-    )
+    lines = [f"{len(runs)} runs in {len(groups)} groups ({summary}); final values, mean ± std over seeds", table]
+    lines += notes(groups, metrics, ("final",))
+    lines.append(f"wrote {out / 'report.md'}, {out / 'report.csv'}"
+                 + (f", {len(figures)} figures in {out / 'figures'}" if figures else ""))
+    return "\n".join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -159,3 +159,134 @@ def test_at_step_reads_the_curve_up_to_that_step(sweep, tmp_path):
     assert int(b["modes_final_n"]) == 3
     assert float(b["modes_final_mean"]) == pytest.approx((1.0 + 4.0 + 2.0) / 3)
     assert "as of generator step 50" in (out / "report.md").read_text()
+
+
+# --------------------------------------------------------------------------------- honest statistics
+def csv_rows(out):
+    return {r["group"]: r for r in csv.DictReader((out / "report.csv").open())}
+
+
+def png_description(path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.text.get("Description", "")
+
+
+def test_confidence_intervals_are_clipped_to_the_metric_range(tmp_path):
+    """n = 2: t(0.975, 1) = 12.706; hq_pct 0 and 19.7 give the raw interval 9.85 ± 125.16 = [-115.3, 135.0] %."""
+    root = tmp_path / "s"
+    values = {"hq_pct": (0.0, 19.7), "modes": (1.0, 8.0), "fid": (5.0, 50.0), "kid_mean": (-0.001, 0.004),
+              "ema_fid": (5.0, 50.0)}
+    for seed in (0, 1):
+        make_run(root, ["dataset=ring8", "objective=a", f"seed={seed}"],
+                 metrics={m: metric(v[seed], v[seed], higher=m in ("hq_pct", "modes")) for m, v in values.items()})
+    assert report.main([str(root), "--no-figures"]) == 0
+    a = csv_rows(root)["all"]  # one group: the shared overrides are not part of the label
+    t = 12.706204736174707
+
+    def raw(m):
+        x, y = values[m]
+        half = t * abs(x - y) / math.sqrt(2) / math.sqrt(2)  # std = |x - y|/√2, / √n
+        return (x + y) / 2 - half, (x + y) / 2 + half
+
+    assert raw("hq_pct")[0] == pytest.approx(-115.31, abs=0.01) and raw("hq_pct")[1] == pytest.approx(135.01, abs=0.01)
+    assert (float(a["hq_pct_final_ci95_low"]), float(a["hq_pct_final_ci95_high"])) == (0.0, 100.0)
+    assert (float(a["modes_final_ci95_low"]), float(a["modes_final_ci95_high"])) == (0.0, 8.0)  # ring8: 8 modes
+    assert float(a["fid_final_ci95_low"]) == 0.0
+    assert float(a["fid_final_ci95_high"]) == pytest.approx(raw("fid")[1])
+    assert float(a["ema_fid_final_ci95_low"]) == 0.0  # the averaged generator's FID too
+    # KID's unbiased estimate can be negative: its interval is not cut at 0.
+    assert float(a["kid_mean_final_ci95_low"]) == pytest.approx(raw("kid_mean")[0])
+    assert "[0, 100]" in (root / "report.md").read_text()
+    # The bounds themselves.
+    runs = report.find_runs([root])
+    assert report.metric_bounds("modes", runs) == (0.0, 8.0)
+    assert report.metric_bounds("avg_hq_pct") == (0.0, 100.0) and report.metric_bounds("recall") == (0.0, 1.0)
+    assert report.metric_bounds("modes") == (0.0, None) and report.metric_bounds("energy") == (None, None)
+
+
+def test_n1_cells_are_marked_with_a_footnote(sweep, tmp_path, capsys):
+    make_run(sweep, ["experiment=toy", "objective=wgan", "seed=0"], metrics={"modes": metric(5.0, 6.0)})
+    out = tmp_path / "o"
+    assert report.main([str(sweep), "--out", str(out), "--no-figures"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.startswith("objective=wgan"))
+    dragan = next(line for line in lines if line.startswith("objective=dragan"))
+    assert "5 †" in row and "†" not in dragan  # n = 3: mean ± std, no mark
+    assert report.N1_NOTE in lines
+    md = (out / "report.md").read_text()
+    assert "| objective=wgan | 1 | 5 † | – |" in md and report.N1_NOTE in md
+
+
+def test_figure_band_is_labelled_as_the_std_band_it_is(tmp_path):
+    root = tmp_path / "s"
+    for seed, values in enumerate([(80.0, 90.0), (100.0, 100.0)]):
+        make_run(root, ["dataset=ring8", "objective=a", f"seed={seed}"], metrics={"hq_pct": metric(values[1], 100.0)},
+                 curve=[{"step": s, "wall_time_s": s / 10, "hq_pct": v} for s, v in zip((0, 100), values)])
+    runs = report.find_runs([root])
+    steps, _, means, lows, highs = report.band(runs, "hq_pct")
+    # step 0: 80, 100 -> mean 90, sample std √200 = 14.14 -> band [75.86, 100 (clipped from 104.14)]
+    assert steps == [0.0, 100.0] and means == [90.0, 95.0]
+    assert lows[0] == pytest.approx(90 - math.sqrt(200)) and highs[0] == 100.0
+    assert lows[1] == pytest.approx(95 - math.sqrt(50)) and highs[1] == 100.0
+    assert report.main([str(root)]) == 0
+    desc = png_description(root / "figures" / "hq_pct_vs_step.png")
+    assert desc.startswith(report.BAND_TEXT) and "1 sample std" in report.BAND_TEXT and "clipped" in report.BAND_TEXT
+    assert report.BAND_TEXT in (root / "report.md").read_text()
+
+
+def test_all_null_group_is_listed_with_its_reason(sweep, tmp_path, capsys):
+    reason = "weights file /w/evil.pth rejected: torch.load(weights_only=True) refused it"
+    null = dict(metric(None, None), reason=reason)
+    for seed in (0, 1):
+        make_run(sweep, ["experiment=toy", "objective=hinge", f"seed={seed}"], metrics={"modes": null},
+                 curve=[{"step": 0, "wall_time_s": 0.0, "modes": None}, {"step": 100, "wall_time_s": 1.0, "modes": None}])
+    out = tmp_path / "o"
+    assert report.main([str(sweep), "--out", str(out), "--metrics", "modes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.startswith("objective=hinge"))
+    assert row.split()[-1] == "null"
+    assert f"null: objective=hinge: modes: {reason}" in lines
+    md = (out / "report.md").read_text()
+    assert f"| objective=hinge | 0 | null: {reason} |" in md
+    desc = png_description(out / "figures" / "modes_vs_step.png")
+    assert f"legend: objective=hinge: null ({reason})" in desc.splitlines()
+    assert "legend: objective=dragan" in desc.splitlines()
+
+
+def test_single_evaluation_is_reported_not_drawn_as_empty_axes(tmp_path, capsys):
+    root = tmp_path / "s"
+    for seed in (0, 1):
+        make_run(root, ["objective=once", f"seed={seed}"], metrics={"fid": metric(40.0 + seed, 40.0, higher=False)},
+                 curve=[{"step": 100, "wall_time_s": 5.0, "fid": 40.0 + seed}])
+        make_run(root, ["objective=twice", f"seed={seed}"], metrics={"fid": metric(30.0, 30.0, higher=False)},
+                 curve=[{"step": 50, "wall_time_s": 2.0, "fid": 35.0}, {"step": 100, "wall_time_s": 4.0, "fid": 30.0}])
+    assert report.main([str(root)]) == 0
+    printed = capsys.readouterr().out
+    once = [line for line in printed.splitlines() if line.startswith("one evaluation:")]
+    assert len(once) == 1 and "objective=once" in once[0] and "step 100" in once[0]
+    desc = png_description(root / "figures" / "fid_vs_step.png")
+    assert "one evaluation per run, a point not a curve: objective=once (step 100)" in desc
+    assert "objective=twice (step" not in desc
+    md = (root / "report.md").read_text()
+    assert "one evaluation per run, a point not a curve: objective=once (step 100)" in md
+
+
+def test_failed_runs_show_their_one_line_error(sweep, tmp_path, capsys):
+    run = make_run(sweep, ["experiment=toy", "objective=dragan", "seed=9"], status="failed",
+                   curve=[{"step": 0, "wall_time_s": 0.0, "modes": 1.0}])
+    body = json.loads((run / "results.json").read_text())
+    body["error"] = "RuntimeError: CUDA out of memory\nTried to allocate 2.00 GiB"
+    (run / "results.json").write_text(json.dumps(body))
+    out = tmp_path / "o"
+    assert report.main([str(sweep), "--out", str(out), "--no-figures"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    failed = [line for line in lines if line.startswith("failed:")]
+    assert failed == [f"failed: objective=dragan seed=9: RuntimeError: CUDA out of memory ({run})"]
+    row = next(line for line in lines if line.startswith("objective=dragan"))
+    assert "1 failed" in row and "running" not in row
+    md = (out / "report.md").read_text()
+    runs_row = next(line for line in md.splitlines() if line.startswith("| objective=dragan | 9 |"))
+    assert "| failed |" in runs_row and "RuntimeError: CUDA out of memory |" in runs_row
+    assert "running" not in runs_row and "Tried to allocate" not in md
