@@ -6,6 +6,11 @@ method. ganbench ships one implementation, ``TorchFidelityExtractor``, which wra
 torch-fidelity's registry (by default ``inception-v3-compat``, the TensorFlow-compatible Inception-v3 that
 the published IS/FID numbers use). Tests plug in a tiny deterministic extractor; users can plug in their own
 with ``metrics.feature_extractor=my.module:factory``.
+
+Weights files cannot run code: torch-fidelity unpickles a weights path with full pickle, so ganbench loads
+every file itself with ``torch.load(weights_only=True)`` and, for the Inception file (given, cached or
+downloaded), checks its sha256 against the prefix in the published file name; torch-fidelity then gets
+the loaded state dict, never the file (``load_verified_weights``, ``TorchFidelityExtractor``).
 """
 
 from __future__ import annotations
