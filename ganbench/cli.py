@@ -217,9 +217,9 @@ def task(cfg: DictConfig) -> Optional[dict]:
             from .gmm import run
 
             return run(cfg, run_dir)
-        from .train import train
+        from .train import run
 
-        return train(start, run_dir, overrides)
+        return run(start, run_dir, overrides)
     except Exception as ex:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -257,7 +257,12 @@ _app = hydra.main(version_base="1.3", config_path=config_dir(), config_name="con
 
 
 def main() -> None:
+    from . import usage
     from .launchers import preview
+
+    if usage.wants_help(sys.argv[1:]):
+        print(usage.page(config_dir()))
+        sys.exit(0)
 
     if preview.wants_preview(sys.argv[1:]):
         # Hydra refuses -m with --cfg; show each job of the sweep instead (writes nothing, runs nothing).
@@ -265,6 +270,11 @@ def main() -> None:
     import hydra._internal.utils as hydra_utils
 
     hydra_utils.run_and_report = _run_and_report
+    args = sys.argv[1:]
+    wants_job = any(a in ("--cfg", "-c") and args[i + 1:i + 2] == ["job"] for i, a in enumerate(args))
+    if wants_job and "--resolve" not in args:
+        # The config as it will run: interpolations (${objective.lr}, ${compare.iterations...}) resolved.
+        sys.argv.append("--resolve")
     mark_swept_keys(sys.argv[1:])
     _app()
 

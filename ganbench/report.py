@@ -336,7 +336,9 @@ def find_runs(sweep_dirs: Sequence[Path]) -> List[Run]:
             raise GanbenchError(f"not a directory: {root}")
         for dirpath, dirnames, filenames in os.walk(root):
             # submitit's logs and Hydra's own folder are not runs; a run never nests another run.
-            dirnames[:] = sorted(d for d in dirnames if d not in (".submitit", ".hydra", "checkpoints"))
+            # <dir>.old-<time>: a run that restart=true moved aside; it is not part of the sweep any more.
+            dirnames[:] = sorted(d for d in dirnames if d not in (".submitit", ".hydra", "checkpoints")
+                                 and ".old-" not in d)
             here = Path(dirpath)
             if (here / ".hydra" / "overrides.yaml").exists() or "results.json" in filenames:
                 runs.append(load_run(here))

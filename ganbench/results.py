@@ -32,10 +32,17 @@ class RunRecord:
 
     On resume, evaluations logged after the checkpoint's step (by the interrupted process) are dropped,
     so that the record matches the continuation exactly.
+
+    ``best`` is taken within one evaluation protocol: image metrics depend on the sample count, so when
+    the final evaluation uses more samples (``eval.num_samples_final``) than the in-training ones
+    (``eval.num_samples``), best is over the in-training evaluations only (over the final one when there
+    are none). Each metric's ``best_protocol`` says which.
     """
 
-    def __init__(self, run_dir: Path, config: Dict[str, Any], overrides: List[str], resume_step: int = 0):
+    def __init__(self, run_dir: Path, config: Dict[str, Any], overrides: List[str], resume_step: int = 0,
+                 best_samples: Optional[int] = None):
         self.run_dir = run_dir
+        self.best_samples = best_samples
         self.config = config
         self.overrides = overrides
         self.metrics: Dict[str, Dict[str, Any]] = {}
@@ -70,22 +77,30 @@ class RunRecord:
 
     def _update(self, row: Dict[str, Any]) -> None:
         step = row["step"]
+        samples = row.get("eval_samples")
+        in_protocol = self.best_samples is None or samples is None or samples == self.best_samples
         for name, value in row.items():
-            if name in ("step", "images_seen", "wall_time_s"):
+            if name in ("step", "images_seen", "wall_time_s", "eval_samples"):
                 continue
             value = _finite_or_none(value)
             entry = self.metrics.setdefault(name, {"final": None, "final_step": None, "best": None, "best_step": None})
-            entry["final"], entry["final_step"] = value, step
+            entry["final"], entry["final_step"], entry["final_samples"] = value, step, samples
+            if not in_protocol:
+                continue
             hib = self.higher_is_better.get(name, True)
             if value is not None and (entry["best"] is None or (value > entry["best"] if hib else value < entry["best"])):
-                entry["best"], entry["best_step"] = value, step
+                entry["best"], entry["best_step"], entry["best_samples"] = value, step, samples
 
     def add(self, step: int, images_seen: int, wall_time_s: float, values: Dict[str, Optional[float]],
-            higher_is_better: Dict[str, bool], reasons: Optional[Dict[str, str]] = None) -> None:
-        """Append one evaluation to metrics.jsonl and update final/best."""
+            higher_is_better: Dict[str, bool], reasons: Optional[Dict[str, str]] = None,
+            eval_samples: Optional[int] = None) -> None:
+        """Append one evaluation to metrics.jsonl and update final/best. ``eval_samples``: the image
+        metrics' sample count of this evaluation (None without image metrics)."""
         self.higher_is_better.update(higher_is_better)
         self.reasons.update(reasons or {})
         row = {"step": step, "images_seen": images_seen, "wall_time_s": round(wall_time_s, 3)}
+        if eval_samples is not None:
+            row["eval_samples"] = eval_samples
         row.update({k: _finite_or_none(v) for k, v in values.items()})
         with open(self.run_dir / METRICS, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -96,8 +111,17 @@ class RunRecord:
         import torch
 
         metrics = {}
+        reference = (self.protocol.get("image") or {}).get("reference_split")
         for name, entry in self.metrics.items():
-            metrics[name] = dict(entry, higher_is_better=self.higher_is_better.get(name, True),
+            entry = dict(entry)
+            if entry["best"] is None and entry["final"] is not None:  # no evaluation under the in-training protocol
+                entry["best"], entry["best_step"] = entry["final"], entry["final_step"]
+                entry["best_samples"] = entry.get("final_samples")
+            samples = entry.pop("best_samples", None)
+            entry.pop("final_samples", None)
+            protocol = {"eval_samples": samples, "reference_split": reference} if samples is not None else \
+                {"note": "every evaluation of this metric uses the same protocol"}
+            metrics[name] = dict(entry, best_protocol=protocol, higher_is_better=self.higher_is_better.get(name, True),
                                  reason=self.reasons.get(name) if entry["final"] is None else None)
         record = {
             "status": status,

@@ -72,6 +72,21 @@ def swept_keys() -> List[str]:
     return list(dict.fromkeys(keys))
 
 
+# eval.every=auto for image metrics: at least this many generator steps apart, which bounds a 10k-sample
+# Inception evaluation (the cost of ~1,700-2,600 DCGAN steps on a CPU, measured) at ~7-10 % of training.
+IMAGE_EVAL_MIN_EVERY = 25_000
+AUTO_EVALUATIONS = 10
+
+
+def resolve_eval_every(every: Any, iterations: int, kind: str) -> int:
+    """``eval.every``: an integer as given, or ``auto``: about 10 evaluations per run (iterations / 10),
+    for image data no closer than IMAGE_EVAL_MIN_EVERY steps. 0 means only the final evaluation."""
+    if every != "auto":
+        return int(every)
+    n = max(1, iterations // AUTO_EVALUATIONS)
+    return max(n, IMAGE_EVAL_MIN_EVERY) if kind == "image" else n
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -232,8 +247,14 @@ def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
     return start
 
 
-def train(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
-    """Train the run ``prepare`` checked, in ``run_dir``. Returns results.json's record."""
+def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
+    """Check and train one GAN in ``run_dir`` (in-process use; the CLI adds the directory lock and the
+    deferred writes of ganbench/rundir.py around the same two calls). Returns results.json's record."""
+    return run(prepare(cfg, run_dir), run_dir, overrides)
+
+
+def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
+    """Train the run ``prepare`` checked, in ``run_dir``; resume where its checkpoint stopped."""
     cfg, spec, config, device, data = start.cfg, start.spec, start.config, start.device, start.data
     G, D, opt_G, opt_D, G_avg = start.G, start.D, start.opt_G, start.opt_D, start.G_avg
     step, d_step, wall_before = start.step, start.d_step, start.wall_before
@@ -243,12 +264,14 @@ def train(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     if step >= tc.iterations and previous and previous.get("status") == "completed":
         log.info("run already completed (%d/%d generator steps): nothing to do", step, tc.iterations)
         return previous
-    record = RunRecord(run_dir, config, overrides, resume_step=step)
-
     from .metrics import build_evaluator, flatten, log_hparams
+    from .metrics.evaluator import EXTRACTOR_GROUPS
     from .metrics.hparams import varied_keys
 
     evaluator = build_evaluator(cfg, data, device, run_dir)
+    image_metrics = any(g in EXTRACTOR_GROUPS for g in evaluator.groups)
+    record = RunRecord(run_dir, config, overrides, resume_step=step,
+                       best_samples=evaluator.s.num_samples if image_metrics else None)
     record.protocol = evaluator.protocol()
     writer = board.open_writer(run_dir, step)
     if step == 0:
@@ -260,6 +283,9 @@ def train(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     z_fixed = torch.randn(n_vis, G.z_dim, generator=fixed).to(device)
     real_vis = data.sample_eval(n_vis, fixed).to(device) if data.kind == "points" else None
 
+    eval_every = resolve_eval_every(cfg.eval.every, tc.iterations, data.kind)
+    if eval_every:
+        log.info("evaluating every %d generator steps (eval.every=%s) and at the end", eval_every, cfg.eval.every)
     use_penalty = penalty.adds_loss
     penalty_every = penalty.every
     # Without batch norm in D, real and fake can share one forward pass: identical maths, one kernel launch.
@@ -299,7 +325,9 @@ def train(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
         if G_avg is not None:
             prefix = "ema_" if tc.g_average == "ema" else "avg_"
             values.update(evaluator.evaluate(G_avg.module, step, final=final, z_dim=G.z_dim, prefix=prefix))
-        record.add(step, step * B * n_dis, wall(), values, evaluator.higher_is_better, evaluator.reasons)
+        samples = (evaluator.s.num_samples_final if final else evaluator.s.num_samples) if image_metrics else None
+        record.add(step, step * B * n_dis, wall(), values, evaluator.higher_is_better, evaluator.reasons,
+                   eval_samples=samples)
         for name, value in values.items():
             if value is not None:
                 writer.add_scalar(f"metrics/{name}", value, step)
@@ -353,7 +381,7 @@ def train(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
                 is_log = step % tc.log_every == 0
                 is_final = step == tc.iterations
                 is_ckpt = step % tc.ckpt_every == 0 or is_final
-                is_eval = (cfg.eval.every > 0 and step % cfg.eval.every == 0) or is_final
+                is_eval = (eval_every > 0 and step % eval_every == 0) or is_final
                 if not (is_log or is_ckpt or is_eval or stop.requested or step % tc.sample_every == 0):
                     continue
 

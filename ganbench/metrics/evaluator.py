@@ -73,7 +73,8 @@ def validate(cfg: DictConfig) -> None:
         if not _is_int(v) or v < lo:
             raise ConfigError(f"{prefix}.{key}: must be an integer >= {lo}{why}, got {v!r}")
 
-    need_int(ev, "eval", "every", 0, " (generator steps; 0 = only at the end)")
+    if ev.get("every") != "auto":
+        need_int(ev, "eval", "every", 0, " (generator steps; 0 = only at the end), or auto")
     need_int(ev, "eval", "num_samples", 1)
     need_int(ev, "eval", "num_samples_final", 1)
     need_int(ev, "eval", "batch_size", 1)
