@@ -23,7 +23,7 @@ from . import board, checkpoint, preemption
 from .archs import build as build_arch
 from .config import Spec, validate
 from .data import build_dataset
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, GanbenchError
 from .penalties.base import input_grad_norm
 from .results import RunRecord
 
@@ -50,6 +50,16 @@ def resolve_device(name: str) -> torch.device:
         if mps is None or not mps.is_available():
             raise ConfigError("device: mps requested but MPS is not available (use device=auto or device=cpu)")
     return device
+
+
+def out_of_memory(ex: BaseException, batch_size: int, device: torch.device) -> Optional[GanbenchError]:
+    """A device out-of-memory error as one line naming the key that sizes the step."""
+    if not isinstance(ex, torch.OutOfMemoryError) and "out of memory" not in str(ex).lower()[:200]:
+        return None
+    if not isinstance(ex, (torch.OutOfMemoryError, RuntimeError)):
+        return None
+    return GanbenchError(f"train.batch_size: out of memory on {device} at train.batch_size={batch_size}; "
+                         "lower train.batch_size (or eval.batch_size, if it happened while evaluating)")
 
 
 def swept_keys() -> List[str]:
@@ -429,12 +439,16 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
                     status = "preempted"
                     break
     except BaseException as ex:
+        oom = out_of_memory(ex, B, device)
         if isinstance(ex, (KeyboardInterrupt, Exception)) and status == "running":
-            status, error = "failed", f"{type(ex).__name__}: {str(ex).strip()[:500]}"
+            status = "failed"
+            error = str(oom) if oom else f"{type(ex).__name__}: {str(ex).strip()[:500]}"
             record.write(status, step, tc.iterations, wall(), it_per_s, error=error)
         writer.close()
         if progress is not None:
             progress.close()
+        if oom:
+            raise oom from ex
         raise
     if progress is not None:
         progress.close()

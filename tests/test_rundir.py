@@ -326,3 +326,15 @@ def test_cfg_job_shows_resolved_values(tmp_path):
     proc = cli(["--cfg", "job", "objective=dragan", "dataset=ring8", "arch=mlp"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "${" not in proc.stdout
+
+
+def test_out_of_memory_names_the_batch_size():
+    import torch
+
+    from ganbench.train import out_of_memory
+
+    err = out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), 512,
+                        torch.device("cuda"))
+    assert err is not None and str(err).startswith("train.batch_size: out of memory on cuda")
+    assert "train.batch_size=512" in str(err)
+    assert out_of_memory(ValueError("bad"), 512, torch.device("cpu")) is None
