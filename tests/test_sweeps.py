@@ -38,9 +38,9 @@ def compose_preset(*overrides):
 
 def check_2x2_sweep(sweep: Path):
     runs = sorted(p.relative_to(sweep).as_posix() for p in sweep.glob("*/seed=*"))
-    # readable names from the sweep's overrides (Hydra's override_dirname: sorted k=v), seed on its
-    # own level, the preset's name left out (the sweep folder names it)
-    name = lambda o: ",".join(sorted([*SHRINK, f"objective={o}"]))  # noqa: E731
+    # readable names from the sweep's overrides, the swept key (objective) first and the constant ones
+    # sorted after it, seed on its own level, the preset's name left out (the sweep folder names it)
+    name = lambda o: ",".join([f"objective={o}", *sorted(SHRINK)])  # noqa: E731
     assert runs == [f"{name(o)}/seed={s}" for o in ("dragan", "vanilla") for s in (0, 1)]
     for run in runs:
         res = results(sweep / run)
@@ -121,6 +121,7 @@ def test_dragan_vs_wgangp_paper_settings(objective, iterations, n_dis, lr, betas
     # the ^g score of vanilla/DRAGAN is read at step N: an evaluation must fall on it
     assert cfg.compare.wgan_iterations % cfg.eval.every == 0
     assert cfg.eval.num_samples == cfg.eval.num_samples_final  # one protocol for the ^g and ^d numbers
+    assert cfg.arch.d_norm == "none"  # one D in every arm: the comparison varies the objective only
     assert set(cfg.hydra.sweeper.params.objective.split(",")) == {"vanilla", "dragan", "wgan", "wgan_gp"}
     assert len(cfg.hydra.sweeper.params.seed.split(",")) == 3
 
