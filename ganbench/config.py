@@ -11,7 +11,7 @@ from typing import Any, List, Type, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from .errors import ConfigError
+from .errors import ConfigError, reword, unknown_key_message
 
 T = TypeVar("T")
 
@@ -28,23 +28,39 @@ def structured(schema: Type[T], node: Any, prefix: str) -> T:
     """
     allowed = [f.name for f in dataclasses.fields(schema)]
     if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
+        node = resolved(node, prefix)
+    if node is not None and not isinstance(node, dict):
+        raise ConfigError(f"{prefix}: must be a mapping of {', '.join(allowed)} (got {node!r})")
     unknown = [k for k in (node or {}) if k not in allowed]
     if unknown:
-        raise ConfigError(f"{prefix}.{unknown[0]}: unknown key; allowed keys: {', '.join(allowed)}")
+        raise ConfigError(unknown_key_message(f"{prefix}.{unknown[0]}", allowed))
+    # A list-typed field given a scalar: OmegaConf would only say "AnyNode is not a ListConfig".
+    for f in dataclasses.fields(schema):
+        value = (node or {}).get(f.name)
+        if getattr(f.type, "__origin__", None) in (list, List) and value is not None and not isinstance(value, list):
+            raise ConfigError(f"{prefix}.{f.name}: must be a list such as [0.5,0.9] (got {value!r})")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), node or {})
         return OmegaConf.to_object(merged)
     except ConfigError as err:
         raise ConfigError(f"{prefix}.{err}") from None
     except ConfigKeyError as err:
-        raise ConfigError(f"{prefix}.{err.full_key}: unknown key; allowed keys: {', '.join(allowed)}") from None
+        raise ConfigError(unknown_key_message(f"{prefix}.{err.full_key}", allowed)) from None
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        msg = _first_line(getattr(err, "msg", None) or err)
-        # Enum errors read "Invalid value 'x', expected one of [a, b]": already name the allowed values.
-        msg = re.sub(r"^Invalid value", "invalid value", msg)
+        msg = reword(_first_line(getattr(err, "msg", None) or err))
         raise ConfigError(f"{prefix}.{key}: {msg}") from None
+
+
+def resolved(node: Any, prefix: str) -> Any:
+    """``node`` as plain containers with interpolations resolved; a broken ``${...}`` is a ConfigError."""
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        where = f"{prefix}.{key}" if key and prefix else (key or prefix or "config")
+        raise ConfigError(f"{where}: cannot resolve interpolation ({_first_line(getattr(err, 'msg', None) or err)})"
+                          ) from None
 
 
 def positive(prefix: str = "", **values: float) -> None:
@@ -164,8 +180,28 @@ class Spec:
     opt_d: Any
 
 
+def check_resolvable(cfg: DictConfig) -> None:
+    """Every ``${...}`` outside the hydra node resolves (else a ConfigError naming the key), so that a
+    broken interpolation fails here, before the run directory is written, not inside the run."""
+    for key in cfg.keys():
+        if key == "hydra":
+            continue
+        try:
+            node = cfg._get_node(key)
+            if isinstance(node, DictConfig):
+                OmegaConf.to_container(node, resolve=True)
+            else:
+                cfg[key]
+        except OmegaConfBaseException as err:
+            inner = getattr(err, "full_key", None) or ""
+            where = inner if inner.startswith(f"{key}.") or inner == key else (f"{key}.{inner}" if inner else key)
+            raise ConfigError(f"{where}: cannot resolve interpolation ({_first_line(getattr(err, 'msg', None) or err)})"
+                              ) from None
+
+
 def validate_top(cfg: DictConfig) -> None:
     """Top-level keys shared by every task."""
+    check_resolvable(cfg)
     task = cfg.get("task")
     if task not in TASKS:
         raise ConfigError(f"task: unknown option '{task}'; allowed: {', '.join(TASKS)}")
@@ -181,6 +217,20 @@ def validate_top(cfg: DictConfig) -> None:
         raise ConfigError(f"resume: must be a path to a checkpoint (got {resume!r})")
 
 
+def check_arch_fits_data(arch: Any, dataset: DictConfig) -> None:
+    """arch=dcgan needs images whose side is a power of two >= 8; 2-D points need arch=mlp."""
+    if getattr(arch, "name", None) != "dcgan":
+        return
+    kind, name = dataset.get("kind"), dataset.get("name")
+    if kind == "points":
+        raise ConfigError(f"arch=dcgan needs image data, but dataset={name} is 2-D points; use arch=mlp")
+    resolution = dataset.get("resolution")
+    if isinstance(resolution, int) and not isinstance(resolution, bool) and resolution > 0:
+        from .archs.dcgan import _num_upsamplings
+
+        _num_upsamplings(resolution)
+
+
 def validate(cfg: DictConfig) -> Spec:
     """Check the whole GAN config; return the typed pieces. Raises ConfigError (one line) on bad input."""
     from .objectives import LOSSES
@@ -189,7 +239,7 @@ def validate(cfg: DictConfig) -> Spec:
     validate_top(cfg)
     train = structured(TrainConfig, cfg.train, "train")
 
-    obj = OmegaConf.to_container(cfg.objective, resolve=True)
+    obj = resolved(cfg.objective, "objective")
     common_keys = {f.name for f in dataclasses.fields(ObjectiveCommon)}
     loss_name = obj.get("loss")
     if loss_name not in LOSSES:
@@ -198,30 +248,28 @@ def validate(cfg: DictConfig) -> Spec:
     loss_keys = {f.name for f in dataclasses.fields(loss_cls)}
     unknown = [k for k in obj if k not in common_keys | loss_keys]
     if unknown:
-        raise ConfigError(
-            f"objective.{unknown[0]}: unknown key; allowed keys: {', '.join(sorted(common_keys | loss_keys))}"
-        )
+        raise ConfigError(unknown_key_message(f"objective.{unknown[0]}", sorted(common_keys | loss_keys)))
     common = structured(ObjectiveCommon, {k: v for k, v in obj.items() if k in common_keys}, "objective")
     loss = structured(loss_cls, {k: v for k, v in obj.items() if k in loss_keys}, "objective")
 
-    pen = OmegaConf.to_container(cfg.penalty, resolve=True)
+    pen = resolved(cfg.penalty, "penalty")
     pen_name = pen.pop("name", None)
     if pen_name not in PENALTIES:
         raise ConfigError(f"penalty.name: unknown penalty '{pen_name}'; allowed: {', '.join(PENALTIES)}")
     penalty = structured(PENALTIES[pen_name], pen, "penalty")
 
-    opt = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    opt = resolved(cfg.optimizer, "optimizer")
     opt_name = opt.get("name")
     if opt_name not in OPTIMIZERS:
         raise ConfigError(f"optimizer.name: unknown optimizer '{opt_name}'; allowed: {', '.join(OPTIMIZERS)}")
     extra = [k for k in opt if k not in ("name", "g", "d")]
     if extra:
-        raise ConfigError(f"optimizer.{extra[0]}: unknown key; allowed keys: name, g, d")
+        raise ConfigError(unknown_key_message(f"optimizer.{extra[0]}", ["name", "g", "d"]))
     opt_g = structured(OPTIMIZERS[opt_name], opt.get("g"), "optimizer.g")
     opt_d = structured(OPTIMIZERS[opt_name], opt.get("d"), "optimizer.d")
 
     from .archs import arch_config
 
-    arch_config(cfg.arch)
+    check_arch_fits_data(arch_config(cfg.arch), cfg.dataset)
     return Spec(train=train, loss=loss, n_dis=common.n_dis, penalty=penalty, optimizer=opt_name,
                 opt_g=opt_g, opt_d=opt_d)
