@@ -11,9 +11,9 @@ def number(cfg, key: str, default: float, *, positive: bool = True) -> float:
     try:
         value = float(default if value is None else value)
     except (TypeError, ValueError):
-        raise ConfigError(f"dataset.{key} must be a number, got {value!r}") from None
+        raise ConfigError(f"dataset.{key}: must be a number (got {value!r})") from None
     if value < 0 or (positive and value == 0) or value != value:
-        raise ConfigError(f"dataset.{key} must be {'> 0' if positive else '>= 0'}, got {value}")
+        raise ConfigError(f"dataset.{key}: must be a number {'> 0' if positive else '>= 0'} (got {value})")
     return value
 
 
@@ -22,11 +22,11 @@ def integer(cfg, key: str, default: int, allowed: tuple | None = None) -> int:
     value = cfg.get(key, default)
     value = default if value is None else value
     if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).lstrip("-").isdigit():
-        raise ConfigError(f"dataset.{key} must be an integer, got {value!r}")
+        raise ConfigError(f"dataset.{key}: must be an integer (got {value!r})")
     value = int(value)
     if value <= 0 or (allowed is not None and value not in allowed):
-        expected = "one of " + ", ".join(map(str, allowed)) if allowed else "> 0"
-        raise ConfigError(f"dataset.{key} must be {expected}, got {value}")
+        expected = "one of " + ", ".join(map(str, allowed)) if allowed else "an integer > 0"
+        raise ConfigError(f"dataset.{key}: must be {expected} (got {value})")
     return value
 
 
@@ -36,9 +36,9 @@ def split(cfg, default: str | None, *, any_name: bool = False) -> str | None:
     if any_name:
         if value is None or (isinstance(value, str) and value and "/" not in value):
             return value
-        raise ConfigError(f"dataset.split must be null or a sub-folder name such as train or test, got {value!r}")
+        raise ConfigError(f"dataset.split: must be null or a sub-folder name such as train or test (got {value!r})")
     if value not in ("train", "test"):
-        raise ConfigError(f"dataset.split must be train or test, got {value!r}")
+        raise ConfigError(f"dataset.split: must be train or test (got {value!r})")
     return value
 
 
@@ -52,7 +52,7 @@ def on_device(cfg) -> str:
         return "true"
     if text in ("false", "0", "no"):
         return "false"
-    raise ConfigError(f"dataset.on_device must be auto, true or false, got {value!r}")
+    raise ConfigError(f"dataset.on_device: must be auto, true or false (got {value!r})")
 
 
 def workers(cfg) -> int | None:
