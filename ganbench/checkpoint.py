@@ -11,7 +11,7 @@ from .errors import CheckpointError
 
 # Config keys that define what is being trained: a checkpoint written under other values would not
 # continue the same run. Cadences, iterations (to train longer), evaluation and device may change.
-IDENTITY_KEYS = ("seed", "dataset", "arch", "objective", "penalty", "optimizer", "train.batch_size",
+IDENTITY_KEYS = ("seed", "dataset", "arch", "objective", "penalty", "optimizer", "dynamics", "train.batch_size",
                  "train.g_average", "train.ema_beta")
 
 
@@ -61,6 +61,8 @@ def _first_difference(a: Any, b: Any, prefix: str) -> str:
 def check_matches(saved: Dict[str, Any], current: Dict[str, Any], path: Path, keys: Iterable[str] = IDENTITY_KEYS) -> None:
     """Raise CheckpointError naming the first identity key whose value differs."""
     for key in keys:
+        if key == "dynamics" and _get(saved, key) is None and _get(current, "dynamics.name") == "alternating":
+            continue  # written before the dynamics group existed, when every run alternated
         diff = _first_difference(_get(saved, key), _get(current, key), key)
         if diff:
             raise CheckpointError(

@@ -1,7 +1,8 @@
-"""The training loop: ``objective.n_dis`` discriminator steps (loss + penalty), then one generator step.
+"""The training loop: the schedule of one run (steps, logging, evaluation, checkpoints).
 
-Everything is built from the config; this file only decides phases, steps optimizers, logs, evaluates and
-checkpoints. The hot loop never synchronises with the device outside logging/checkpoint steps: running
+Everything is built from the config. One step of the game (who is updated, in what order and how) is a
+``Game`` from ganbench/dynamics/, built from the objective's loss, the penalty and the players; this file
+only calls it, logs, evaluates and checkpoints. The hot loop never synchronises with the device outside logging/checkpoint steps: running
 sums and the divergence flag stay on the device until a log step reads them.
 """
 import contextlib
@@ -10,8 +11,8 @@ import random
 import signal
 import sys
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
@@ -23,6 +24,8 @@ from . import board, checkpoint, preemption
 from .archs import build as build_arch
 from .config import Spec, validate
 from .data import build_dataset
+from .dynamics import Game, Players, build_dynamics
+from .dynamics.base import make_average, make_optimizer
 from .errors import CheckpointError, ConfigError, GanbenchError
 from .penalties.base import input_grad_norm
 from .results import RunRecord
@@ -103,33 +106,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(kind: str, params: Iterator[nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
-    if kind == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if kind == "rmsprop":
-        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                           weight_decay=cfg.weight_decay)
-
-
-def make_average(G: nn.Module, kind: str, beta: float) -> Optional[nn.Module]:
-    """Averaged generator weights (DRAGAN paper §2.2): EMA θ̄ ← βθ̄ + (1-β)θ, or uniform θ̄_T = (1/T)Σθ_t."""
-    if kind == "none":
-        return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    fn = get_ema_multi_avg_fn(beta) if kind == "ema" else None
-    return AveragedModel(G, multi_avg_fn=fn, use_buffers=True)
-
-
 def rng_fork(device: torch.device) -> contextlib.AbstractContextManager:
     """Run a block with its own copy of the global RNG state, restored afterwards."""
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-
-
-def has_batchnorm(module: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 @contextlib.contextmanager
@@ -178,13 +157,8 @@ class Start:
     config: Dict[str, Any]
     device: torch.device
     data: Any
-    G: nn.Module
-    D: nn.Module
-    opt_G: torch.optim.Optimizer
-    opt_D: torch.optim.Optimizer
-    G_avg: Optional[nn.Module]
+    game: Game
     step: int = 0
-    d_step: int = 0
     wall_before: float = 0.0
 
 
@@ -196,6 +170,7 @@ def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
     ``restart=true``), else ``resume=<path>``. Giving both is an error, since one of them would be ignored.
     """
     spec: Spec = validate(cfg)
+    dynamics = build_dynamics(cfg.get("dynamics"))
     config = OmegaConf.to_container(cfg, resolve=True)
     device = resolve_device(cfg.device)
     log.info("device: %s%s", device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
@@ -216,7 +191,9 @@ def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
     opt_G = make_optimizer(spec.optimizer, G.parameters(), spec.opt_g)
     opt_D = make_optimizer(spec.optimizer, D.parameters(), spec.opt_d)
     G_avg = make_average(G, spec.train.g_average, spec.train.ema_beta)
-    start = Start(cfg, spec, config, device, data, G, D, opt_G, opt_D, G_avg)
+    game = dynamics.bind(Players(G, D, opt_G, opt_D, G_avg), spec.loss, spec.penalty, spec.n_dis, data,
+                         spec.train.batch_size)
+    start = Start(cfg, spec, config, device, data, game)
     log.info("G: %.2fM parameters, D: %.2fM parameters", sum(p.numel() for p in G.parameters()) / 1e6,
              sum(p.numel() for p in D.parameters()) / 1e6)
 
@@ -239,20 +216,14 @@ def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
     state = checkpoint.load(source)
     keys = checkpoint.IDENTITY_KEYS if source == own else ("dataset", "arch")
     checkpoint.check_matches(state.get("config") or {}, config, source, keys)
+    game.load_state_dict(state, source)
     try:
-        G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
-        opt_G.load_state_dict(state["opt_G"])
-        opt_D.load_state_dict(state["opt_D"])
-        if G_avg is not None and state.get("G_avg") is not None:
-            G_avg.load_state_dict(state["G_avg"])
         rng = state["rng"]
-        step, d_step, wall_before = int(state["step"]), int(state["d_step"]), float(state.get("wall_time_s", 0.0))
-    except (RuntimeError, ValueError, KeyError, TypeError) as ex:
-        first = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
-        raise CheckpointError(f"checkpoint {source} does not fit this model ({first}); it was left in place") from None
+        step, wall_before = int(state["step"]), float(state.get("wall_time_s", 0.0))
+    except (KeyError, TypeError, ValueError) as ex:
+        raise CheckpointError(f"checkpoint {source} lacks {ex}; it was left in place") from None
     checkpoint.set_rng_state(rng)
-    start.step, start.d_step, start.wall_before = step, d_step, wall_before
+    start.step, start.wall_before = step, wall_before
     log.info("resumed from %s at generator step %d", source, step)
     return start
 
@@ -265,10 +236,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any
 
 def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     """Train the run ``prepare`` checked, in ``run_dir``; resume where its checkpoint stopped."""
-    cfg, spec, config, device, data = start.cfg, start.spec, start.config, start.device, start.data
-    G, D, opt_G, opt_D, G_avg = start.G, start.D, start.opt_G, start.opt_D, start.G_avg
-    step, d_step, wall_before = start.step, start.d_step, start.wall_before
-    loss, penalty, n_dis, tc = spec.loss, spec.penalty, spec.n_dis, spec.train
+    cfg, spec, config, device, data, game = start.cfg, start.spec, start.config, start.device, start.data, start.game
+    G, D, G_avg = game.G, game.D, game.players.G_avg
+    step, wall_before = start.step, start.wall_before
+    n_dis, tc = spec.n_dis, spec.train
 
     previous = RunRecord.read(run_dir)
     if step >= tc.iterations and previous and previous.get("status") == "completed":
@@ -296,15 +267,10 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     eval_every = resolve_eval_every(cfg.eval.every, tc.iterations, data.kind)
     if eval_every:
         log.info("evaluating every %d generator steps (eval.every=%s) and at the end", eval_every, cfg.eval.every)
-    use_penalty = penalty.adds_loss
-    penalty_every = penalty.every
-    # Without batch norm in D, real and fake can share one forward pass: identical maths, one kernel launch.
-    d_batchnorm = has_batchnorm(D)
     B = tc.batch_size
     sums = torch.zeros(len(SUMS), device=device)
     n_summed = 0
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    zero = torch.zeros((), device=device)
 
     stop = preemption.install()
     status, diverged_step, error = "running", None, None
@@ -323,11 +289,7 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
         return wall_before + time.perf_counter() - t_start
 
     def save_checkpoint() -> None:
-        state = {
-            "G": G.state_dict(), "D": D.state_dict(), "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-            "G_avg": G_avg.state_dict() if G_avg is not None else None,
-            "step": step, "d_step": d_step, "wall_time_s": wall(), "rng": checkpoint.rng_state(), "config": config,
-        }
+        state = dict(game.state_dict(), step=step, wall_time_s=wall(), rng=checkpoint.rng_state(), config=config)
         checkpoint.save(state, run_dir / CHECKPOINT)
 
     def evaluate(final: bool) -> None:
@@ -347,40 +309,12 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     try:
         with Interrupts(stop):
             while step < tc.iterations:
-                # ---- discriminator: n_dis steps of loss + penalty ----
-                for _ in range(n_dis):
-                    real = data.sample(B)
-                    with torch.no_grad():
-                        fake = G(torch.randn(B, G.z_dim, device=device))
-                    if d_batchnorm:
-                        real_out, fake_out = D(real), D(fake)
-                    else:
-                        real_out, fake_out = D(torch.cat([real, fake])).split(B)
-                    d_loss = loss.d_loss(real_out, fake_out)
-                    pen = zero
-                    if use_penalty and d_step % penalty_every == 0:
-                        pen = penalty(D, real, fake) * penalty_every
-                    opt_D.zero_grad(set_to_none=True)
-                    (d_loss + pen).backward()
-                    opt_D.step()
-                    penalty.after_d_step(D)
-                    d_step += 1
-
-                # ---- generator: one step; D's parameters need no gradient here ----
-                D.requires_grad_(False)
-                fake_out_g = D(G(torch.randn(B, G.z_dim, device=device)))
-                g_loss = loss.g_loss(fake_out_g, real_out.detach())
-                opt_G.zero_grad(set_to_none=True)
-                g_loss.backward()
-                opt_G.step()
-                D.requires_grad_(True)
-                if G_avg is not None:
-                    G_avg.update_parameters(G)
+                # ---- one step of the game (ganbench/dynamics/): the players' updates ----
+                current = game.step()
                 step += 1
 
                 # Device-side bookkeeping only: no host sync in the hot loop.
                 with torch.no_grad():
-                    current = torch.stack([d_loss, g_loss, pen, real_out.mean(), fake_out.mean()]).detach()
                     sums += current
                     bad = ~torch.isfinite(current[:2]).all()
                     first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
@@ -460,7 +394,8 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     if status in ("completed", "diverged"):
         final = {k: v["final"] for k, v in record.metrics.items()}
         # The groups a sweep varies, as ``group.key`` scalars for TensorBoard's HParams tab.
-        groups = {k: config.get(k) for k in ("seed", "dataset", "arch", "objective", "penalty", "optimizer", "train")}
+        groups = {k: config.get(k) for k in ("seed", "dataset", "arch", "objective", "penalty", "optimizer", "dynamics",
+                                             "train")}
         flat = dict(flatten(groups), status=status)
         log_hparams(writer, flat, final, step, varied=varied_keys(swept_keys(), list(flat)))
     writer.close()

@@ -39,7 +39,7 @@ def check(loss, d_expected, g_expected):
 
 
 def test_registry_holds_every_loss():
-    assert set(LOSSES) == {"nonsaturating", "minimax", "wasserstein", "least_squares", "hinge"}
+    assert set(LOSSES) == {"nonsaturating", "minimax", "wasserstein", "least_squares", "hinge", "fgan"}
 
 
 def test_nonsaturating():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -318,7 +317,7 @@ def test_help_is_a_usage_page(tmp_path):
     proc = cli(["--help"], cwd=tmp_path)
     assert proc.returncode == 0
     for words in ("ganbench -m", "hydra/launcher=slurm", "ganbench-report", "tensorboard --logdir",
-                  "objective  dragan, hinge", "restart=true", "--hydra-help"):
+                  "objective  dragan, fgan_gan", "restart=true", "--hydra-help"):
         assert words in proc.stdout, words
 
 

@@ -29,8 +29,7 @@ class Roth(Penalty):
     that samples D already classifies confidently are barely penalised. The weights are differentiated too (Ω as written).
     (1-σ(ψ)) is computed as σ(-ψ), which has no cancellation for large ψ.
 
-    γ = 2: Roth et al. use γ₀ = 2 in most of their experiments (the value given in this task's brief;
-    REFERENCE.md states no default). The paper anneals γ over training in some experiments; there is no
+    γ = 2: Roth et al. use γ₀ = 2 in most of their experiments (REFERENCE.md states no default). The paper anneals γ over training in some experiments; there is no
     annealing here: γ is constant.
     """
 

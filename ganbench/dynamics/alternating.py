@@ -1,0 +1,62 @@
+"""Alternating updates: ``objective.n_dis`` discriminator steps, then one generator step on fresh noise."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .base import Game, has_batchnorm
+
+
+@dataclass
+class Alternating(Game):
+    """The standard GAN schedule (Goodfellow et al. 2014, Algorithm 1; WGAN's n_critic = 5).
+
+    Each of the ``n_dis`` discriminator steps draws a fresh real batch x and fake batch x̃ = G(z) and takes
+    one optimizer step on L_D(D(x), D(x̃)) + penalty; the generator then takes one step on L_G(D(G(z')))
+    with fresh z', D's parameters frozen. The penalty's weight is multiplied by ``penalty.every`` on the
+    steps it runs (lazy regularisation).
+    """
+
+    name = "alternating"
+
+    def setup(self) -> None:
+        # Without batch norm in D, real and fake can share one forward pass: identical maths, one launch.
+        self.d_batchnorm = has_batchnorm(self.D)
+
+    def d_forward(self, real: Tensor, fake: Tensor):
+        if self.d_batchnorm:
+            return self.D(real), self.D(fake)
+        return self.D(torch.cat([real, fake])).split(self.batch_size)
+
+    def step(self) -> Tensor:
+        G, D, p = self.G, self.D, self.players
+        loss, penalty, B = self.loss, self.penalty, self.batch_size
+        for _ in range(self.n_dis):
+            real = self.data.sample(B)
+            with torch.no_grad():
+                fake = G(self.latent())
+            real_out, fake_out = self.d_forward(real, fake)
+            d_loss = loss.d_loss(real_out, fake_out)
+            pen = self.zero
+            if penalty.adds_loss and self.d_step % penalty.every == 0:
+                pen = penalty(D, real, fake) * penalty.every
+            p.opt_D.zero_grad(set_to_none=True)
+            (d_loss + pen).backward()
+            p.opt_D.step()
+            penalty.after_d_step(D)
+            self.d_step += 1
+
+        # The generator's step; D's parameters need no gradient here.
+        D.requires_grad_(False)
+        fake_out_g = D(G(self.latent()))
+        g_loss = loss.g_loss(fake_out_g, real_out.detach())
+        p.opt_G.zero_grad(set_to_none=True)
+        g_loss.backward()
+        p.opt_G.step()
+        D.requires_grad_(True)
+        if p.G_avg is not None:
+            p.G_avg.update_parameters(G)
+        with torch.no_grad():
+            return torch.stack([d_loss, g_loss, pen, real_out.mean(), fake_out.mean()]).detach()

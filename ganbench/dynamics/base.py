@@ -1,0 +1,113 @@
+"""The game-step interface: the players, their optimizers and one generator step of the game.
+
+The training loop (ganbench/train.py) keeps only the schedule; everything that decides how the players
+are updated lives in a ``Game``. A game is built from the objective's loss, the penalty and the players;
+it owns its state, which goes into the checkpoint by name (``state_dict`` / ``load_state_dict``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Dict, Iterator, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CheckpointError
+
+
+def make_optimizer(kind: str, params: Iterator[nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
+def make_average(G: nn.Module, kind: str, beta: float) -> Optional[nn.Module]:
+    """Averaged generator weights (DRAGAN paper §2.2): EMA θ̄ ← βθ̄ + (1-β)θ, or uniform θ̄_T = (1/T)Σθ_t."""
+    if kind == "none":
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    fn = get_ema_multi_avg_fn(beta) if kind == "ema" else None
+    return AveragedModel(G, multi_avg_fn=fn, use_buffers=True)
+
+
+def has_batchnorm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+@dataclass
+class Players:
+    """The two players, their optimizers and the averaged generator (None unless train.g_average)."""
+
+    G: nn.Module
+    D: nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    G_avg: Optional[nn.Module] = None
+
+
+@dataclass
+class Game:
+    """One generator step of the game (``step``); subclasses set the order and form of the updates.
+
+    The dataclass fields are the keys of the matching ``conf/dynamics/*.yaml`` (besides ``name``). ``bind``
+    attaches what a config cannot hold: the players, the loss, the penalty, the data and the batch size.
+    ``step`` returns the step's statistics as one device tensor in the order of train.SUMS
+    (D loss, G loss, penalty, mean D(x), mean D(G(z))), without synchronising with the host.
+    """
+
+    name = "base"
+
+    def bind(self, players: Players, loss: Any, penalty: Any, n_dis: int, data: Any, batch_size: int) -> "Game":
+        self.players, self.loss, self.penalty, self.n_dis = players, loss, penalty, n_dis
+        self.data, self.batch_size = data, batch_size
+        self.d_step = 0
+        self.device = next(players.G.parameters()).device
+        self.zero = torch.zeros((), device=self.device)
+        self.setup()
+        return self
+
+    def setup(self) -> None:
+        """Per-game preparation once the players are bound (buffers, functional copies, ...)."""
+
+    @property
+    def G(self) -> nn.Module:
+        return self.players.G
+
+    @property
+    def D(self) -> nn.Module:
+        return self.players.D
+
+    def config_keys(self) -> Dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def step(self) -> Tensor:
+        raise NotImplementedError
+
+    def latent(self) -> Tensor:
+        return torch.randn(self.batch_size, self.G.z_dim, device=self.device)
+
+    # ---- checkpoint: the players and every piece of the game's state, by name ----
+    def state_dict(self) -> Dict[str, Any]:
+        p = self.players
+        return {"G": p.G.state_dict(), "D": p.D.state_dict(), "opt_G": p.opt_G.state_dict(),
+                "opt_D": p.opt_D.state_dict(), "G_avg": p.G_avg.state_dict() if p.G_avg is not None else None,
+                "d_step": self.d_step}
+
+    def load_state_dict(self, state: Dict[str, Any], source: Any) -> None:
+        p = self.players
+        try:
+            p.G.load_state_dict(state["G"])
+            p.D.load_state_dict(state["D"])
+            p.opt_G.load_state_dict(state["opt_G"])
+            p.opt_D.load_state_dict(state["opt_D"])
+            if p.G_avg is not None and state.get("G_avg") is not None:
+                p.G_avg.load_state_dict(state["G_avg"])
+            self.d_step = int(state["d_step"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as ex:
+            first = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
+            raise CheckpointError(f"checkpoint {source} does not fit this model ({first}); it was left in place") from None
