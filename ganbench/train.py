@@ -192,7 +192,7 @@ def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
     opt_D = make_optimizer(spec.optimizer, D.parameters(), spec.opt_d)
     G_avg = make_average(G, spec.train.g_average, spec.train.ema_beta)
     game = dynamics.bind(Players(G, D, opt_G, opt_D, G_avg), spec.loss, spec.penalty, spec.n_dis, data,
-                         spec.train.batch_size)
+                         spec.train.batch_size, spec.train.iterations)
     start = Start(cfg, spec, config, device, data, game)
     log.info("G: %.2fM parameters, D: %.2fM parameters", sum(p.numel() for p in G.parameters()) / 1e6,
              sum(p.numel() for p in D.parameters()) / 1e6)
@@ -224,6 +224,7 @@ def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
         raise CheckpointError(f"checkpoint {source} lacks {ex}; it was left in place") from None
     checkpoint.set_rng_state(rng)
     start.step, start.wall_before = step, wall_before
+    game.g_step = step
     log.info("resumed from %s at generator step %d", source, step)
     return start
 

@@ -112,3 +112,63 @@ def test_runs_and_resumes_exactly(tmp_path, dynamics):
         for key in a[name]:
             assert torch.equal(a[name][key], b[name][key]), (name, key)
     assert a["d_step"] == b["d_step"] == 6
+
+
+def test_instance_noise_schedule_and_inputs():
+    """σ_t = σ(1 - t/T) when annealed; every input of D gets its own noise draw of that std."""
+    game = DYNAMICS["alternating"](instance_noise=0.5, noise_anneal=True)
+    G, D = Point(1.0), Linear1(1.0)
+    players = Players(G, D, torch.optim.SGD(G.parameters(), lr=0.0), torch.optim.SGD(D.parameters(), lr=0.0))
+    game.bind(players, Wasserstein(), NoPenalty(), 1, Zeros(), 20000, iterations=10)
+    assert game.noise_std() == 0.5
+    game.g_step = 4
+    assert game.noise_std() == pytest.approx(0.3)
+    game.g_step = 12
+    assert game.noise_std() == 0.0
+    game.g_step = 4
+    game.step()
+    # real inputs are zeros + N(0, 0.3²); fake inputs x = 1 + N(0, 0.3²)
+    assert game.real.std().item() == pytest.approx(0.3, rel=0.05) and abs(game.real.mean().item()) < 0.02
+    assert game.fake.std().item() == pytest.approx(0.3, rel=0.05) and game.fake.mean().item() == pytest.approx(1, abs=0.02)
+    assert game.g_step == 5
+    plain = DYNAMICS["alternating"]()
+    assert plain.noisy(torch.ones(3)) is not None and torch.equal(plain.noisy(torch.ones(3)), torch.ones(3))
+
+
+def test_instance_noise_is_validated():
+    from ganbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dynamics.instance_noise: must be >= 0"):
+        build_dynamics(compose(["dynamics.instance_noise=-1"]).dynamics)
+
+
+def crash_at(monkeypatch, g_step: int) -> None:
+    """Make the game's step raise once it has taken ``g_step`` generator steps (a kill after a checkpoint)."""
+    original = DYNAMICS["alternating"].step
+
+    def step(self):
+        if self.g_step == g_step:
+            raise RuntimeError("killed")
+        return original(self)
+
+    monkeypatch.setattr(DYNAMICS["alternating"], "step", step)
+
+
+def test_instance_noise_run_resumes_exactly(tmp_path, monkeypatch):
+    """The annealed schedule continues where it stopped: 3 + resume + 3 steps equal 6 straight ones."""
+    over = POINTS + ["dynamics.instance_noise=0.1", "dynamics.noise_anneal=true", "train.ckpt_every=3",
+                     "train.iterations=6"]
+    run_train(tmp_path / "straight", over)
+    with monkeypatch.context() as m:
+        crash_at(m, 3)
+        with pytest.raises(RuntimeError, match="killed"):
+            run_train(tmp_path / "split", over)
+    assert load_ckpt(tmp_path / "split")["step"] == 3
+    run_train(tmp_path / "split", over)
+    a, b = load_ckpt(tmp_path / "straight"), load_ckpt(tmp_path / "split")
+    for net in ("G", "D"):
+        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
+    clean = run_train(tmp_path / "clean", POINTS + ["train.iterations=6"])
+    c = load_ckpt(tmp_path / "clean")
+    assert not all(torch.equal(a["D"][k], c["D"][k]) for k in a["D"])  # the noise does reach D
+    assert clean["status"] == "completed"

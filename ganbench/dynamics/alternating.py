@@ -16,7 +16,8 @@ class Alternating(Game):
     Each of the ``n_dis`` discriminator steps draws a fresh real batch x and fake batch x̃ = G(z) and takes
     one optimizer step on L_D(D(x), D(x̃)) + penalty; the generator then takes one step on L_G(D(G(z')))
     with fresh z', D's parameters frozen. The penalty's weight is multiplied by ``penalty.every`` on the
-    steps it runs (lazy regularisation).
+    steps it runs (lazy regularisation). With instance noise every input of D (real, fake, and the
+    generator step's fake) gets its own noise draw; the penalty sees the noisy inputs D sees.
     """
 
     name = "alternating"
@@ -34,9 +35,10 @@ class Alternating(Game):
         G, D, p = self.G, self.D, self.players
         loss, penalty, B = self.loss, self.penalty, self.batch_size
         for _ in range(self.n_dis):
-            real = self.data.sample(B)
+            real = self.noisy(self.data.sample(B))
             with torch.no_grad():
-                fake = G(self.latent())
+                fake = self.noisy(G(self.latent()))
+            self.real, self.fake = real, fake
             real_out, fake_out = self.d_forward(real, fake)
             d_loss = loss.d_loss(real_out, fake_out)
             pen = self.zero
@@ -50,13 +52,17 @@ class Alternating(Game):
 
         # The generator's step; D's parameters need no gradient here.
         D.requires_grad_(False)
-        fake_out_g = D(G(self.latent()))
-        g_loss = loss.g_loss(fake_out_g, real_out.detach())
+        self.fake_g = G(self.latent())
+        fake_out_g = D(self.noisy(self.fake_g))
+        g_loss = loss.g_loss(fake_out_g, real_out.detach()) + loss.g_extra(self)
         p.opt_G.zero_grad(set_to_none=True)
+        self.zero_extra_grads()
         g_loss.backward()
         p.opt_G.step()
+        self.step_extra()
         D.requires_grad_(True)
         if p.G_avg is not None:
             p.G_avg.update_parameters(G)
+        self.g_step += 1
         with torch.no_grad():
             return torch.stack([d_loss, g_loss, pen, real_out.mean(), fake_out.mean()]).detach()

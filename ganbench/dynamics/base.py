@@ -6,13 +6,13 @@ it owns its state, which goes into the checkpoint by name (``state_dict`` / ``lo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 
 
 def make_optimizer(kind: str, params: Iterator[nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
@@ -48,6 +48,9 @@ class Players:
     opt_G: torch.optim.Optimizer
     opt_D: torch.optim.Optimizer
     G_avg: Optional[nn.Module] = None
+    #: players an objective adds (``Loss.players``), by name, and their optimizers (None: not trained)
+    extra: Dict[str, nn.Module] = field(default_factory=dict)
+    extra_opt: Dict[str, Optional[torch.optim.Optimizer]] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,13 +64,32 @@ class Game:
     """
 
     name = "base"
+    #: Instance noise (Arjovsky & Bottou 2017; Sønderby et al. 2017): Gaussian noise of std σ added to every
+    #: input of D, real and fake alike, so that the two distributions overlap. 0 = off.
+    instance_noise: float = 0.0
+    #: Anneal σ linearly to 0 over train.iterations: σ_t = σ·(1 - t/T) (Sønderby et al. anneal it to 0).
+    noise_anneal: bool = False
 
-    def bind(self, players: Players, loss: Any, penalty: Any, n_dis: int, data: Any, batch_size: int) -> "Game":
+    def __post_init__(self) -> None:
+        if not self.instance_noise >= 0:
+            raise ConfigError(f"instance_noise: must be >= 0 (got {self.instance_noise})")
+
+    def bind(self, players: Players, loss: Any, penalty: Any, n_dis: int, data: Any, batch_size: int,
+             iterations: int = 1) -> "Game":
         self.players, self.loss, self.penalty, self.n_dis = players, loss, penalty, n_dis
-        self.data, self.batch_size = data, batch_size
+        self.data, self.batch_size, self.iterations = data, batch_size, iterations
         self.d_step = 0
+        self.g_step = 0  # generator steps taken; set from the checkpoint on resume
         self.device = next(players.G.parameters()).device
         self.zero = torch.zeros((), device=self.device)
+        # The current step's inputs, for losses and penalties that need more than D's outputs.
+        self.real: Optional[Tensor] = None
+        self.fake: Optional[Tensor] = None
+        loss.bind(self)
+        penalty.bind(self)
+        for name, (module, opt) in loss.players(self).items():
+            players.extra[name] = module
+            players.extra_opt[name] = opt
         self.setup()
         return self
 
@@ -91,12 +113,50 @@ class Game:
     def latent(self) -> Tensor:
         return torch.randn(self.batch_size, self.G.z_dim, device=self.device)
 
+    def noise_std(self) -> float:
+        if not self.noise_anneal:
+            return self.instance_noise
+        return self.instance_noise * max(0.0, 1.0 - self.g_step / max(self.iterations, 1))
+
+    def noisy(self, x: Tensor) -> Tensor:
+        """D's view of an input batch: x + σ_t·ε, ε ~ N(0, I) (identity when instance noise is off)."""
+        if self.instance_noise == 0:
+            return x
+        return x + self.noise_std() * torch.randn_like(x)
+
     # ---- checkpoint: the players and every piece of the game's state, by name ----
+    def zero_extra_grads(self) -> None:
+        for opt in self.players.extra_opt.values():
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+
+    def step_extra(self) -> None:
+        """The extra players' optimizer steps, on the gradients of the generator step's backward."""
+        for opt in self.players.extra_opt.values():
+            if opt is not None:
+                opt.step()
+
     def state_dict(self) -> Dict[str, Any]:
         p = self.players
-        return {"G": p.G.state_dict(), "D": p.D.state_dict(), "opt_G": p.opt_G.state_dict(),
-                "opt_D": p.opt_D.state_dict(), "G_avg": p.G_avg.state_dict() if p.G_avg is not None else None,
-                "d_step": self.d_step}
+        state = {"G": p.G.state_dict(), "D": p.D.state_dict(), "opt_G": p.opt_G.state_dict(),
+                 "opt_D": p.opt_D.state_dict(), "G_avg": p.G_avg.state_dict() if p.G_avg is not None else None,
+                 "d_step": self.d_step}
+        # Optional pieces appear only when a method has them, so plain runs keep their checkpoint layout.
+        if p.extra:
+            state["extra"] = {name: m.state_dict() for name, m in p.extra.items()}
+            state["extra_opt"] = {name: o.state_dict() for name, o in p.extra_opt.items() if o is not None}
+        for key, obj in (("loss_state", self.loss), ("penalty_state", self.penalty), ("game_state", self)):
+            extra = obj.extra_state() if obj is self else obj.state_dict()
+            if extra:
+                state[key] = extra
+        return state
+
+    def extra_state(self) -> Dict[str, Any]:
+        """State of the game itself beyond the players (e.g. an unrolled copy); empty by default."""
+        return {}
+
+    def load_extra_state(self, state: Dict[str, Any]) -> None:
+        """Restore ``extra_state``'s values."""
 
     def load_state_dict(self, state: Dict[str, Any], source: Any) -> None:
         p = self.players
@@ -107,6 +167,16 @@ class Game:
             p.opt_D.load_state_dict(state["opt_D"])
             if p.G_avg is not None and state.get("G_avg") is not None:
                 p.G_avg.load_state_dict(state["G_avg"])
+            for name, module in p.extra.items():
+                module.load_state_dict(state["extra"][name])
+                if p.extra_opt.get(name) is not None:
+                    p.extra_opt[name].load_state_dict(state["extra_opt"][name])
+            if state.get("loss_state"):
+                self.loss.load_state_dict(state["loss_state"])
+            if state.get("penalty_state"):
+                self.penalty.load_state_dict(state["penalty_state"])
+            if state.get("game_state"):
+                self.load_extra_state(state["game_state"])
             self.d_step = int(state["d_step"])
         except (RuntimeError, ValueError, KeyError, TypeError) as ex:
             first = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__

@@ -34,24 +34,30 @@ class Simultaneous(Alternating):
     def step(self) -> Tensor:
         G, D, p = self.G, self.D, self.players
         loss, penalty = self.loss, self.penalty
-        real = self.data.sample(self.batch_size)
-        fake = G(self.latent())
+        real = self.noisy(self.data.sample(self.batch_size))
+        self.fake_g = G(self.latent())
+        fake = self.noisy(self.fake_g)
+        self.real, self.fake = real, fake.detach()
         real_out, fake_out = self.d_forward(real, fake)
         d_loss = loss.d_loss(real_out, fake_out)
         pen = self.zero
         if penalty.adds_loss and self.d_step % penalty.every == 0:
             pen = penalty(D, real, fake.detach()) * penalty.every
-        g_loss = loss.g_loss(fake_out, real_out.detach())
+        g_loss = loss.g_loss(fake_out, real_out.detach()) + loss.g_extra(self)
+        # The extra players (an objective's encoder, ...) learn from the generator's loss.
+        g_side = self.g_params + [q for m in p.extra.values() for q in m.parameters() if q.requires_grad]
         d_grads = torch.autograd.grad(d_loss + pen, self.d_params, retain_graph=True, allow_unused=True)
-        g_grads = torch.autograd.grad(g_loss, self.g_params, allow_unused=True)
-        for params, grads in ((self.d_params, d_grads), (self.g_params, g_grads)):
+        g_grads = torch.autograd.grad(g_loss, g_side, allow_unused=True)
+        for params, grads in ((self.d_params, d_grads), (g_side, g_grads)):
             for q, g in zip(params, grads):
                 q.grad = g
         p.opt_D.step()
         p.opt_G.step()
+        self.step_extra()
         penalty.after_d_step(D)
         self.d_step += 1
         if p.G_avg is not None:
             p.G_avg.update_parameters(G)
+        self.g_step += 1
         with torch.no_grad():
             return torch.stack([d_loss, g_loss, pen, real_out.mean(), fake_out.mean()]).detach()

@@ -1,7 +1,9 @@
 """The loss interface every objective implements."""
 from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 
 @dataclass
@@ -13,6 +15,26 @@ class Loss:
     """
 
     name = "base"
+
+    def bind(self, game: Any) -> None:
+        """Called once when the game is built. A loss that needs more than D's outputs (the input
+        batches ``game.real`` / ``game.fake``, D's intermediate features, extra players) keeps ``game``."""
+
+    def players(self, game: Any) -> Dict[str, Tuple[nn.Module, Optional[torch.optim.Optimizer]]]:
+        """Extra players this objective trains besides G and D (e.g. an encoder), with their optimizers;
+        the game steps each optimizer right after G's, on the same backward pass, and checkpoints both."""
+        return {}
+
+    def g_extra(self, game: Any) -> Tensor:
+        """A term the generator step adds to ``g_loss`` (regularisers that need the game, e.g. an encoder's)."""
+        return game.zero
+
+    def state_dict(self) -> Dict[str, Any]:
+        """State the loss keeps across steps (checkpointed under ``loss_state`` when non-empty)."""
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore ``state_dict``'s values."""
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         """Discriminator loss (minimised) given D(x) and D(G(z)), each of shape (B,)."""

@@ -1,6 +1,6 @@
 """The penalty interface, and the per-sample input-gradient norm every gradient penalty shares."""
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Dict
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,16 @@ class Penalty:
     def __call__(self, D: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
         """The weighted penalty (scalar); ``fake`` is detached from G."""
         raise NotImplementedError
+
+    def bind(self, game: Any) -> None:
+        """Called once when the game is built; a penalty that needs the game (both players) keeps it."""
+
+    def state_dict(self) -> Dict[str, Any]:
+        """State kept across steps (checkpointed under ``penalty_state`` when non-empty)."""
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore ``state_dict``'s values."""
 
     def after_d_step(self, D: nn.Module) -> None:
         """Hook after each optimizer step of D (weight clipping projects here)."""
