@@ -186,7 +186,8 @@ def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
         threads = 1
     if threads != "auto":
         torch.set_num_threads(int(threads))
-    G, D = build_arch(cfg.arch, data.shape, spec.penalty.gradient_penalty)
+    # The objective builds its players from the arch (once for most; K pairs for a mixture, ...).
+    G, D = spec.loss.build_players(lambda: build_arch(cfg.arch, data.shape, spec.penalty.gradient_penalty))
     G, D = G.to(device), D.to(device)
     opt_G = make_optimizer(spec.optimizer, G.parameters(), spec.opt_g)
     opt_D = make_optimizer(spec.optimizer, D.parameters(), spec.opt_d)

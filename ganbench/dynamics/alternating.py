@@ -54,7 +54,7 @@ class Alternating(Game):
         D.requires_grad_(False)
         self.fake_g = G(self.latent())
         fake_out_g = D(self.noisy(self.fake_g))
-        g_loss = loss.g_loss(fake_out_g, real_out.detach()) + loss.g_extra(self)
+        g_loss = loss.g_loss(fake_out_g, real_out.detach()) + loss.g_extra(self) + penalty.g_extra(self)
         p.opt_G.zero_grad(set_to_none=True)
         self.zero_extra_grads()
         g_loss.backward()

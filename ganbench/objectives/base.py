@@ -1,6 +1,6 @@
 """The loss interface every objective implements."""
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +15,11 @@ class Loss:
     """
 
     name = "base"
+
+    def build_players(self, build: Callable[[], Tuple[nn.Module, nn.Module]]) -> Tuple[nn.Module, nn.Module]:
+        """G and D from ``build`` (the arch's constructor); an objective with several of each (a mixture)
+        calls it more than once. G must keep a ``z_dim`` attribute."""
+        return build()
 
     def bind(self, game: Any) -> None:
         """Called once when the game is built. A loss that needs more than D's outputs (the input

@@ -34,6 +34,11 @@ class Penalty:
     def bind(self, game: Any) -> None:
         """Called once when the game is built; a penalty that needs the game (both players) keeps it."""
 
+    def g_extra(self, game: Any) -> Tensor:
+        """A term the generator step adds to G's loss: regularisers of both players (consensus, Nagarajan-
+        Kolter, historical averaging). Called after ``__call__`` in the same step."""
+        return game.zero
+
     def state_dict(self) -> Dict[str, Any]:
         """State kept across steps (checkpointed under ``penalty_state`` when non-empty)."""
         return {}
