@@ -209,6 +209,12 @@ def validate_top(cfg: DictConfig) -> None:
         raise ConfigError(f"seed: must be a non-negative integer (got {cfg.get('seed')!r})")
     if not isinstance(cfg.get("device"), str) or not DEVICE_RE.match(cfg.device):
         raise ConfigError(f"device: must be auto, cpu, cuda, cuda:N or mps (got {cfg.get('device')!r})")
+    gmm = cfg.get("gmm") if task == "gmm" else None
+    # gmm.device replaces the top-level device in the GMM lab: the same names, or null for the top-level one.
+    gmm_device = gmm.get("device") if isinstance(gmm, DictConfig) else None
+    if gmm_device is not None and (not isinstance(gmm_device, str) or not DEVICE_RE.match(gmm_device)):
+        raise ConfigError(f"gmm.device: must be null (the top-level device), auto, cpu, cuda, cuda:N or mps "
+                          f"(got {gmm_device!r})")
     threads = cfg.get("threads", "auto")
     if threads != "auto" and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise ConfigError(f"threads: must be auto or an integer >= 1 (got {threads!r})")
