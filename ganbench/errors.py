@@ -36,7 +36,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> Optional[str]:
 
 
 def unknown_key_message(full_key: str, allowed: Iterable[str], elsewhere: Iterable[str] = ()) -> str:
-    """``<full_key>: unknown key; did you mean 'X'? allowed keys: a, b, ...``.
+    """``<full_key>: unknown key; did you mean 'X'? allowed keys at '<parent>': a, b, ...``.
 
     ``elsewhere``: dotted keys of other nodes, suggested (as the full key) only when no key of this node
     is close, e.g. ``objective.lamda`` -> ``penalty.lambda_``.
