@@ -25,6 +25,12 @@ def arch_config(node: DictConfig):
 def build(node: DictConfig, shape: Tuple[int, ...], gradient_penalty: bool) -> Tuple[nn.Module, nn.Module]:
     """G and D for data of ``shape`` ((C,H,W) images or (2,) points); G has ``.z_dim``."""
     cfg = arch_config(node)
+    if gradient_penalty and getattr(cfg, "minibatch_discrimination", 0):
+        # Refused, not warned (unlike d_norm=batch): o(x_i) sums over the whole batch, so ∇ₓ of ΣD(x_i)
+        # is not the per-sample gradient the penalty means, and no published setting pairs the two.
+        raise ConfigError("arch.minibatch_discrimination: couples the samples of a batch, which a gradient penalty "
+                          "cannot be applied to; set arch.minibatch_discrimination=0 or use a penalty that is not "
+                          "on ∇ₓD (none, weight_clip, historical)")
     if isinstance(cfg, mlp.MLPConfig):
         return mlp.Generator(cfg, shape), mlp.Discriminator(cfg, shape)
     if len(shape) != 3:

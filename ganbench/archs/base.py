@@ -2,6 +2,7 @@
 from torch import nn
 
 from ..errors import ConfigError
+from .layers import MinibatchDiscrimination, VirtualBatchNorm
 
 ACTIVATIONS = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -23,7 +24,46 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm, nn.LayerNorm)):
+    elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm, nn.LayerNorm, VirtualBatchNorm)):
         if module.weight is not None:
             nn.init.normal_(module.weight, 1.0, 0.02)
             nn.init.zeros_(module.bias)
+
+
+def check_minibatch_discrimination(kernels: int, dim: int) -> None:
+    if kernels < 0:
+        raise ConfigError(f"minibatch_discrimination: must be 0 (off) or a number of kernels >= 1 (got {kernels})")
+    if dim < 1:
+        raise ConfigError(f"mbd_dim: must be an integer >= 1 (got {dim})")
+
+
+class FeatureTrunk(nn.Module):
+    """A discriminator ``self.net`` (an nn.Sequential) whose hidden activations have names.
+
+    ``feature_names`` lists D's hidden layers in order; ``features(x)`` returns their activations (each
+    layer's output after its activation), the last one being the input of the final linear layer (of the
+    minibatch-discrimination layer when there is one). Feature matching (objective=feature_matching) reads them.
+    """
+
+    net: nn.Sequential
+
+    def name_features(self, prefix: str) -> None:
+        """Name the output of every activation module of ``self.net`` ``{prefix}1``, ``{prefix}2``, ..."""
+        acts = tuple(type(f()) for f in ACTIVATIONS.values())
+        at = [i for i, m in enumerate(self.net) if isinstance(m, acts)]
+        self._feature_at = {i: f"{prefix}{k + 1}" for k, i in enumerate(at)}
+        self.feature_names = list(self._feature_at.values())
+
+    def features(self, x):
+        """{name: activation} of D's hidden layers on ``x`` (the same computation as ``forward``)."""
+        out, h = {}, x
+        for i, layer in enumerate(self.net):
+            h = layer(h)
+            if i in self._feature_at:
+                out[self._feature_at[i]] = h
+                if len(out) == len(self._feature_at):
+                    break
+        return out
+
+    def uses_minibatch_discrimination(self) -> bool:
+        return any(isinstance(m, MinibatchDiscrimination) for m in self.modules())

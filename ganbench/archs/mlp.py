@@ -6,7 +6,8 @@ from typing import Tuple
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .base import ACTIVATIONS, activation, dcgan_init
+from .base import ACTIVATIONS, FeatureTrunk, activation, check_minibatch_discrimination, dcgan_init
+from .layers import MinibatchDiscrimination
 
 
 @dataclass
@@ -18,8 +19,13 @@ class MLPConfig:
     width: int = 128  # units per hidden layer
     activation: str = "relu"  # G's and D's hidden activation (D: leaky_relu is common too)
     z_dim: int = 2
+    # Minibatch discrimination (Salimans et al. 2016) before D's last layer: 0 = off, else B kernels of
+    # dimension C = mbd_dim (the authors' CIFAR-10 code: B=100, C=5).
+    minibatch_discrimination: int = 0
+    mbd_dim: int = 5
 
     def __post_init__(self) -> None:
+        check_minibatch_discrimination(self.minibatch_discrimination, self.mbd_dim)
         for key in ("depth", "width", "z_dim"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be an integer >= 1 (got {getattr(self, key)})")
@@ -50,12 +56,25 @@ class Generator(nn.Module):
         return self.out(self.net(z)).view(z.shape[0], *self.shape)
 
 
-class Discriminator(nn.Module):
+class Discriminator(FeatureTrunk):
+    """Hidden layers ``hidden1`` .. ``hidden{depth}`` (``features``), then a linear output; with minibatch
+    discrimination the last hidden layer's B similarities o(x) join its features before the output."""
+
     def __init__(self, cfg: MLPConfig, shape: Tuple[int, ...]):
         super().__init__()
-        self.net = _mlp(math.prod(shape), 1, cfg)
+        kernels = cfg.minibatch_discrimination
+        if kernels:
+            hidden = list(_mlp(math.prod(shape), 1, cfg))[:-1]  # the output layer is replaced below
+            a = cfg.width
+            self.net = nn.Sequential(*hidden, MinibatchDiscrimination(a, kernels, cfg.mbd_dim), nn.Linear(a + kernels, 1))
+        else:
+            self.net = _mlp(math.prod(shape), 1, cfg)
         if len(shape) == 3:
             self.apply(dcgan_init)
+        self.name_features("hidden")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.flatten(1)).flatten()
+
+    def features(self, x: Tensor):
+        return super().features(x.flatten(1))
