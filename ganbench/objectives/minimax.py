@@ -9,7 +9,10 @@ from .nonsaturating import NonSaturating
 
 @dataclass
 class Minimax(NonSaturating):
-    """L_D = E softplus(-D(x)) + E softplus(D(x̃)) (as non-saturating);  L_G = -E softplus(D(x̃)) (= E log(1 - σ(D(x̃))))."""
+    """L_D = E softplus(-D(x)) + E softplus(D(x̃)) (as non-saturating);  L_G = -E softplus(D(x̃)) (= E log(1 - σ(D(x̃)))).
+
+    ``real_label`` (inherited from NonSaturating): one-sided label smoothing of D's real target.
+    """
 
     name = "minimax"
 
