@@ -8,8 +8,13 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from .base import Loss
 
-# Losses that need more than D's outputs (the game's batches, extra players) cannot be a mixture's φ.
-NOT_A_BASE = ("mixture", "loss_sensitive", "mode_regularized")
+# A mixture's φ must be a function of D's outputs alone: a loss that overrides one of these hooks needs the
+# game (its batches, D's features, extra players) or builds its own players, which K components cannot share.
+GAME_HOOKS = ("build_players", "bind", "players", "g_extra")
+
+
+def is_output_loss(cls: type) -> bool:
+    return all(getattr(cls, hook) is getattr(Loss, hook) for hook in GAME_HOOKS)
 
 
 def entropy(w: Tensor) -> Tensor:
@@ -121,9 +126,10 @@ class Mixture(Loss):
 
         if self.k < 1:
             raise ConfigError(f"k: must be an integer >= 1 (got {self.k})")
-        allowed = [n for n in LOSSES if n not in NOT_A_BASE]
+        allowed = [n for n, cls in LOSSES.items() if is_output_loss(cls)]
         if self.base not in allowed:
-            raise ConfigError(f"base: unknown base loss '{self.base}'; allowed: {', '.join(allowed)}")
+            raise ConfigError(f"base: unknown base loss '{self.base}' (it must be a loss of D's outputs alone); "
+                              f"allowed: {', '.join(allowed)}")
         if not self.entropy >= 0:
             raise ConfigError(f"entropy: must be >= 0 (got {self.entropy})")
         self.phi: Loss = LOSSES[self.base]()
