@@ -89,6 +89,25 @@ def test_sgd_unroll_by_hand(k, inner_lr):
     assert G.x.item() == pytest.approx(TH - lr_G * grad, abs=1e-6)
 
 
+class Saddle(Wasserstein):
+    """The Wasserstein game in saddle form: G minimises −L_D = E D(x) − E D(x̃), real term included."""
+
+    def g_loss(self, fake_out, real_out):
+        return real_out.mean() - fake_out.mean()
+
+
+def test_saddle_g_loss_differentiates_the_real_term():
+    """L_G = −L_D(θ, ψ¹(θ)) = −ψ¹(θ − a), ψ¹ = ψ' − η(θ − a): dL_G/dθ = −ψ' + 2η(θ − a). D¹(x) = ψ¹a
+    depends on θ through ψ¹; a detached D(x) would give −ψ' + η(2θ − a), ηa apart."""
+    lr_D, lr_G, eta = 0.2, 0.1, 0.5
+    G, D = Point(TH), Linear1(PSI)
+    players = Players(G, D, torch.optim.SGD(G.parameters(), lr=lr_G), torch.optim.SGD(D.parameters(), lr=lr_D))
+    DYNAMICS["unrolled"](k=1, inner="sgd", inner_lr=eta).bind(players, Saddle(), NoPenalty(), 1, Const(A), 4).step()
+    psi1 = PSI - lr_D * (TH - A)
+    assert lr_G * eta * A > 0.01
+    assert G.x.item() == pytest.approx(TH - lr_G * (-psi1 + 2 * eta * (TH - A)), abs=1e-6)
+
+
 def test_adam_unroll_by_hand():
     """The same game with D's optimizer Adam(lr, β₁, β₂, ε) and inner=adam, K=1.
 
@@ -262,6 +281,12 @@ def test_runs_with_objectives(tmp_path, image_overrides, objective, k, data):
                                           "train.iterations=2", "train.log_every=1"])
     assert record["status"] == "completed"
     assert results(tmp_path)["status"] == "completed"
+
+
+def test_runs_with_saddle_fgan(tmp_path):
+    record = run_train(tmp_path, POINTS + ["objective=fgan_js", "objective.g_form=saddle", "dynamics=unrolled",
+                                           "dynamics.k=2", "train.iterations=2"])
+    assert record["status"] == "completed"
 
 
 def crash_at(monkeypatch, g_step: int) -> None:

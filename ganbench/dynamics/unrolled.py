@@ -61,6 +61,9 @@ class Unrolled(Alternating):
     term of Metz et al.'s f(θ_G, θ_D^K); every other loss here ignores it. The objective's and penalty's
     ``g_extra`` terms see the live players, as in ``Alternating``.
 
+    With ``objective.n_dis`` > 1 all of D's normal steps come first and the unroll starts from where they
+    leave θ_D (and opt_D's moments): K is G's look-ahead, independent of n_dis.
+
     k = 0 is ``Alternating``'s step itself (bit-identical: no extra draws). The unroll costs K extra
     forward and double-backward passes of D and K extra G forwards per generator step, all kept in memory
     until the generator's backward.
