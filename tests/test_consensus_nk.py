@@ -345,3 +345,21 @@ def test_tiny_runs(tmp_path, no_density, monkeypatch, penalty, dynamics):
     assert len(seen) == 3 and all(torch.isfinite(s).all() for s in seen), seen
     if penalty == "consensus":
         assert all(s[2].item() > 0 for s in seen)  # D's γR is added (and logged) on every step
+
+
+@pytest.mark.parametrize("penalty,dynamics", [("consensus", "simultaneous"), ("nk", "alternating")])
+def test_resumes_exactly(tmp_path, no_density, penalty, dynamics):
+    """No state across steps; the lazy schedule (every=2, odd resume point) follows the restored step
+    counters: 3 steps + resume to 6 equal 6 straight steps, bit for bit."""
+    from conftest import assert_same_tensors, load_ckpt
+
+    over = POINTS + ["objective=vanilla", f"penalty={penalty}", f"dynamics={dynamics}", "penalty.every=2",
+                     "train.ckpt_every=3", "train.sample_every=1000"]
+    run_train(tmp_path / "straight", over + ["train.iterations=6"])
+    run_train(tmp_path / "split", over + ["train.iterations=3"])
+    run_train(tmp_path / "split", over + ["train.iterations=6"])
+    a, b = load_ckpt(tmp_path / "straight"), load_ckpt(tmp_path / "split")
+    assert results(tmp_path / "split")["status"] == "completed"
+    for key in ("G", "D", "opt_G", "opt_D"):
+        assert_same_tensors(a[key], b[key], key)
+    assert "penalty_state" not in a
