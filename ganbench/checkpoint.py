@@ -1,6 +1,7 @@
 """Checkpoints: written atomically, loaded with ``weights_only=True``, checked against the run's config."""
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterable
 
@@ -28,7 +29,9 @@ def save(state: Dict[str, Any], path: Path) -> None:
 def load(path: Path) -> Dict[str, Any]:
     """Load a checkpoint (tensors and plain containers only); a corrupt file becomes a CheckpointError."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol notes: the error line says it all
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as ex:  # noqa: BLE001 - any unpickling failure means the file is unusable
         reason = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
         raise CheckpointError(
@@ -50,7 +53,8 @@ def _get(tree: Dict[str, Any], dotted: str) -> Any:
 def _first_difference(a: Any, b: Any, prefix: str) -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         # A group's name first: a checkpoint of another dataset is named as such, not by a derived key.
-        for key in sorted(set(a) | set(b), key=lambda k: (k != "name", k)):
+        # Keys the checkpoint lacks were added to ganbench after it was written: not a difference.
+        for key in sorted(set(a), key=lambda k: (k != "name", k)):
             found = _first_difference(a.get(key), b.get(key), f"{prefix}.{key}")
             if found:
                 return found
@@ -58,11 +62,19 @@ def _first_difference(a: Any, b: Any, prefix: str) -> str:
     return "" if a == b else f"{prefix}: {a!r} in the checkpoint, {b!r} now"
 
 
+def _missing(tree: Dict[str, Any], dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return True
+        tree = tree[part]
+    return False
+
+
 def check_matches(saved: Dict[str, Any], current: Dict[str, Any], path: Path, keys: Iterable[str] = IDENTITY_KEYS) -> None:
     """Raise CheckpointError naming the first identity key whose value differs."""
     for key in keys:
-        if key == "dynamics" and _get(saved, key) is None and _get(current, "dynamics.name") == "alternating":
-            continue  # written before the dynamics group existed, when every run alternated
+        if _get(saved, key) is None and _get(current, key) is not None and _missing(saved, key):
+            continue  # a group added to ganbench after the checkpoint was written (e.g. dynamics)
         diff = _first_difference(_get(saved, key), _get(current, key), key)
         if diff:
             raise CheckpointError(

@@ -263,6 +263,12 @@ def main() -> None:
     if usage.wants_help(sys.argv[1:]):
         print(usage.page(config_dir()))
         sys.exit(0)
+    unknown = usage.unknown_flags(sys.argv[1:])
+    if unknown:
+        # Hydra's argparse would print its usage block first: one line instead.
+        print(f"ganbench: error: unrecognized option {unknown[0]}; see ganbench --help (Hydra's flags: "
+              "ganbench --hydra-help)", file=sys.stderr)
+        sys.exit(2)
 
     if preview.wants_preview(sys.argv[1:]):
         # Hydra refuses -m with --cfg; show each job of the sweep instead (writes nothing, runs nothing).

@@ -89,6 +89,10 @@ class TrainConfig:
     g_average: str = "none"
     ema_beta: float = 0.999
     progress: bool = True  # tqdm bar with it/s, ETA and losses; off: a log line per log step instead
+    # Learning-rate schedule of every player: none (constant), or linear: constant for the first
+    # lr_decay_start × iterations generator steps, then linearly to 0 at the last step.
+    lr_decay: str = "none"
+    lr_decay_start: float = 0.5
 
     def __post_init__(self) -> None:
         at_least_one(iterations=self.iterations, batch_size=self.batch_size, log_every=self.log_every,
@@ -97,6 +101,10 @@ class TrainConfig:
             raise ConfigError(f"g_average: unknown option '{self.g_average}'; allowed: none, ema, uniform")
         if not 0 < self.ema_beta < 1:
             raise ConfigError(f"ema_beta: must be in (0, 1) (got {self.ema_beta})")
+        if self.lr_decay not in ("none", "linear"):
+            raise ConfigError(f"lr_decay: unknown option '{self.lr_decay}'; allowed: none, linear")
+        if not 0 <= self.lr_decay_start < 1:
+            raise ConfigError(f"lr_decay_start: must be in [0, 1) (got {self.lr_decay_start})")
 
 
 @dataclass

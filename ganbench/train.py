@@ -65,6 +65,17 @@ def out_of_memory(ex: BaseException, batch_size: int, device: torch.device) -> O
                          "lower train.batch_size (or eval.batch_size, if it happened while evaluating)")
 
 
+def lr_factor(step: int, iterations: int, kind: str, start: float) -> float:
+    """``train.lr_decay``: the factor on every configured learning rate for the step after ``step``
+    generator steps: 1 (none); linear: 1 until start·T, then (T - step) / (T - start·T), 0 at T."""
+    if kind == "none":
+        return 1.0
+    begin = start * iterations
+    if step <= begin:
+        return 1.0
+    return max(0.0, (iterations - step) / (iterations - begin))
+
+
 def swept_keys() -> List[str]:
     """The keys this job's sweep varies (command line and the preset's ``hydra.sweeper.params``)."""
     import os
@@ -270,6 +281,7 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     if eval_every:
         log.info("evaluating every %d generator steps (eval.every=%s) and at the end", eval_every, cfg.eval.every)
     B = tc.batch_size
+    decay = tc.lr_decay != "none"  # the factor depends on the step only: exact on resume, no state
     sums = torch.zeros(len(SUMS), device=device)
     n_summed = 0
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
@@ -312,6 +324,8 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
         with Interrupts(stop):
             while step < tc.iterations:
                 # ---- one step of the game (ganbench/dynamics/): the players' updates ----
+                if decay:
+                    game.scale_lr(lr_factor(step, tc.iterations, tc.lr_decay, tc.lr_decay_start))
                 current = game.step()
                 step += 1
 

@@ -59,3 +59,11 @@ def page(conf_dir: str) -> str:
 
 def wants_help(argv: List[str]) -> bool:
     return any(a in ("-h", "--help") for a in argv)
+
+
+def unknown_flags(argv: List[str]) -> List[str]:
+    """Options (``-x``/``--x``) that Hydra's own command-line parser does not know."""
+    from hydra._internal.utils import get_args_parser
+
+    _, unknown = get_args_parser().parse_known_args(argv)
+    return [a for a in unknown if a.startswith("-")]

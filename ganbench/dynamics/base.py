@@ -7,7 +7,7 @@ it owns its state, which goes into the checkpoint by name (``state_dict`` / ``lo
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +36,10 @@ def make_average(G: nn.Module, kind: str, beta: float) -> Optional[nn.Module]:
 
 
 def has_batchnorm(module: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+    """Whether outputs depend on the other samples of the batch (batch norm, minibatch discrimination):
+    then real and fake batches must go through D separately."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) or getattr(m, "couples_batch", False)
+               for m in module.modules())
 
 
 @dataclass
@@ -90,8 +93,20 @@ class Game:
         for name, (module, opt) in loss.players(self).items():
             players.extra[name] = module
             players.extra_opt[name] = opt
+        # The configured learning rates, before a checkpoint restores (possibly decayed) ones.
+        self.base_lrs = [[group["lr"] for group in opt.param_groups] for opt in self.optimizers()]
         self.setup()
         return self
+
+    def optimizers(self) -> List[torch.optim.Optimizer]:
+        p = self.players
+        return [p.opt_G, p.opt_D] + [o for o in p.extra_opt.values() if o is not None]
+
+    def scale_lr(self, factor: float) -> None:
+        """Set every optimizer's learning rate to ``factor`` × its configured value (lr schedules)."""
+        for opt, bases in zip(self.optimizers(), self.base_lrs):
+            for group, base in zip(opt.param_groups, bases):
+                group["lr"] = base * factor
 
     def setup(self) -> None:
         """Per-game preparation once the players are bound (buffers, functional copies, ...)."""
