@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 from typing import List, Optional
 
-import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError

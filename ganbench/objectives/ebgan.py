@@ -2,7 +2,6 @@
 from dataclasses import dataclass
 from typing import Any, Callable, Tuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
