@@ -34,7 +34,8 @@ class EnergyBased(Loss):
     S is a fresh encoder pass over ``game.fake_g`` as D's live parameters encode it (whatever the dynamics
     fed D for the energy: one batch, [real; fake] concatenated, or an unrolled copy), before instance noise:
     the pull-away term measures the diversity of G's samples. With batch norm in D that pass sees the
-    same batch as the energy's (the fake batch alone), so the codes are those of that forward.
+    same batch as the energy's (the fake batch alone), so the codes are those of that forward; the pass
+    also updates batch norm's running statistics once more, which D, always in training mode, never reads.
     """
 
     name = "energy_based"
