@@ -36,7 +36,7 @@ class RunRecord:
     ``best`` is taken within one evaluation protocol: image metrics depend on the sample count, so when
     the final evaluation uses more samples (``eval.num_samples_final``) than the in-training ones
     (``eval.num_samples``), best is over the in-training evaluations only (over the final one when there
-    are none). Each metric's ``best_protocol`` says which.
+    are none). ``protocol.best`` says which (the sample count and reference split).
     """
 
     def __init__(self, run_dir: Path, config: Dict[str, Any], overrides: List[str], resume_step: int = 0,
@@ -111,6 +111,7 @@ class RunRecord:
         import torch
 
         metrics = {}
+        best_samples: set = set()
         reference = (self.protocol.get("image") or {}).get("reference_split")
         for name, entry in self.metrics.items():
             entry = dict(entry)
@@ -119,10 +120,14 @@ class RunRecord:
                 entry["best_samples"] = entry.get("final_samples")
             samples = entry.pop("best_samples", None)
             entry.pop("final_samples", None)
-            protocol = {"eval_samples": samples, "reference_split": reference} if samples is not None else \
-                {"note": "every evaluation of this metric uses the same protocol"}
-            metrics[name] = dict(entry, best_protocol=protocol, higher_is_better=self.higher_is_better.get(name, True),
+            if samples is not None:
+                best_samples.add(samples)
+            metrics[name] = dict(entry, higher_is_better=self.higher_is_better.get(name, True),
                                  reason=self.reasons.get(name) if entry["final"] is None else None)
+        # Which evaluations "best" was taken over: one sample count and reference split for all metrics.
+        best = ({"eval_samples": sorted(best_samples)[0] if len(best_samples) == 1 else sorted(best_samples),
+                 "reference_split": reference} if best_samples else
+                {"eval_samples": None, "note": "every evaluation uses the same protocol"})
         record = {
             "status": status,
             "step": step,
@@ -132,7 +137,7 @@ class RunRecord:
             "wall_time_s": round(wall_time_s, 3),
             "it_per_s": None if it_per_s is None else round(it_per_s, 3),
             "metrics": metrics,
-            "protocol": dict(self.protocol, torch=torch.__version__, python=platform.python_version()),
+            "protocol": dict(self.protocol, best=best, torch=torch.__version__, python=platform.python_version()),
             "config": self.config,
             "overrides": self.overrides,
         }

@@ -55,7 +55,7 @@ W_IMG = torch.linspace(-0.4, 0.5, 3 * 4 * 4, dtype=DTYPE).view(3, 4, 4)
 
 
 def test_registry_and_defaults():
-    assert set(PENALTIES) == {"none", "dragan", "wgan_gp", "r1", "weight_clip", "roth"}
+    assert set(PENALTIES) == {"none", "dragan", "wgan_gp", "r1", "weight_clip", "roth", "consensus", "nk", "historical"}
     d = PENALTIES["dragan"]()
     assert (d.lambda_, d.k, d.form, d.noise, d.c, d.scale, d.every) == (10.0, 1.0, Form.centered, Noise.reference, 10.0, 0.5, 1)
     assert d.gradient_penalty and d.adds_loss

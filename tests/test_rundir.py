@@ -236,14 +236,15 @@ def test_best_within_one_protocol(tmp_path):
     record.add(10, 0, 0.0, {"fid": 30.0}, {"fid": False}, eval_samples=10_000)
     record.add(20, 0, 0.0, {"fid": 25.0}, {"fid": False}, eval_samples=10_000)
     record.add(30, 0, 0.0, {"fid": 20.0}, {"fid": False}, eval_samples=50_000)
-    fid = record.write("completed", 30, 30, 1.0, 1.0)["metrics"]["fid"]
+    written = record.write("completed", 30, 30, 1.0, 1.0)
+    fid = written["metrics"]["fid"]
     assert (fid["final"], fid["best"], fid["best_step"]) == (20.0, 25.0, 20)
-    assert fid["best_protocol"]["eval_samples"] == 10_000
+    assert written["protocol"]["best"]["eval_samples"] == 10_000
     only_final = RunRecord(tmp_path / "x", {}, [], best_samples=10_000)
     (tmp_path / "x").mkdir()
     only_final.add(30, 0, 0.0, {"fid": 20.0}, {"fid": False}, eval_samples=50_000)
-    fid = only_final.write("completed", 30, 30, 1.0, 1.0)["metrics"]["fid"]
-    assert (fid["best"], fid["best_protocol"]["eval_samples"]) == (20.0, 50_000)
+    written = only_final.write("completed", 30, 30, 1.0, 1.0)
+    assert (written["metrics"]["fid"]["best"], written["protocol"]["best"]["eval_samples"]) == (20.0, 50_000)
 
 
 @pytest.mark.parametrize("every,iterations,kind,expect", [
@@ -317,7 +318,7 @@ def test_help_is_a_usage_page(tmp_path):
     proc = cli(["--help"], cwd=tmp_path)
     assert proc.returncode == 0
     for words in ("ganbench -m", "hydra/launcher=slurm", "ganbench-report", "tensorboard --logdir",
-                  "objective  dragan, fgan_gan", "restart=true", "--hydra-help"):
+                  "objective  dragan, ebgan", "restart=true", "--hydra-help"):
         assert words in proc.stdout, words
 
 

@@ -15,6 +15,9 @@ class Loss:
     """
 
     name = "base"
+    #: True when a higher D output means "more real" (logits, critics); False for an energy or a loss
+    #: function on samples (EBGAN, LS-GAN), where lower means more real.
+    higher_is_real = True
 
     def build_players(self, build: Callable[[], Tuple[nn.Module, nn.Module]]) -> Tuple[nn.Module, nn.Module]:
         """G and D from ``build`` (the arch's constructor); an objective with several of each (a mixture)

@@ -39,6 +39,7 @@ class EnergyBased(Loss):
     """
 
     name = "energy_based"
+    higher_is_real = False  # D is an energy: lower = more real
     margin: float = 1.0  # m: fakes are pushed up to energy m, no further
     pt_weight: float = 0.1  # λ_PT (the paper's 0.1); 0 = EBGAN without the pull-away term
     code_dim: int = 128  # width of the autoencoder's code (the encoder's output)

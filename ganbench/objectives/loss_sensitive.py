@@ -24,6 +24,7 @@ class LossSensitive(Loss):
     """
 
     name = "loss_sensitive"
+    higher_is_real = False  # D is the loss function L(x): lower = more real
     lam: float = 1.0  # λ: weight of the hinge (margin) term
     margin_scale: float = 1.0  # s: scale of Δ (Qi's code: 0.0002 on 64×64×3 images, the paper's τ)
     distance_reduce: str = "sum"  # sum: ‖x - x̃‖₁ | mean: ‖x - x̃‖₁ / dim
