@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from conftest import GANBENCH, POINTS, cli_env, compose, results, run_train
+from toy_game import Linear1, Point, Zeros
 from ganbench.config import validate
 from ganbench.dynamics import DYNAMICS, Players
 from ganbench.errors import ConfigError
@@ -34,37 +35,6 @@ from ganbench.penalties import PENALTIES
 from ganbench.penalties.consensus import Consensus
 from ganbench.penalties.nk import NagarajanKolter
 from ganbench.penalties.none import NoPenalty
-
-
-class Point(nn.Module):
-    """G(z) = x for every z."""
-
-    z_dim = 1
-
-    def __init__(self, x: float):
-        super().__init__()
-        self.x = nn.Parameter(torch.tensor([[x]]))
-
-    def forward(self, z):
-        return self.x.expand(z.shape[0], 1)
-
-
-class Linear1(nn.Module):
-    """D(v) = y·v."""
-
-    def __init__(self, y: float):
-        super().__init__()
-        self.y = nn.Parameter(torch.tensor(y))
-
-    def forward(self, v):
-        return self.y * v[:, 0]
-
-
-class Zeros:
-    kind = "points"
-
-    def sample(self, n):
-        return torch.zeros(n, 1)
 
 
 def bilinear_game(dynamics: str, penalty, x: float = 1.0, y: float = 1.0, lr: float = 0.1):

@@ -6,45 +6,12 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
-from conftest import FAST, POINTS, compose, load_ckpt, results, run_train
+from conftest import POINTS, compose, load_ckpt, results, run_train
+from toy_game import assert_resumes_exactly, Linear1, Point, Zeros
 from ganbench.dynamics import DYNAMICS, Players, build_dynamics
 from ganbench.objectives.wasserstein import Wasserstein
 from ganbench.penalties.none import NoPenalty
-
-
-class Point(nn.Module):
-    """G(z) = x for every z: the generator is one scalar."""
-
-    z_dim = 1
-
-    def __init__(self, x: float):
-        super().__init__()
-        self.x = nn.Parameter(torch.tensor([[x]]))
-
-    def forward(self, z):
-        return self.x.expand(z.shape[0], 1)
-
-
-class Linear1(nn.Module):
-    """D(v) = y·v: the discriminator is one scalar."""
-
-    def __init__(self, y: float):
-        super().__init__()
-        self.y = nn.Parameter(torch.tensor(y))
-
-    def forward(self, v):
-        return self.y * v[:, 0]
-
-
-class Zeros:
-    """Real data at the origin: the Wasserstein game becomes L_D = xy, L_G = -xy (min_x max_y -xy)."""
-
-    kind = "points"
-
-    def sample(self, n):
-        return torch.zeros(n, 1)
 
 
 def bilinear(dynamics: str, steps: int, lr: float = 0.1):
@@ -142,32 +109,10 @@ def test_instance_noise_is_validated():
         build_dynamics(compose(["dynamics.instance_noise=-1"]).dynamics)
 
 
-def crash_at(monkeypatch, g_step: int) -> None:
-    """Make the game's step raise once it has taken ``g_step`` generator steps (a kill after a checkpoint)."""
-    original = DYNAMICS["alternating"].step
-
-    def step(self):
-        if self.g_step == g_step:
-            raise RuntimeError("killed")
-        return original(self)
-
-    monkeypatch.setattr(DYNAMICS["alternating"], "step", step)
-
-
 def test_instance_noise_run_resumes_exactly(tmp_path, monkeypatch):
     """The annealed schedule continues where it stopped: 3 + resume + 3 steps equal 6 straight ones."""
-    over = POINTS + ["dynamics.instance_noise=0.1", "dynamics.noise_anneal=true", "train.ckpt_every=3",
-                     "train.iterations=6"]
-    run_train(tmp_path / "straight", over)
-    with monkeypatch.context() as m:
-        crash_at(m, 3)
-        with pytest.raises(RuntimeError, match="killed"):
-            run_train(tmp_path / "split", over)
-    assert load_ckpt(tmp_path / "split")["step"] == 3
-    run_train(tmp_path / "split", over)
-    a, b = load_ckpt(tmp_path / "straight"), load_ckpt(tmp_path / "split")
-    for net in ("G", "D"):
-        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
+    a = assert_resumes_exactly(tmp_path, monkeypatch, POINTS + ["dynamics.instance_noise=0.1",
+                                                                "dynamics.noise_anneal=true"])
     clean = run_train(tmp_path / "clean", POINTS + ["train.iterations=6"])
     c = load_ckpt(tmp_path / "clean")
     assert not all(torch.equal(a["D"][k], c["D"][k]) for k in a["D"])  # the noise does reach D

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from conftest import GANBENCH, POINTS, assert_same_tensors, cli_env, compose, load_ckpt, results, run_train
-from test_dynamics import crash_at
+from toy_game import assert_resumes_exactly
 from ganbench.archs import dcgan, mlp
 from ganbench.archs.autoencoder import AutoencoderD
 from ganbench.config import validate
@@ -187,17 +187,7 @@ def test_tiny_dcgan_run(tmp_path, image_overrides):
 
 
 def test_exact_resume(tmp_path, monkeypatch):
-    over = ["objective=ebgan", "train.ckpt_every=3", "train.iterations=6"] + POINTS
-    run_train(tmp_path / "straight", over)
-    with monkeypatch.context() as m:
-        crash_at(m, 3)
-        with pytest.raises(RuntimeError, match="killed"):
-            run_train(tmp_path / "split", over)
-    assert load_ckpt(tmp_path / "split")["step"] == 3
-    run_train(tmp_path / "split", over)
-    a, b = load_ckpt(tmp_path / "straight"), load_ckpt(tmp_path / "split")
-    for key in ("G", "D", "opt_G", "opt_D", "rng", "d_step", "step"):
-        assert_same_tensors(a[key], b[key], key)
+    assert_resumes_exactly(tmp_path, monkeypatch, ["objective=ebgan"] + POINTS)
 
 
 # ------------------------------------------------------------------ bad input

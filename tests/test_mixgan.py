@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import POINTS, assert_same_tensors, load_ckpt, run_train
-from test_dynamics import crash_at
+from toy_game import assert_resumes_exactly
 from ganbench.board import density_figure
 from ganbench.errors import ConfigError
 from ganbench.objectives.mixture import Mixture, MixtureD, MixtureG, entropy
@@ -155,18 +155,8 @@ def test_k1_is_bit_identical_to_plain(tmp_path):
 
 
 def test_k2_trains_the_logits_and_resumes_exactly(tmp_path, monkeypatch):
-    over = ["objective=mixgan", "objective.k=2", "objective.entropy=0.1", "train.ckpt_every=3",
-            "train.iterations=6"] + POINTS
-    run_train(tmp_path / "straight", over)
-    with monkeypatch.context() as m:
-        crash_at(m, 3)
-        with pytest.raises(RuntimeError, match="killed"):
-            run_train(tmp_path / "split", over)
-    assert load_ckpt(tmp_path / "split")["step"] == 3
-    run_train(tmp_path / "split", over)
-    a, b = load_ckpt(tmp_path / "straight"), load_ckpt(tmp_path / "split")
-    for key in ("G", "D", "opt_G", "opt_D", "rng", "d_step", "step"):
-        assert_same_tensors(a[key], b[key], key)
+    a = assert_resumes_exactly(tmp_path, monkeypatch, ["objective=mixgan", "objective.k=2", "objective.entropy=0.1"]
+                               + POINTS)
     assert not torch.equal(a["G"]["logits"], torch.zeros(2)) and not torch.equal(a["D"]["logits"], torch.zeros(2))
     assert {"components.0.net.0.weight", "components.1.net.0.weight"} <= set(a["G"])
 

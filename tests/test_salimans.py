@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import POINTS, assert_same_tensors, compose, load_ckpt, results, run_train
+from toy_game import assert_resumes_exactly, Linear1, Point, Zeros
 from ganbench.archs import dcgan, mlp
 from ganbench.archs.layers import MinibatchDiscrimination, VirtualBatchNorm, reference_latents
 from ganbench.dynamics import DYNAMICS, Players
@@ -161,33 +162,6 @@ def test_minibatch_discrimination_refuses_gradient_penalties(tmp_path):
 
 
 # ---- 4. historical averaging ----
-class Point(nn.Module):
-    z_dim = 1
-
-    def __init__(self, x: float):
-        super().__init__()
-        self.x = nn.Parameter(torch.tensor([[x]]))
-
-    def forward(self, z):
-        return self.x.expand(z.shape[0], 1)
-
-
-class Linear1(nn.Module):
-    def __init__(self, y: float):
-        super().__init__()
-        self.y = nn.Parameter(torch.tensor(y))
-
-    def forward(self, v):
-        return self.y * v[:, 0]
-
-
-class Zeros:
-    kind = "points"
-
-    def sample(self, n):
-        return torch.zeros(n, 1)
-
-
 def test_historical_averaging_by_hand_over_three_steps():
     """Bilinear game L_D = xy, L_G = -xy with w‖θ - mean of past θ‖² on each player, SGD, alternating."""
     eta, w = 0.1, 0.5
@@ -223,30 +197,8 @@ def test_historical_is_validated():
         Historical(weight=-1.0)
 
 
-def crash_at(monkeypatch, g_step: int) -> None:
-    """Make the game's step raise once it has taken ``g_step`` generator steps (a kill after a checkpoint)."""
-    original = DYNAMICS["alternating"].step
-
-    def step(self):
-        if self.g_step == g_step:
-            raise RuntimeError("killed")
-        return original(self)
-
-    monkeypatch.setattr(DYNAMICS["alternating"], "step", step)
-
-
 def test_historical_resumes_exactly(tmp_path, monkeypatch):
-    over = POINTS + ["penalty=historical", "train.ckpt_every=3", "train.iterations=6"]
-    run_train(tmp_path / "straight", over)
-    with monkeypatch.context() as m:
-        crash_at(m, 3)
-        with pytest.raises(RuntimeError, match="killed"):
-            run_train(tmp_path / "split", over)
-    assert load_ckpt(tmp_path / "split")["penalty_state"]["D"]["count"] == 3
-    run_train(tmp_path / "split", over)
-    a, b = load_ckpt(tmp_path / "straight"), load_ckpt(tmp_path / "split")
-    for key in ("G", "D", "opt_G", "opt_D", "penalty_state"):
-        assert_same_tensors(a[key], b[key], key)
+    a = assert_resumes_exactly(tmp_path, monkeypatch, POINTS + ["penalty=historical"])
     assert a["penalty_state"]["G"]["count"] == 6 and a["penalty_state"]["D"]["count"] == 6
     run_train(tmp_path / "plain", POINTS + ["train.iterations=6"])
     plain = load_ckpt(tmp_path / "plain")

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from conftest import POINTS, compose, load_ckpt, run_train
-from test_dynamics import crash_at
+from toy_game import assert_resumes_exactly
 
 
 @pytest.mark.parametrize("step,factor", [(0, 1.0), (5, 1.0), (6, 1.0), (7, 5 / 6), (9, 0.5), (11, 1 / 6), (12, 0.0)])
@@ -30,16 +29,7 @@ def test_every_optimizer_follows_the_schedule(tmp_path):
 
 
 def test_decay_resumes_exactly(tmp_path, monkeypatch):
-    over = POINTS + ["train.iterations=6", "train.ckpt_every=3", "train.lr_decay=linear", "train.lr_decay_start=0"]
-    run_train(tmp_path / "straight", over)
-    with monkeypatch.context() as m:
-        crash_at(m, 3)
-        with pytest.raises(RuntimeError):
-            run_train(tmp_path / "split", over)
-    run_train(tmp_path / "split", over)
-    a, b = load_ckpt(tmp_path / "straight"), load_ckpt(tmp_path / "split")
-    for net in ("G", "D"):
-        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net])
+    assert_resumes_exactly(tmp_path, monkeypatch, POINTS + ["train.lr_decay=linear", "train.lr_decay_start=0"])
 
 
 def test_bad_schedule_is_one_line():

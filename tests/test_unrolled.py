@@ -14,48 +14,13 @@ import torch
 from torch import nn
 
 from conftest import GANBENCH, POINTS, cli_env, compose, load_ckpt, results, run_train
+from toy_game import assert_resumes_exactly, Const, Linear1, Point
 from ganbench.dynamics import DYNAMICS, Players, build_dynamics
 from ganbench.dynamics.unrolled import _sqrt0
 from ganbench.errors import ConfigError
 from ganbench.objectives.nonsaturating import NonSaturating
 from ganbench.objectives.wasserstein import Wasserstein
 from ganbench.penalties.none import NoPenalty
-
-
-class Point(nn.Module):
-    """G(z) = θ for every z: the generator is one scalar."""
-
-    z_dim = 1
-
-    def __init__(self, x: float):
-        super().__init__()
-        self.x = nn.Parameter(torch.tensor([[x]]))
-
-    def forward(self, z):
-        return self.x.expand(z.shape[0], 1)
-
-
-class Linear1(nn.Module):
-    """D(v) = ψ·v: the discriminator is one scalar."""
-
-    def __init__(self, y: float):
-        super().__init__()
-        self.y = nn.Parameter(torch.tensor(y))
-
-    def forward(self, v):
-        return self.y * v[:, 0]
-
-
-class Const:
-    """Real data at the point a."""
-
-    kind = "points"
-
-    def __init__(self, a: float):
-        self.a = a
-
-    def sample(self, n):
-        return torch.full((n, 1), self.a)
 
 
 TH, PSI, A = 0.7, 0.5, 0.3  # θ_G, θ_D, the data point
@@ -289,33 +254,12 @@ def test_runs_with_saddle_fgan(tmp_path):
     assert record["status"] == "completed"
 
 
-def crash_at(monkeypatch, g_step: int) -> None:
-    original = DYNAMICS["unrolled"].step
-
-    def step(self):
-        if self.g_step == g_step:
-            raise RuntimeError("killed")
-        return original(self)
-
-    monkeypatch.setattr(DYNAMICS["unrolled"], "step", step)
-
-
 def test_resumes_exactly(tmp_path, monkeypatch):
     """3 steps + a kill after the checkpoint + resume = 6 straight steps, inner=adam (D's Adam moments
     come back from the checkpoint and the unroll continues from them)."""
-    over = POINTS + ["dynamics=unrolled", "dynamics.k=2", "dynamics.inner=adam", "train.ckpt_every=3",
-                     "train.iterations=6"]
-    run_train(tmp_path / "straight", over)
-    with monkeypatch.context() as m:
-        crash_at(m, 3)
-        with pytest.raises(RuntimeError, match="killed"):
-            run_train(tmp_path / "split", over)
-    assert load_ckpt(tmp_path / "split")["step"] == 3
-    run_train(tmp_path / "split", over)
-    a, b = load_ckpt(tmp_path / "straight"), load_ckpt(tmp_path / "split")
-    for part in ("G", "D", "opt_G", "opt_D", "rng"):
-        all_tensors_equal(a[part], b[part], part)
-    assert a["step"] == b["step"] == 6
+    a = assert_resumes_exactly(tmp_path, monkeypatch, POINTS + ["dynamics=unrolled", "dynamics.k=2",
+                                                                "dynamics.inner=adam"])
+    assert a["step"] == 6
 
 
 @pytest.mark.parametrize("override,message", [

@@ -31,7 +31,8 @@ class Alternating(Game):
             return self.D(real), self.D(fake)
         return self.D(torch.cat([real, fake])).split(self.batch_size)
 
-    def step(self) -> Tensor:
+    def d_steps(self):
+        """The ``n_dis`` discriminator steps; returns the last one's (L_D, penalty, D(x), D(x̃))."""
         G, D, p = self.G, self.D, self.players
         loss, penalty, B = self.loss, self.penalty, self.batch_size
         for _ in range(self.n_dis):
@@ -49,12 +50,21 @@ class Alternating(Game):
             p.opt_D.step()
             penalty.after_d_step(D)
             self.d_step += 1
+        return d_loss, pen, real_out, fake_out
+
+    def g_outputs(self, real_out: Tensor):
+        """D's verdict for the generator step: (D(G(z')), the D(x) that G's loss may use)."""
+        return self.D(self.noisy(self.fake_g)), real_out.detach()
+
+    def step(self) -> Tensor:
+        G, D, p = self.G, self.D, self.players
+        d_loss, pen, real_out, fake_out = self.d_steps()
 
         # The generator's step; D's parameters need no gradient here.
         D.requires_grad_(False)
         self.fake_g = G(self.latent())
-        fake_out_g = D(self.noisy(self.fake_g))
-        g_loss = loss.g_loss(fake_out_g, real_out.detach()) + loss.g_extra(self) + penalty.g_extra(self)
+        fake_out_g, real_for_g = self.g_outputs(real_out)
+        g_loss = self.loss.g_loss(fake_out_g, real_for_g) + self.loss.g_extra(self) + self.penalty.g_extra(self)
         p.opt_G.zero_grad(set_to_none=True)
         self.zero_extra_grads()
         g_loss.backward()

@@ -163,42 +163,11 @@ class Unrolled(Alternating):
             params = new
         return {**params, **frozen, **buffers}, real
 
-    def step(self) -> Tensor:
+    def g_outputs(self, real_out: Tensor):
+        """G's step sees D unrolled k steps ahead, θ_D^K(θ_G), and the last inner real batch's D^K(x).
+        k=0 is Alternating's verdict, bit for bit (no extra draws)."""
         if self.k == 0:
-            return super().step()
-        G, D, p = self.G, self.D, self.players
-        loss, penalty, B = self.loss, self.penalty, self.batch_size
-        # D's normal steps: Alternating's loop, unchanged (same batches and RNG draws).
-        for _ in range(self.n_dis):
-            real = self.noisy(self.data.sample(B))
-            with torch.no_grad():
-                fake = self.noisy(G(self.latent()))
-            self.real, self.fake = real, fake
-            real_out, fake_out = self.d_forward(real, fake)
-            d_loss = loss.d_loss(real_out, fake_out)
-            pen = self.zero
-            if penalty.adds_loss and self.d_step % penalty.every == 0:
-                pen = penalty(D, real, fake) * penalty.every
-            p.opt_D.zero_grad(set_to_none=True)
-            (d_loss + pen).backward()
-            p.opt_D.step()
-            penalty.after_d_step(D)
-            self.d_step += 1
-
-        # The generator's step at θ_D^K(θ_G); D's live parameters need no gradient (g_extra terms see them).
-        D.requires_grad_(False)
+            return super().g_outputs(real_out)
         unrolled, real_k = self.unroll()
-        self.fake_g = G(self.latent())
         real_out_k, fake_out_g = self.d_forward_at(unrolled, real_k, self.noisy(self.fake_g))
-        g_loss = loss.g_loss(fake_out_g, real_out_k) + loss.g_extra(self) + penalty.g_extra(self)
-        p.opt_G.zero_grad(set_to_none=True)
-        self.zero_extra_grads()
-        g_loss.backward()
-        p.opt_G.step()
-        self.step_extra()
-        D.requires_grad_(True)
-        if p.G_avg is not None:
-            p.G_avg.update_parameters(G)
-        self.g_step += 1
-        with torch.no_grad():
-            return torch.stack([d_loss, g_loss, pen, real_out.mean(), fake_out.mean()]).detach()
+        return fake_out_g, real_out_k
