@@ -1,5 +1,6 @@
 """objective=mixgan: MIX+GAN's payoff and entropy by hand, per-sample component draws, k=1 = plain, resume."""
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -7,11 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import POINTS, assert_same_tensors, load_ckpt, run_train
+from conftest import POINTS, assert_same_tensors, compose, load_ckpt, run_train
 from toy_game import assert_resumes_exactly
 from ganbench.board import density_figure
 from ganbench.errors import ConfigError
 from ganbench.objectives.mixture import Mixture, MixtureD, MixtureG, entropy
+from ganbench.penalties.none import NoPenalty
 
 
 class Const(nn.Module):
@@ -41,7 +43,7 @@ def mixture_k2():
     with torch.no_grad():
         G.logits.copy_(torch.tensor([0.0, math.log(3.0)]))  # w = (1/4, 3/4)
         D.logits.copy_(torch.tensor([math.log(2.0), 0.0]))  # u = (2/3, 1/3)
-    loss.bind(SimpleNamespace(G=G, D=D, batch_size=4))
+    loss.bind(SimpleNamespace(G=G, D=D, batch_size=4, penalty=NoPenalty(), name="alternating"))
     return loss, G, D
 
 
@@ -143,7 +145,7 @@ def test_validation():
     loss = Mixture(k=3)
     G, D = loss.build_players(lambda: (Const(0.0), Affine(1.0, 0.0)))
     with pytest.raises(ConfigError, match="objective.k"):
-        loss.bind(SimpleNamespace(G=G, D=D, batch_size=2))
+        loss.bind(SimpleNamespace(G=G, D=D, batch_size=2, penalty=NoPenalty(), name="alternating"))
 
 
 def test_k1_is_bit_identical_to_plain(tmp_path):
@@ -164,3 +166,13 @@ def test_k2_trains_the_logits_and_resumes_exactly(tmp_path, monkeypatch):
 def test_tiny_dcgan_run(tmp_path, image_overrides):
     rec = run_train(tmp_path / "img", ["objective=mixgan", "objective.k=2", "train.iterations=3"] + image_overrides)
     assert rec["status"] == "completed"
+
+
+@pytest.mark.parametrize("extra, named", [(["penalty=dragan"], "penalty=dragan"),
+                                          (["dynamics=unrolled"], "dynamics=unrolled")])
+def test_combinations_that_are_not_mixgan_are_refused(extra, named):
+    from ganbench.errors import ConfigError
+    from ganbench.train import prepare
+
+    with pytest.raises(ConfigError, match=f"objective.k: objective=mixgan with k=2 .*got {named}"):
+        prepare(compose(["objective=mixgan", "objective.k=2"] + POINTS + extra), Path("/nonexistent"))

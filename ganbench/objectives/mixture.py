@@ -153,6 +153,12 @@ class Mixture(Loss):
         if game.batch_size < self.k:
             raise ConfigError(f"objective.k: each of the k={self.k} generators needs a share of the batch; "
                               f"must be <= train.batch_size ({game.batch_size})")
+        if game.penalty.adds_loss or game.name != "alternating":
+            # A penalty or another dynamics would see the K discriminators' outputs as one (B, K) tensor
+            # (a gradient penalty on their unweighted sum, an unroll of the mixture): not MIX+GAN.
+            what = (f"penalty={game.penalty.name}" if game.penalty.adds_loss else f"dynamics={game.name}")
+            raise ConfigError(f"objective.k: objective=mixgan with k={self.k} trains with dynamics=alternating and "
+                              f"penalty=none or weight_clip (got {what}); use objective.k=1 for plain training")
         self.G, self.D = game.G, game.D
 
     def payoff(self, phi: Callable[[Tensor, Tensor], Tensor], fake_out: Tensor, real_out: Tensor,
