@@ -4,7 +4,7 @@ through the console script: every seed 0-4 must cover all 8 modes with >= 80 % h
 
 The target is the README's promise; the figures measured for the preset are in
 conf/experiment/quickstart.yaml (torch 2.13.0 and 2.14.1 give identical runs on the CPU). Each run uses one
-CPU core (~85 s of CPU time measured); they run two at a time (CI has two cores).
+CPU core (~2 min of CPU time at 16,000 steps); they run two at a time (CI has two cores).
 """
 from __future__ import annotations
 
