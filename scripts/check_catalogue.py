@@ -35,7 +35,8 @@ VBN = {"virtual_batch_norm": ["arch.g_norm=virtual_batch"]}  # DCGAN only
 def run(name: str, args: list[str], out: Path) -> tuple[str, str, float]:
     run_dir = out / name
     t = time.perf_counter()
-    proc = subprocess.run([shutil.which("ganbench") or "ganbench", *args, "train.progress=false", "threads=1",
+    exe = Path(sys.executable).parent / "ganbench"  # the environment's own console script
+    proc = subprocess.run([str(exe) if exe.exists() else (shutil.which("ganbench") or "ganbench"), *args, "train.progress=false", "threads=1",
                            f"hydra.run.dir={run_dir}"], capture_output=True, text=True)
     try:
         status = json.loads((run_dir / "results.json").read_text())["status"]
