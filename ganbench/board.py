@@ -69,7 +69,10 @@ def density_figure(G: nn.Module, D: nn.Module, z: Tensor, real: Tensor, bounds: 
     xx, yy = torch.meshgrid(axis, axis, indexing="xy")
     grid = torch.stack([xx.flatten(), yy.flatten()], 1)
     device = next(D.parameters()).device
-    values = torch.cat([D(chunk.to(device)).float().cpu() for chunk in grid.split(8192)]).view(n, n)
+    # A D whose output depends on the rest of its batch (minibatch discrimination) sees the grid in
+    # training-sized batches; its pairwise terms would also need O(batch²) memory.
+    chunk = 256 if any(getattr(m, "couples_batch", False) for m in D.modules()) else 8192
+    values = torch.cat([D(part.to(device)).float().cpu() for part in grid.split(chunk)]).view(n, n)
     G.train(G_training)
     D.train(D_training)
 

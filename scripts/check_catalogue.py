@@ -57,8 +57,8 @@ def main() -> None:
     jobs = [(f"ring8/{o}", points + [f"objective={o}"]) for o in OBJECTIVES]
     jobs += [(f"ring8/{k}", points + ["objective=vanilla", *v]) for k, v in SCHEMES.items()]
     if a.cifar:
-        images = ["dataset=folder", f"dataset.path={a.cifar.resolve()}", "dataset.split=train", "arch=dcgan",
-                  "train.iterations=3", "train.batch_size=16", "eval.num_samples=100", "eval.num_samples_final=100"]
+        images = ["dataset=folder", f"dataset.path={a.cifar.resolve()}", "arch=dcgan", "train.iterations=3",
+                  "train.batch_size=16"]
         jobs += [(f"cifar/{o}", images + [f"objective={o}"]) for o in OBJECTIVES]
         jobs += [(f"cifar/{k}", images + ["objective=vanilla", *v]) for k, v in {**SCHEMES, **VBN}.items()]
     failed = 0

@@ -49,3 +49,33 @@ def test_runs_on_images(tmp_path, image_overrides, case):
     assert record["status"] == "completed" and record["step"] == 2
     finite_losses(tmp_path / "run")
     assert not math.isnan(record["wall_time_s"])
+
+
+def test_density_plot_feeds_a_batch_coupled_d_training_sized_batches():
+    """Minibatch discrimination's pairwise terms need O(batch²) memory: the 25,600-point grid of the density
+    plot goes through such a D in batches of 256 (8,192 otherwise)."""
+    import torch
+    from torch import nn
+
+    from ganbench.board import density_figure
+
+    class Recorder(nn.Module):
+        def __init__(self, couples: bool):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(2))
+            self.layer = nn.Identity()
+            self.layer.couples_batch = couples
+            self.sizes = []
+
+        def forward(self, x):
+            self.sizes.append(len(x))
+            return x @ self.w
+
+    class G0(nn.Module):
+        def forward(self, z):
+            return z
+
+    for couples, biggest in ((True, 256), (False, 8192)):
+        D = Recorder(couples)
+        density_figure(G0(), D, torch.zeros(10, 2), torch.ones(10, 2))
+        assert max(D.sizes) == biggest and sum(D.sizes) == 160 * 160
