@@ -42,10 +42,13 @@ def load(path: Path) -> Dict[str, Any]:
     return state
 
 
-def _get(tree: Dict[str, Any], dotted: str) -> Any:
+_MISSING = object()
+
+
+def _get(tree: Dict[str, Any], dotted: str, default: Any = None) -> Any:
     for part in dotted.split("."):
         if not isinstance(tree, dict) or part not in tree:
-            return None
+            return default
         tree = tree[part]
     return tree
 
@@ -62,18 +65,10 @@ def _first_difference(a: Any, b: Any, prefix: str) -> str:
     return "" if a == b else f"{prefix}: {a!r} in the checkpoint, {b!r} now"
 
 
-def _missing(tree: Dict[str, Any], dotted: str) -> bool:
-    for part in dotted.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return True
-        tree = tree[part]
-    return False
-
-
 def check_matches(saved: Dict[str, Any], current: Dict[str, Any], path: Path, keys: Iterable[str] = IDENTITY_KEYS) -> None:
     """Raise CheckpointError naming the first identity key whose value differs."""
     for key in keys:
-        if _get(saved, key) is None and _get(current, key) is not None and _missing(saved, key):
+        if _get(saved, key, _MISSING) is _MISSING and _get(current, key) is not None:
             continue  # a group added to ganbench after the checkpoint was written (e.g. dynamics)
         diff = _first_difference(_get(saved, key), _get(current, key), key)
         if diff:

@@ -22,7 +22,7 @@ from typing import List, Optional
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .base import ACTIVATIONS, dcgan_init
+from .base import ACTIVATIONS, dcgan_init, mirror_of_discriminator
 
 
 def _mirror(layer: nn.Module, bias: bool) -> nn.Module:
@@ -62,19 +62,7 @@ class AutoencoderD(nn.Module):
         if getattr(D, "uses_minibatch_discrimination", lambda: False)():
             raise ConfigError("arch.minibatch_discrimination: an autoencoder D has no classifier layer to add the "
                               "batch similarities to, and its energy is per sample; set arch.minibatch_discrimination=0")
-        net = getattr(D, "net", None)
-        last = net[-1] if isinstance(net, nn.Sequential) and len(net) else None
-        if isinstance(last, nn.Linear):
-            head = nn.Linear(last.in_features, code_dim)
-        elif isinstance(last, nn.Conv2d):
-            head = nn.Conv2d(last.in_channels, code_dim, last.kernel_size, last.stride, last.padding)
-        else:
-            raise ConfigError("objective=ebgan: the autoencoder mirrors D's layers (D.net ending in a Linear or Conv2d "
-                              "output layer, as arch=mlp and arch=dcgan build); this D has none")
-        body = copy.deepcopy(net[:-1])
-        for module in body.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()  # fresh weights, not the discarded classifier's
+        body, head, flat = mirror_of_discriminator(D, code_dim, "ebgan")
         encoder = nn.Sequential(*body, head)
 
         acts = tuple(type(f()) for f in ACTIVATIONS.values())
@@ -92,7 +80,7 @@ class AutoencoderD(nn.Module):
                     layers.append(norm_layer)
                 if act is not None:
                     layers.append(copy.deepcopy(act))
-        ae = cls(encoder, nn.Sequential(*layers), flatten_input=isinstance(last, nn.Linear))
+        ae = cls(encoder, nn.Sequential(*layers), flatten_input=flat)
         if image:
             ae.apply(dcgan_init)
         return ae

@@ -67,3 +67,26 @@ class FeatureTrunk(nn.Module):
 
     def uses_minibatch_discrimination(self) -> bool:
         return any(isinstance(m, MinibatchDiscrimination) for m in self.modules())
+
+
+def mirror_of_discriminator(D: nn.Module, out_dim: int, objective: str):
+    """D's layers up to its output layer, copied and re-initialised, plus a new ``out_dim``-wide output layer of
+    the same kind (a Linear for arch=mlp, the 4×4 → 1×1 convolution for arch=dcgan): the encoder of an
+    autoencoder D (EBGAN) or of a mode-regularized GAN's E. Returns (body, head, takes_flat_input)."""
+    import copy
+
+    net = getattr(D, "net", None)
+    last = net[-1] if isinstance(net, nn.Sequential) and len(net) else None
+    if isinstance(last, nn.Linear):
+        head = nn.Linear(last.in_features, out_dim)
+    elif isinstance(last, nn.Conv2d):
+        head = nn.Conv2d(last.in_channels, out_dim, last.kernel_size, last.stride, last.padding)
+    else:
+        raise ConfigError(f"objective={objective}: the network mirrors D's layers (D.net ending in a Linear or "
+                          "Conv2d output layer, as arch=mlp and arch=dcgan build); this D has none")
+    body = copy.deepcopy(net[:-1])
+    for module in body.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()  # fresh weights: a copy of D's would tie the new network's start to D
+    return body, head, isinstance(last, nn.Linear)
+

@@ -1,5 +1,4 @@
 """The mode-regularized GAN (Che et al. 2017, as the survey states it): an encoder E and two regularisers."""
-import copy
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
@@ -7,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..archs.base import dcgan_init
+from ..archs.base import dcgan_init, mirror_of_discriminator
 from ..errors import ConfigError
 from .nonsaturating import NonSaturating
 
@@ -23,21 +22,7 @@ class Encoder(nn.Module):
 
     def __init__(self, D: nn.Module, z_dim: int, image: bool):
         super().__init__()
-        net = getattr(D, "net", None)
-        last = net[-1] if isinstance(net, nn.Sequential) and len(net) else None
-        if isinstance(last, nn.Linear):
-            head = nn.Linear(last.in_features, z_dim)
-        elif isinstance(last, nn.Conv2d):
-            head = nn.Conv2d(last.in_channels, z_dim, last.kernel_size, last.stride, last.padding)
-        else:
-            raise ConfigError("objective=mdgan: the encoder mirrors D's layers (D.net ending in a Linear or Conv2d "
-                              "output layer, as arch=mlp and arch=dcgan build); this D has none")
-        self.flatten_input = isinstance(last, nn.Linear)
-        self.body = copy.deepcopy(net[:-1])
-        self.head = head
-        for module in self.modules():
-            if module is not self and hasattr(module, "reset_parameters"):
-                module.reset_parameters()  # a copy of D's weights would tie E's start to D's
+        self.body, self.head, self.flatten_input = mirror_of_discriminator(D, z_dim, "mdgan")
         if image:
             self.apply(dcgan_init)
 
