@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import GANBENCH, POINTS, cli_env, compose, load_ckpt, results, run_train
+from conftest import GANBENCH, POINTS, assert_same_tensors, cli_env, compose, load_ckpt, results, run_train
 from toy_game import assert_resumes_exactly, Const, Linear1, Point
 from ganbench.dynamics import DYNAMICS, Players, build_dynamics
 from ganbench.dynamics.unrolled import _sqrt0
@@ -199,21 +199,10 @@ def test_dead_unit_gives_finite_generator_gradient():
     assert all(torch.isfinite(q).all() for q in G.parameters())
 
 
-def all_tensors_equal(a, b, path=""):
+def all_tensors_equal(a, b):
     """Every tensor (and number) of two checkpoints, bit for bit; the config and wall time are not state."""
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), path
-    elif isinstance(a, dict):
-        keys = set(a) - {"config", "wall_time_s"}
-        assert keys == set(b) - {"config", "wall_time_s"}, path
-        for key in keys:
-            all_tensors_equal(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            all_tensors_equal(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path
+    drop = ("config", "wall_time_s")
+    assert_same_tensors({k: v for k, v in a.items() if k not in drop}, {k: v for k, v in b.items() if k not in drop})
 
 
 @pytest.mark.parametrize("objective", ["dragan", "wgan_gp"])
@@ -232,8 +221,8 @@ def test_d_steps_are_alternatings(tmp_path):
     run_train(tmp_path / "alt", over)
     run_train(tmp_path / "unr", over + ["dynamics=unrolled", "dynamics.k=2"])
     a, b = load_ckpt(tmp_path / "alt"), load_ckpt(tmp_path / "unr")
-    all_tensors_equal(a["D"], b["D"])
-    all_tensors_equal(a["opt_D"], b["opt_D"])
+    assert_same_tensors(a["D"], b["D"])
+    assert_same_tensors(a["opt_D"], b["opt_D"])
     assert a["d_step"] == b["d_step"] == 5
     assert not all(torch.equal(a["G"][key], b["G"][key]) for key in a["G"])
 
