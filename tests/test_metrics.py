@@ -568,3 +568,24 @@ def test_log_hparams_writes_into_the_run_directory(tmp_path):
     assert [m.name.tag for m in exp.metric_infos] == ["final/fid"]
     assert acc.Scalars("final/fid")[0].value == pytest.approx(31.5)
     assert "final/is_mean" not in acc.Tags()["scalars"]
+
+
+def test_a_2d_run_imports_neither_torchvision_nor_torch_fidelity(tmp_path):
+    """The toy path must run where torchvision cannot be imported (a CPU torch wheel beside PyPI's
+    torchvision): image metrics import torch-fidelity, and so torchvision, only where they run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.path.insert(0, {tests!r})\n"
+        "from pathlib import Path\n"
+        "from conftest import POINTS, run_train\n"
+        "rec = run_train(Path({run!r}), POINTS + ['train.iterations=4', 'eval.every=2', 'metrics.names=auto',"
+        " 'train.progress=false', 'threads=1', 'device=cpu'], fast=False)\n"
+        "assert rec['status'] == 'completed' and rec['metrics']['modes']['final'] is not None, rec\n"
+        "assert rec['protocol']['versions']['torchvision'], rec['protocol']['versions']\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torchvision', 'torch_fidelity')))\n"
+    ).format(tests=str(Path(__file__).parent), run=str(tmp_path / "run"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ganbench.errors import ConfigError, DataError
-from ganbench.metrics import image, reference, stacked, toy
+from ganbench.metrics import reference, stacked, toy
 from ganbench.metrics.features import FeatureExtractor, WeightsUnavailable, build_extractor, images_to_uint8
 
 log = logging.getLogger(__name__)
@@ -106,12 +106,6 @@ def validate(cfg: DictConfig) -> None:
     if not isinstance(fe, str) or not fe:
         raise ConfigError(f"metrics.feature_extractor: must be a torch-fidelity extractor name or 'module:callable', "
                           f"got {fe!r}")
-    if ":" not in fe:
-        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-
-        if fe not in FEATURE_EXTRACTORS_REGISTRY:
-            raise ConfigError(f"metrics.feature_extractor: unknown extractor {fe!r}; allowed: "
-                              f"{', '.join(FEATURE_EXTRACTORS_REGISTRY)} or 'module:callable'")
     for key in ("cache_dir",):
         if not isinstance(m.get(key), str) or not m.get(key):
             raise ConfigError(f"metrics.{key}: must be a folder path, got {m.get(key)!r}")
@@ -119,10 +113,13 @@ def validate(cfg: DictConfig) -> None:
     # Checks that depend on which metrics the dataset gets.
     ds_name = OmegaConf.select(cfg, "dataset.name", default=None)
     if ds_name is None:
+        _check_extractor_name(fe)
         return
     kind = "points" if ds_name in POINT_DATASETS else "image"
     groups = (auto_groups(kind, ds_name, ds_name in MIXTURE_DATASETS, m.prc) if names == "auto" else list(names))
     _check_groups(groups, kind, ds_name, ds_name in MIXTURE_DATASETS)
+    if any(g in EXTRACTOR_GROUPS for g in groups):
+        _check_extractor_name(fe)
     if "kid" in groups:
         n = min(ev.num_samples, ev.num_samples_final)
         if m.kid_subset_size > n:
@@ -131,6 +128,18 @@ def validate(cfg: DictConfig) -> None:
     if "is" in groups and m.is_splits > min(ev.num_samples, ev.num_samples_final):
         raise ConfigError(f"metrics.is_splits: {m.is_splits} splits need at least as many samples "
                           f"(eval.num_samples={ev.num_samples})")
+
+
+def _check_extractor_name(fe: str) -> None:
+    """A torch-fidelity extractor name must be registered. Imported only where image metrics may run: the
+    2-D path needs neither torch-fidelity nor torchvision."""
+    if ":" in fe:
+        return
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    if fe not in FEATURE_EXTRACTORS_REGISTRY:
+        raise ConfigError(f"metrics.feature_extractor: unknown extractor {fe!r}; allowed: "
+                          f"{', '.join(FEATURE_EXTRACTORS_REGISTRY)} or 'module:callable'")
 
 
 def _check_groups(groups, kind: str, name: str, has_centers: bool) -> None:
@@ -234,6 +243,8 @@ class Evaluator:
 
     # ------------------------------------------------------------------ reference
     def _reference(self) -> dict:
+        from ganbench.metrics import image  # torch-fidelity (and torchvision) only where image metrics run
+
         """Real features of eval.reference: from memory, else the disk cache, else extracted and cached."""
         if self._ref is not None:
             return self._ref
@@ -263,6 +274,8 @@ class Evaluator:
 
     # ------------------------------------------------------------------ metric families
     def _image_metrics(self, G, n: int, z_dim: int) -> dict[str, float | None]:
+        from ganbench.metrics import image
+
         out: dict[str, float | None] = {}
         groups = [g for g in self.groups if g in EXTRACTOR_GROUPS]
         ref = self._reference()
@@ -371,14 +384,19 @@ class Evaluator:
     # ------------------------------------------------------------------ protocol
     def protocol(self) -> dict:
         """How every number was obtained (results.json's "protocol")."""
-        import torch_fidelity
-        import torchvision
+        from importlib.metadata import PackageNotFoundError, version
+
+        def installed(dist: str):
+            try:
+                return version(dist)  # read from the package metadata: importing it is not needed
+            except PackageNotFoundError:
+                return None
 
         p: dict = {"metrics": list(self.names), "groups": list(self.groups), "dataset": getattr(self.dataset, "name", None),
                    "seed": self.s.seed, "batch_size": self.s.batch_size, "latent": "z ~ N(0, I), drawn on the CPU "
                    "from eval.seed, identical at every evaluation",
-                   "versions": {"torch": torch.__version__, "torch_fidelity": torch_fidelity.__version__,
-                                "torchvision": torchvision.__version__},
+                   "versions": {"torch": torch.__version__, "torch_fidelity": installed("torch-fidelity"),
+                                "torchvision": installed("torchvision")},
                    "device": str(self.device)}
         if any(g in EXTRACTOR_GROUPS for g in self.groups):
             p["image"] = {
