@@ -35,6 +35,16 @@ def config_dir() -> str:
 SWEPT_ENV = "GANBENCH_SWEPT_KEYS"
 
 
+def swept_keys(hydra_node: Any) -> List[str]:
+    """The keys a multirun varies: the command line's sweep overrides (SWEPT_ENV, set by ``main``) and the
+    preset's ``hydra.sweeper.params``; none outside a multirun. ``hydra_node`` is the config's hydra node."""
+    if hydra_node is None or not str(OmegaConf.select(hydra_node, "mode", default="")).endswith("MULTIRUN"):
+        return []
+    keys = [k for k in os.environ.get(SWEPT_ENV, "").split(",") if k]
+    keys += [str(k) for k in (OmegaConf.select(hydra_node, "sweeper.params", default=None) or {})]
+    return list(dict.fromkeys(keys))
+
+
 def swept_first(override_dirname: str, swept: List[str]) -> str:
     """Hydra's ``k=v,k=v`` (sorted by key) with the swept keys moved to the front, in sweep order.
 
@@ -57,11 +67,8 @@ def run_dirname(override_dirname: str, _root_: Any = None) -> str:
     Path separators in values (``dataset.path=../data/x.tar.gz``) must not create or escape directories;
     names past 200 characters keep a prefix plus a hash so they stay unique.
     """
-    swept: List[str] = []
     try:
-        if _root_ is not None and str(OmegaConf.select(_root_, "hydra.mode", default="")).endswith("MULTIRUN"):
-            swept = [k for k in os.environ.get(SWEPT_ENV, "").split(",") if k]
-            swept += [str(k) for k in (OmegaConf.select(_root_, "hydra.sweeper.params", default=None) or {})]
+        swept = swept_keys(OmegaConf.select(_root_, "hydra", default=None) if _root_ is not None else None)
     except Exception:  # noqa: BLE001 - outside a Hydra app there is no hydra node
         swept = []
     override_dirname = swept_first(override_dirname, swept)

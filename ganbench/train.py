@@ -77,23 +77,15 @@ def lr_factor(step: int, iterations: int, kind: str, start: float) -> float:
 
 
 def swept_keys() -> List[str]:
-    """The keys this job's sweep varies (command line and the preset's ``hydra.sweeper.params``)."""
-    import os
-
+    """The keys this job's sweep varies (for the HParams tab); none outside a Hydra multirun."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    from .cli import SWEPT_ENV
+    from .cli import swept_keys as keys_of
 
     try:
-        hydra_cfg = HydraConfig.get()
+        return keys_of(HydraConfig.get())
     except ValueError:  # not inside a Hydra app
         return []
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return []
-    keys = [k for k in os.environ.get(SWEPT_ENV, "").split(",") if k]
-    keys += [str(k) for k in (hydra_cfg.sweeper.get("params") or {})]
-    return list(dict.fromkeys(keys))
 
 
 # eval.every=auto for image metrics: at least this many generator steps apart, which bounds a 10k-sample

@@ -288,6 +288,19 @@ def test_sweep_summary_names_every_failure_and_the_next_command(tmp_path):
     dirs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert all(d.startswith(("train.batch_size=", "objective=")) for d in dirs), dirs
     assert all(d.split(",")[1].startswith("objective=") for d in dirs), dirs
+    # the completed runs' HParams experiment marks exactly the swept keys as differing
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    done = next(sweep.glob("train.batch_size=16,*/seed=0"))
+    differs = set()
+    for path in done.glob("events.*"):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag == "_hparams_/experiment":
+                    infos = HParamsPluginData.FromString(value.metadata.plugin_data.content).experiment.hparam_infos
+                    differs = {h.name for h in infos if h.differs}
+    assert differs == {"train.batch_size", "objective.name"}
 
 
 def test_hparams_open_on_what_a_sweep_varies(tmp_path):

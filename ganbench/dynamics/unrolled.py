@@ -129,6 +129,7 @@ class Unrolled(Alternating):
             for n in names:
                 st = opt_D.state.get(live[n], {})
                 if "exp_avg" in st:
+                    # Adam keeps its step count on the CPU (not capturable/fused): no device sync here.
                     moments[n] = (st["exp_avg"], st["exp_avg_sq"], float(st["step"]))
                 else:  # a parameter D's optimizer has not stepped yet: Adam's zero initial moments
                     zeros = torch.zeros_like(params[n])
