@@ -45,6 +45,21 @@ def swept_keys(hydra_node: Any) -> List[str]:
     return list(dict.fromkeys(keys))
 
 
+def override_items(override_dirname: str) -> List[str]:
+    """Hydra's ``k=v,k=v`` as items. Values may hold commas (``metrics.names=[a,b]``): items are split only
+    before a ``key=``."""
+    return re.split(r",(?=[+~]*[\w.\-/@]+=)", override_dirname) if override_dirname else []
+
+
+def override_key(item: str) -> str:
+    return item.split("=", 1)[0].lstrip("+~")
+
+
+# Keys that never name a run directory: train.replicas trains each seed into the directory its own run
+# would use (ganbench/replicas.py), so the directory must not depend on how many seeds shared a process.
+UNNAMED_KEYS = ("train.replicas",)
+
+
 def swept_first(override_dirname: str, swept: List[str]) -> str:
     """Hydra's ``k=v,k=v`` (sorted by key) with the swept keys moved to the front, in sweep order.
 
@@ -54,11 +69,10 @@ def swept_first(override_dirname: str, swept: List[str]) -> str:
     """
     if not override_dirname or not swept:
         return override_dirname
-    items = re.split(r",(?=[+~]*[\w.\-/@]+=)", override_dirname)
-    key = lambda item: item.split("=", 1)[0].lstrip("+~")  # noqa: E731
+    items = override_items(override_dirname)
     rank = {k: i for i, k in enumerate(dict.fromkeys(swept))}
-    lead = sorted((i for i in items if key(i) in rank), key=lambda i: rank[key(i)])
-    return ",".join(lead + [i for i in items if key(i) not in rank])
+    lead = sorted((i for i in items if override_key(i) in rank), key=lambda i: rank[override_key(i)])
+    return ",".join(lead + [i for i in items if override_key(i) not in rank])
 
 
 def run_dirname(override_dirname: str, _root_: Any = None) -> str:
@@ -71,6 +85,7 @@ def run_dirname(override_dirname: str, _root_: Any = None) -> str:
         swept = swept_keys(OmegaConf.select(_root_, "hydra", default=None) if _root_ is not None else None)
     except Exception:  # noqa: BLE001 - outside a Hydra app there is no hydra node
         swept = []
+    override_dirname = ",".join(i for i in override_items(override_dirname) if override_key(i) not in UNNAMED_KEYS)
     override_dirname = swept_first(override_dirname, swept)
     name = override_dirname or "default"
     # A path value keeps its file name plus a hash of the whole path: readable, and two different
@@ -195,30 +210,48 @@ def task(cfg: DictConfig) -> Optional[dict]:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides: List[str] = list(hydra_cfg.overrides.task)
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    lock = rundir.RunLock(run_dir, "hydra.sweep.dir" if sweep else "hydra.run.dir")
-    new_dir = not rundir.holds_run(run_dir)
+    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    # train.replicas=N: N runs, each in its own directory (ganbench/replicas.py), each locked and written
+    # as its separate run would be; the job's own directory is replica 0's under the default naming.
+    runs = [(run_dir, cfg, overrides)]
+    replicas = _replicas(cfg)
+    if replicas > 1:
+        from .replicas import replica_config, replica_dirs, replica_overrides
+
+        runs = [(d, replica_config(cfg, cfg.seed + i), replica_overrides(overrides, cfg.seed + i, cfg.seed))
+                for i, d in enumerate(replica_dirs(run_dir, cfg.seed, replicas))]
+    locks = {d: rundir.RunLock(d, key) for d, _, _ in runs}
+    new_dirs = {d for d, _, _ in runs if not rundir.holds_run(d)}
     started = False
+    logs = rundir.ReplicaLogs()
     try:
         with rundir.BufferedFileLog() as held:
-            lock.acquire()
+            for lock in locks.values():
+                lock.acquire()
             validate_task(cfg)
-            restart = bool(cfg.get("restart", False)) and not new_dir
+            restart = bool(cfg.get("restart", False))
             start = None
             if cfg.task == "gan":
                 from .train import prepare
 
                 start = prepare(cfg, run_dir, fresh=restart)
-            if restart:
-                aside = rundir.move_aside(run_dir)
-                old, lock = lock, rundir.RunLock(run_dir, lock.key).acquire()
-                old.path = aside / rundir.LOCK
-                old.release()
-                log.info("restart=true: moved the previous run to %s", aside)
+            for d in list(locks):
+                if restart and d not in new_dirs:
+                    aside = rundir.move_aside(d)
+                    old, locks[d] = locks[d], rundir.RunLock(d, key).acquire()
+                    old.path = aside / rundir.LOCK
+                    old.release()
+                    log.info("restart=true: moved the previous run to %s", aside)
+            if replicas > 1:
+                logs.attach(held, [(d, c.seed) for d, c, _ in runs], run_dir)
             held.commit()
-            for path in rundir.stale_temporaries(run_dir):
-                path.unlink(missing_ok=True)
-                log.info("removed %s, left by a process that was killed while writing it", path)
-            rundir.write_hydra_files(run_dir, cfg, hydra_cfg, overrides)
+            for d, cfg_d, overrides_d in runs:
+                for path in rundir.stale_temporaries(d):
+                    path.unlink(missing_ok=True)
+                    log.info("removed %s, left by a process that was killed while writing it", path)
+                rundir.write_hydra_files(d, cfg_d, hydra_cfg, overrides_d)
+            if run_dir not in locks:  # replicas below a custom hydra.run.dir: the job's own files there
+                rundir.write_hydra_files(run_dir, cfg, hydra_cfg, overrides)
             started = True
         if cfg.task == "gmm":
             from .gmm import run
@@ -233,13 +266,15 @@ def task(cfg: DictConfig) -> Optional[dict]:
         line = one_line_error(ex)
         if started:
             _log_to_file_only(ex)
-        elif new_dir and lock.fd is not None:
-            # A new directory records why it holds no run; an existing run is left byte-identical.
-            try:
-                write_json_atomic(run_dir / RESULTS, {"status": "failed", "step": 0, "error": line,
-                                                      "overrides": overrides})
-            except Exception:  # noqa: BLE001 - the one-line error below is what matters
-                pass
+        else:
+            for d, _, overrides_d in runs:
+                if d in new_dirs and locks[d].fd is not None:
+                    # A new directory records why it holds no run; an existing run is left byte-identical.
+                    try:
+                        write_json_atomic(d / RESULTS, {"status": "failed", "step": 0, "error": line,
+                                                        "overrides": overrides_d})
+                    except Exception:  # noqa: BLE001 - the one-line error below is what matters
+                        pass
         if not sweep:
             # Hydra would add its own "Error executing job" line: report the one line here instead.
             print(f"ganbench: error: {line}", file=sys.stderr)
@@ -248,7 +283,15 @@ def task(cfg: DictConfig) -> Optional[dict]:
         print(f"ganbench: error: {run_dir}: {line}", file=sys.stderr)
         return {"status": "failed", "error": line, "run_dir": str(run_dir), "overrides": overrides}
     finally:
-        lock.release()
+        logs.close()
+        for lock in locks.values():
+            lock.release()
+
+
+def _replicas(cfg: DictConfig) -> int:
+    """``train.replicas`` as given (validated with the rest of the config; here only its directories)."""
+    value = OmegaConf.select(cfg, "train.replicas", default=1) if cfg.get("task") == "gan" else 1
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
 
 
 def _log_to_file_only(ex: Exception) -> None:

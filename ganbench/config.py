@@ -93,8 +93,12 @@ class TrainConfig:
     # lr_decay_start × iterations generator steps, then linearly to 0 at the last step.
     lr_decay: str = "none"
     lr_decay_start: float = 0.5
+    # Train seeds seed .. seed+replicas-1 together in one process, each writing its own run directory
+    # (ganbench/replicas.py); 1 = one run.
+    replicas: int = 1
 
     def __post_init__(self) -> None:
+        at_least_one(replicas=self.replicas)
         at_least_one(iterations=self.iterations, batch_size=self.batch_size, log_every=self.log_every,
                      sample_every=self.sample_every, ckpt_every=self.ckpt_every, sample_grid=self.sample_grid)
         if self.g_average not in ("none", "ema", "uniform"):
@@ -285,5 +289,11 @@ def validate(cfg: DictConfig) -> Spec:
     from .archs import arch_config
 
     check_arch_fits_data(arch_config(cfg.arch), cfg.dataset)
-    return Spec(train=train, loss=loss, n_dis=common.n_dis, penalty=penalty, optimizer=opt_name,
+    spec = Spec(train=train, loss=loss, n_dis=common.n_dis, penalty=penalty, optimizer=opt_name,
                 opt_g=opt_g, opt_d=opt_d)
+    if train.replicas > 1:
+        from .dynamics import build_dynamics
+        from .replicas import check_replicable
+
+        check_replicable(spec, build_dynamics(cfg.get("dynamics")), cfg)
+    return spec

@@ -10,6 +10,8 @@ start therefore leaves an existing run byte-identical, and a new directory holds
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno
 import fcntl
 import logging
@@ -17,7 +19,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -187,6 +189,70 @@ class BufferedFileLog(logging.Handler):
             self.root.removeHandler(self)
             for handler in self.files:
                 handler.close()
+
+
+#: The replica whose lines are being logged (None: the job's shared lines).
+LOG_SEED: contextvars.ContextVar = contextvars.ContextVar("ganbench_log_seed", default=None)
+
+
+@contextlib.contextmanager
+def log_seed(seed: Optional[int]) -> Iterator[None]:
+    """Lines logged in this block belong to the replica of ``seed`` (None: to every run of the job)."""
+    token = LOG_SEED.set(seed)
+    try:
+        yield
+    finally:
+        LOG_SEED.reset(token)
+
+
+class SeedFilter(logging.Filter):
+    """Pass the job's shared records and those of one replica."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        seed = LOG_SEED.get()
+        return seed is None or seed == self.seed
+
+
+class ReplicaLogs:
+    """Each replica's ``train.log``: the job's shared lines (device, sizes, evaluations) and its own.
+
+    The job's log file (Hydra's handler, in the job's directory) keeps every line unless that directory is
+    replica 0's, in which case it is filtered like the others; the added handlers are closed at the end.
+    """
+
+    def __init__(self) -> None:
+        self.handlers: List[logging.Handler] = []
+        self.filtered: List[tuple] = []
+
+    def attach(self, held: "BufferedFileLog", runs: List[tuple], job_dir: Path) -> None:
+        template = held.files[0] if held.files else None
+        for run_dir, seed in runs:
+            if Path(run_dir) == Path(job_dir):
+                for handler in held.files:
+                    f = SeedFilter(seed)
+                    handler.addFilter(f)
+                    self.filtered.append((handler, f))
+                continue
+            handler = logging.FileHandler(Path(run_dir) / "train.log", delay=True)
+            if template is not None:
+                handler.setFormatter(template.formatter)
+                handler.setLevel(template.level)
+            handler.addFilter(SeedFilter(seed))
+            held.files.append(handler)
+            self.handlers.append(handler)
+
+    def close(self) -> None:
+        root = logging.getLogger()
+        for handler in self.handlers:
+            root.removeHandler(handler)
+            handler.close()
+        for handler, f in self.filtered:
+            handler.removeFilter(f)
+        self.handlers, self.filtered = [], []
 
 
 def write_hydra_files(run_dir: Path, task_cfg: DictConfig, hydra_cfg: DictConfig, overrides: List[str]) -> None:

@@ -11,7 +11,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -28,6 +28,8 @@ from .dynamics import Game, Players, build_dynamics
 from .dynamics.base import make_average, make_optimizer
 from .errors import CheckpointError, ConfigError, GanbenchError
 from .penalties.base import input_grad_norm
+from .replicas import (SINGLE, Layout, Replicated, join_states, replica_config, replica_dirs,
+                       replica_overrides, split_state)
 from .results import RunRecord
 
 log = logging.getLogger("ganbench")
@@ -152,17 +154,71 @@ class Interrupts:
 
 
 @dataclass
+class Member:
+    """One run a start trains: its directory and its own config. A single run is the one member of its
+    start; with ``train.replicas=N`` replica i is the run of seed S+i, in that seed's directory."""
+
+    run_dir: Path
+    cfg: DictConfig
+    config: Dict[str, Any]
+    index: int = 0  # the replica's index along the replica axis (0 for a single run)
+    wall_before: float = 0.0
+
+
+@dataclass
 class Start:
-    """A run that has passed every check of its start; nothing has been written for it yet."""
+    """A run (or N replicas) that has passed every check of its start; nothing has been written for it yet.
+
+    ``members`` are the runs being trained; ``finished`` the replica directories whose runs had already
+    ended (completed, or diverged before the others' checkpoint), which this start leaves untouched.
+    """
 
     cfg: DictConfig
     spec: Spec
     config: Dict[str, Any]
     device: torch.device
     data: Any
-    game: Game
+    game: Optional[Game]
     step: int = 0
     wall_before: float = 0.0
+    members: List[Member] = field(default_factory=list)
+    finished: List[Path] = field(default_factory=list)
+
+    @property
+    def replicated(self) -> bool:
+        return self.spec.train.replicas > 1
+
+
+def setup_device(cfg: DictConfig) -> torch.device:
+    device = resolve_device(cfg.device)
+    log.info("device: %s%s", device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def set_threads(cfg: DictConfig, data: Any) -> None:
+    threads = cfg.get("threads", "auto")
+    if threads == "auto" and data.kind == "points":
+        threads = 1
+    if threads != "auto":
+        torch.set_num_threads(int(threads))
+
+
+def bind_game(spec: Spec, dynamics: Game, G: nn.Module, D: nn.Module, data: Any, layout: Layout = SINGLE) -> Game:
+    """The optimizers, the averaged generator and the game around players G and D."""
+    opt_G = make_optimizer(spec.optimizer, G.parameters(), spec.opt_g)
+    opt_D = make_optimizer(spec.optimizer, D.parameters(), spec.opt_d)
+    G_avg = make_average(G, spec.train.g_average, spec.train.ema_beta)
+    return dynamics.bind(Players(G, D, opt_G, opt_D, G_avg), spec.loss, spec.penalty, spec.n_dis, data,
+                         spec.train.batch_size, spec.train.iterations, layout)
+
+
+def log_sizes(G: nn.Module, D: nn.Module, per: str = "") -> None:
+    log.info("G: %.2fM parameters, D: %.2fM parameters%s", sum(p.numel() for p in G.parameters()) / 1e6,
+             sum(p.numel() for p in D.parameters()) / 1e6, per)
 
 
 def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
@@ -171,35 +227,23 @@ def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
     Validates the config, resolves the device, builds the dataset and the networks, and loads the
     checkpoint to continue from: the run's own ``checkpoints/last.pt`` (unless ``fresh``, for
     ``restart=true``), else ``resume=<path>``. Giving both is an error, since one of them would be ignored.
+    With ``train.replicas=N`` it prepares the N replicas instead (``prepare_replicas``).
     """
     spec: Spec = validate(cfg)
     dynamics = build_dynamics(cfg.get("dynamics"))
+    if spec.train.replicas > 1:
+        return prepare_replicas(cfg, spec, dynamics, run_dir, fresh)
     config = OmegaConf.to_container(cfg, resolve=True)
-    device = resolve_device(cfg.device)
-    log.info("device: %s%s", device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    device = setup_device(cfg)
 
     seed_everything(cfg.seed)
     data = build_dataset(cfg.dataset, device, cfg.seed)
-    threads = cfg.get("threads", "auto")
-    if threads == "auto" and data.kind == "points":
-        threads = 1
-    if threads != "auto":
-        torch.set_num_threads(int(threads))
+    set_threads(cfg, data)
     # The objective builds its players from the arch (once for most; K pairs for a mixture, ...).
     G, D = spec.loss.build_players(lambda: build_arch(cfg.arch, data.shape, spec.penalty.gradient_penalty))
-    G, D = G.to(device), D.to(device)
-    opt_G = make_optimizer(spec.optimizer, G.parameters(), spec.opt_g)
-    opt_D = make_optimizer(spec.optimizer, D.parameters(), spec.opt_d)
-    G_avg = make_average(G, spec.train.g_average, spec.train.ema_beta)
-    game = dynamics.bind(Players(G, D, opt_G, opt_D, G_avg), spec.loss, spec.penalty, spec.n_dis, data,
-                         spec.train.batch_size, spec.train.iterations)
-    start = Start(cfg, spec, config, device, data, game)
-    log.info("G: %.2fM parameters, D: %.2fM parameters", sum(p.numel() for p in G.parameters()) / 1e6,
-             sum(p.numel() for p in D.parameters()) / 1e6)
+    game = bind_game(spec, dynamics, G.to(device), D.to(device), data)
+    start = Start(cfg, spec, config, device, data, game, members=[Member(run_dir, cfg, config)])
+    log_sizes(G, D)
 
     # ---- resume: the run's own checkpoint, else resume=<path> ----
     own = run_dir / CHECKPOINT
@@ -221,16 +265,118 @@ def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
     keys = checkpoint.IDENTITY_KEYS if source == own else ("dataset", "arch")
     checkpoint.check_matches(state.get("config") or {}, config, source, keys)
     game.load_state_dict(state, source)
-    try:
-        rng = state["rng"]
-        step, wall_before = int(state["step"]), float(state.get("wall_time_s", 0.0))
-    except (KeyError, TypeError, ValueError) as ex:
-        raise CheckpointError(f"checkpoint {source} lacks {ex}; it was left in place") from None
+    step, wall_before, rng = resume_point(state, source)
     checkpoint.set_rng_state(rng)
     start.step, start.wall_before = step, wall_before
+    start.members[0].wall_before = wall_before
     game.g_step = step
     log.info("resumed from %s at generator step %d", source, step)
     return start
+
+
+def resume_point(state: Dict[str, Any], source: Path):
+    """(generator step, wall seconds before, RNG states) of a checkpoint."""
+    try:
+        return int(state["step"]), float(state.get("wall_time_s", 0.0)), state["rng"]
+    except (KeyError, TypeError, ValueError) as ex:
+        raise CheckpointError(f"checkpoint {source} lacks {ex}; it was left in place") from None
+
+
+def prepare_replicas(cfg: DictConfig, spec: Spec, dynamics: Game, run_dir: Path, fresh: bool) -> Start:
+    """``train.replicas=N``: the runs of seeds S..S+N-1, each in its own directory (``replica_dirs``), built
+    exactly as each separate run builds its networks and stacked into one replicated game.
+
+    A seed whose run has completed is left alone (nothing to do, as its separate run would find); so is one
+    that diverged before the others' last checkpoint. The others resume from their checkpoints, which must
+    be at the same step (they are, when one replicated process wrote them).
+    """
+    n = spec.train.replicas
+    if cfg.resume:
+        raise CheckpointError("resume: train.replicas continues each seed from its own run directory; resume=<path> "
+                              "names one checkpoint: drop resume= (or use train.replicas=1)")
+    device = setup_device(cfg)
+    dirs = replica_dirs(run_dir, cfg.seed, n)
+
+    # ---- which seeds still train, and from where ----
+    entries, finished = [], []
+    for i, run_dir_i in enumerate(dirs):
+        cfg_i = replica_config(cfg, cfg.seed + i)
+        config_i = OmegaConf.to_container(cfg_i, resolve=True)
+        previous = RunRecord.read(run_dir_i) if not fresh else None
+        own = run_dir_i / CHECKPOINT
+        state = None
+        if own.exists() and not fresh:
+            state = checkpoint.load(own)
+            checkpoint.check_matches(state.get("config") or {}, config_i, own)
+        step = resume_point(state, own)[0] if state is not None else 0
+        if previous and previous.get("status") == "completed" and step >= spec.train.iterations:
+            finished.append(run_dir_i)
+            continue
+        entries.append((i, run_dir_i, cfg_i, config_i, state, step, previous))
+    steps = {e[5] for e in entries}
+    if len(steps) > 1:  # a seed that diverged stopped writing checkpoints: leave it, continue the others
+        behind = [e for e in entries if (e[6] or {}).get("status") == "diverged"]
+        finished += [e[1] for e in behind]
+        entries = [e for e in entries if e not in behind]
+        steps = {e[5] for e in entries}
+    if len(steps) > 1:
+        at = ", ".join(f"{e[1].name} at {e[5]}" for e in entries)
+        raise CheckpointError(f"train.replicas: the seeds' checkpoints are at different steps ({at}); continue "
+                              "them separately (train.replicas=1), or restart=true")
+    start = Start(cfg, spec, OmegaConf.to_container(cfg, resolve=True), device, None, None, finished=finished)
+    if not entries:
+        return start
+
+    # ---- each replica's networks, built as its separate run builds them ----
+    Gs, Ds, generators = [], [], {"cpu": []}
+    if device.type == "cuda":
+        generators["cuda"] = []
+    for i, run_dir_i, cfg_i, config_i, state, step, previous in entries:
+        seed_everything(cfg_i.seed)
+        if start.data is None:
+            before = torch.get_rng_state()
+            start.data = build_dataset(cfg.dataset, device, cfg_i.seed)
+            if not torch.equal(before, torch.get_rng_state()):
+                raise ConfigError(f"train.replicas: dataset={cfg.dataset.name} draws random numbers while loading, "
+                                  "so the replicas could not share it; use train.replicas=1")
+            set_threads(cfg, start.data)
+        G, D = spec.loss.build_players(lambda: build_arch(cfg.arch, start.data.shape, spec.penalty.gradient_penalty))
+        Gs.append(G)
+        Ds.append(D)
+        # The replica's stand-ins for the global RNGs of its separate run, from where that run would be.
+        generators["cpu"].append(torch.Generator().set_state(torch.get_rng_state()))
+        if device.type == "cuda":
+            generators["cuda"].append(torch.Generator(device).set_state(torch.cuda.get_rng_state(device)))
+        start.members.append(Member(run_dir_i, cfg_i, config_i, index=len(start.members)))
+    layout = Layout(generators)
+    G, D = Replicated(Gs, "G").to(device), Replicated(Ds, "D").to(device)
+    start.game = game = bind_game(spec, dynamics, G, D, start.data, layout)
+    log_sizes(Gs[0], Ds[0], f" per replica; {len(Gs)} replicas (seeds {entries[0][2].seed}..{entries[-1][2].seed})")
+
+    step = steps.pop()
+    states = [e[4] for e in entries]
+    if step > 0:
+        game.load_state_dict(join_states(states), f"the checkpoints of {dirs[0].parent}")
+        for k, (state, member) in enumerate(zip(states, start.members)):
+            _, member.wall_before, rng = resume_point(state, member.run_dir / CHECKPOINT)
+            generators["cpu"][k].set_state(rng["torch"])
+            if device.type == "cuda":
+                generators["cuda"][k].set_state(rng["cuda"][device.index or 0])
+        checkpoint.set_rng_state(resume_point(states[0], start.members[0].run_dir)[2])
+        start.step = game.g_step = step
+        log.info("resumed %d replicas from their checkpoints at generator step %d", len(states), step)
+    return start
+
+
+def replica_rng_state(layout: Layout, k: int, device: torch.device) -> Dict[str, Any]:
+    """Replica k's RNG states in a run's checkpoint format: its generators as the run's global RNGs."""
+    state = checkpoint.rng_state()
+    state["torch"] = layout.generators["cpu"][k].get_state()
+    if device.type == "cuda":
+        cuda = list(state["cuda"])
+        cuda[device.index or 0] = layout.generators["cuda"][k].get_state()
+        state["cuda"] = cuda
+    return state
 
 
 def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
@@ -239,48 +385,85 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any
     return run(prepare(cfg, run_dir), run_dir, overrides)
 
 
+class Output:
+    """What one run writes while it trains: its record (results.json, metrics.jsonl), its TensorBoard
+    writer, its evaluator, its fixed sample latents; and how it ended. A single run has one; N replicas
+    have one each, in their own directories."""
+
+    def __init__(self, start: Start, member: Member, overrides: List[str], step: int):
+        from .metrics import build_evaluator
+        from .metrics.evaluator import EXTRACTOR_GROUPS
+
+        cfg, data, device, tc = member.cfg, start.data, start.device, start.spec.train
+        self.member, self.run_dir, self.cfg = member, member.run_dir, cfg
+        self.evaluator = build_evaluator(cfg, data, device, member.run_dir)
+        self.image_metrics = any(g in EXTRACTOR_GROUPS for g in self.evaluator.groups)
+        self.record = RunRecord(member.run_dir, member.config, overrides, resume_step=step,
+                                best_samples=self.evaluator.s.num_samples if self.image_metrics else None)
+        self.record.protocol = self.evaluator.protocol()
+        self.writer = board.open_writer(member.run_dir, step)
+        if step == 0:
+            board.log_config(self.writer, cfg, 0)
+        # Fixed latents for samples: their own generator, so they are identical across resumes.
+        fixed = torch.Generator().manual_seed(cfg.seed + 1)
+        n_vis = tc.sample_grid if data.kind == "image" else max(tc.sample_grid * 40, 1000)
+        self.z_fixed = torch.randn(n_vis, start.game.G.z_dim, generator=fixed).to(device)
+        self.real_vis = data.sample_eval(n_vis, fixed).to(device) if data.kind == "points" else None
+        self.status, self.diverged_step = "running", None
+        # A replica's own log lines (those logged inside ``self.logging()``) go to its train.log only.
+        self.seed = cfg.seed if start.replicated else None
+
+    def logging(self) -> contextlib.AbstractContextManager:
+        from .rundir import log_seed
+
+        return log_seed(self.seed)
+
+    @property
+    def active(self) -> bool:
+        return self.status == "running"
+
+
 def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
-    """Train the run ``prepare`` checked, in ``run_dir``; resume where its checkpoint stopped."""
-    cfg, spec, config, device, data, game = start.cfg, start.spec, start.config, start.device, start.data, start.game
-    G, D, G_avg = game.G, game.D, game.players.G_avg
-    step, wall_before = start.step, start.wall_before
+    """Train the run ``prepare`` checked, in ``run_dir``; resume where its checkpoint stopped. With
+    replicas, train them all (each in its own directory) and return their records under ``replicas``."""
+    cfg, spec, device, data, game = start.cfg, start.spec, start.device, start.data, start.game
+    step = start.step
     n_dis, tc = spec.n_dis, spec.train
+    replicated = start.replicated
 
-    previous = RunRecord.read(run_dir)
-    if step >= tc.iterations and previous and previous.get("status") == "completed":
-        log.info("run already completed (%d/%d generator steps): nothing to do", step, tc.iterations)
-        return previous
-    from .metrics import build_evaluator, flatten, log_hparams
-    from .metrics.evaluator import EXTRACTOR_GROUPS
-    from .metrics.hparams import varied_keys
+    if not replicated:
+        previous = RunRecord.read(run_dir)
+        if step >= tc.iterations and previous and previous.get("status") == "completed":
+            log.info("run already completed (%d/%d generator steps): nothing to do", step, tc.iterations)
+            return previous
+    for done in start.finished:
+        log.info("%s: already %s, left as it is", done, (RunRecord.read(done) or {}).get("status", "finished"))
+    if not start.members:
+        return replicas_result(start, [])
+    G, D, G_avg = game.G, game.D, game.players.G_avg
+    outs = [Output(start, m, replica_overrides(overrides, m.cfg.seed, cfg.seed) if replicated else overrides, step)
+            for m in start.members]
 
-    evaluator = build_evaluator(cfg, data, device, run_dir)
-    image_metrics = any(g in EXTRACTOR_GROUPS for g in evaluator.groups)
-    record = RunRecord(run_dir, config, overrides, resume_step=step,
-                       best_samples=evaluator.s.num_samples if image_metrics else None)
-    record.protocol = evaluator.protocol()
-    writer = board.open_writer(run_dir, step)
-    if step == 0:
-        board.log_config(writer, cfg, 0)
-
-    # Fixed latents for samples: their own generator, so they are identical across resumes.
-    fixed = torch.Generator().manual_seed(cfg.seed + 1)
-    n_vis = tc.sample_grid if data.kind == "image" else max(tc.sample_grid * 40, 1000)
-    z_fixed = torch.randn(n_vis, G.z_dim, generator=fixed).to(device)
-    real_vis = data.sample_eval(n_vis, fixed).to(device) if data.kind == "points" else None
+    def players(k: int):
+        """Replica k's (G, D, averaged G) as plain networks; a single run's are the game's own."""
+        if not replicated:
+            return G, D, G_avg.module if G_avg is not None else None
+        return G.replica(k), D.replica(k), G_avg.module.replica(k) if G_avg is not None else None
 
     eval_every = resolve_eval_every(cfg.eval.every, tc.iterations, data.kind)
     if eval_every:
         log.info("evaluating every %d generator steps (eval.every=%s) and at the end", eval_every, cfg.eval.every)
     B = tc.batch_size
     decay = tc.lr_decay != "none"  # the factor depends on the step only: exact on resume, no state
-    sums = torch.zeros(len(SUMS), device=device)
+    run_shape = game.layout.run_shape
+    sums = torch.zeros((len(SUMS),) + run_shape, device=device)
     n_summed = 0
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    first_bad = torch.full(run_shape, -1, dtype=torch.long, device=device)
 
     stop = preemption.install()
-    status, diverged_step, error = "running", None, None
-    record.write("running", step, tc.iterations, wall_before, None)
+    error = None
+    for out in outs:
+        out.record.write("running", step, tc.iterations, out.member.wall_before, None)
     t_start = time.perf_counter()
     t_log, step_log = t_start, step
     it_per_s: Optional[float] = None
@@ -288,29 +471,67 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     if tc.progress:
         from tqdm import tqdm
 
+        desc = cfg.objective.name + (f" ×{len(outs)}" if replicated else "")
         progress = tqdm(total=tc.iterations, initial=step, dynamic_ncols=True, mininterval=1.0,
-                        desc=f"{cfg.objective.name}", unit="it", file=sys.stderr)
+                        desc=desc, unit="it", file=sys.stderr)
 
-    def wall() -> float:
-        return wall_before + time.perf_counter() - t_start
+    def wall(out: Output) -> float:
+        return out.member.wall_before + time.perf_counter() - t_start
 
-    def save_checkpoint() -> None:
-        state = dict(game.state_dict(), step=step, wall_time_s=wall(), rng=checkpoint.rng_state(), config=config)
-        checkpoint.save(state, run_dir / CHECKPOINT)
+    def save_checkpoints() -> None:
+        state = game.state_dict()
+        for out in outs:
+            if not out.active and out.status != "preempted":
+                continue
+            k = out.member.index
+            own = split_state(state, k) if replicated else state
+            rng = replica_rng_state(game.layout, k, device) if replicated else checkpoint.rng_state()
+            checkpoint.save(dict(own, step=step, wall_time_s=wall(out), rng=rng, config=out.member.config),
+                            out.run_dir / CHECKPOINT)
 
-    def evaluate(final: bool) -> None:
-        values = evaluator.evaluate(G, step, final=final, z_dim=G.z_dim)
-        if G_avg is not None:
+    def evaluate(out: Output, G_k: nn.Module, G_avg_k: Optional[nn.Module], final: bool) -> None:
+        ev = out.evaluator
+        values = ev.evaluate(G_k, step, final=final, z_dim=G.z_dim)
+        if G_avg_k is not None:
             prefix = "ema_" if tc.g_average == "ema" else "avg_"
-            values.update(evaluator.evaluate(G_avg.module, step, final=final, z_dim=G.z_dim, prefix=prefix))
-        samples = (evaluator.s.num_samples_final if final else evaluator.s.num_samples) if image_metrics else None
-        record.add(step, step * B * n_dis, wall(), values, evaluator.higher_is_better, evaluator.reasons,
-                   eval_samples=samples)
+            values.update(ev.evaluate(G_avg_k, step, final=final, z_dim=G.z_dim, prefix=prefix))
+        samples = (ev.s.num_samples_final if final else ev.s.num_samples) if out.image_metrics else None
+        out.record.add(step, step * B * n_dis, wall(out), values, ev.higher_is_better, ev.reasons, eval_samples=samples)
         for name, value in values.items():
             if value is not None:
-                writer.add_scalar(f"metrics/{name}", value, step)
+                out.writer.add_scalar(f"metrics/{name}", value, step)
         shown = {k: v for k, v in values.items() if v is not None}
-        log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in shown.items()) or "no metrics")
+        log.info("%sstep %d: %s", prefix_of(out), step, ", ".join(f"{k}={v:.4g}" for k, v in shown.items()) or "no metrics")
+
+    def prefix_of(out: Output) -> str:
+        return f"seed={out.cfg.seed}: " if replicated else ""
+
+    def check(out: Output, is_log: bool, is_eval: bool, is_final: bool) -> None:
+        """A check step's diagnostics, samples and evaluation for one run."""
+        k = out.member.index
+        G_k, D_k, G_avg_k = players(k)
+        if is_log:
+            means = dict(zip(SUMS, means_all[k]))
+            with frozen_buffers(D_k):
+                means["grad/D_real_norm"] = input_grad_norm(
+                    D_k, probe[k] if replicated else probe, create_graph=False).mean().item()
+            means["perf/it_per_s"] = it_per_s
+            board.log_scalars(out.writer, means, step)
+            if progress is not None and k == 0:
+                progress.set_postfix({"D": f"{means['loss/D']:.3f}", "G": f"{means['loss/G']:.3f}",
+                                      "pen": f"{means['loss/penalty']:.3f}"}, refresh=False)
+            elif progress is None:
+                log.info("%sstep %d/%d  D %.4f  G %.4f  pen %.4f  %.1f it/s", prefix_of(out), step,
+                         tc.iterations, means["loss/D"], means["loss/G"], means["loss/penalty"], it_per_s)
+        if step % tc.sample_every == 0 or step == tc.iterations:
+            if data.kind == "image":
+                board.log_image_grid(out.writer, G_k, out.z_fixed, step)
+            else:
+                board.log_density(out.writer, G_k, D_k, out.z_fixed, out.real_vis, step)
+        if is_eval:
+            # The final evaluation precedes the final checkpoint: a run killed after that
+            # checkpoint has nothing left to redo, one killed before it redoes both.
+            evaluate(out, G_k, G_avg_k, final=is_final)
 
     try:
         with Interrupts(stop):
@@ -324,7 +545,7 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
                 # Device-side bookkeeping only: no host sync in the hot loop.
                 with torch.no_grad():
                     sums += current
-                    bad = ~torch.isfinite(current[:2]).all()
+                    bad = ~torch.isfinite(current[:2]).all(0)
                     first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
                 n_summed += 1
                 if progress is not None:
@@ -338,55 +559,53 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
                     continue
 
                 # ---- a check step: the only place that reads device values. Diagnostics run under
-                # fork_rng so that they never shift the training RNG stream (exact resume, and results
+                # fork so that they never shift a training RNG stream (exact resume, and results
                 # independent of log/sample/eval cadences). ----
-                bad_step = int(first_bad.item())
-                if bad_step >= 0:
-                    status, diverged_step = "diverged", bad_step
-                    log.error("losses became NaN/inf at generator step %d: stopping (status diverged)", bad_step)
+                for out, bad_step in zip(outs, first_bad.reshape(-1).tolist()):
+                    if bad_step >= 0 and out.active:
+                        out.status, out.diverged_step = "diverged", bad_step
+                        with out.logging():
+                            log.error("%slosses became NaN/inf at generator step %d: stopping (status diverged)",
+                                      prefix_of(out), bad_step)
+                            if replicated:  # the others go on; this one's record is final now
+                                finish(out, step, tc, wall(out), it_per_s, spec)
+                if not any(out.active for out in outs):
                     break
                 if is_log:
                     now = time.perf_counter()
                     it_per_s = (step - step_log) / max(now - t_log, 1e-9)
                     t_log, step_log = now, step
-                    means = dict(zip(SUMS, (sums / max(n_summed, 1)).tolist()))
+                    means_all = (sums / max(n_summed, 1)).reshape(len(SUMS), -1).T.tolist()
                     sums.zero_()
                     n_summed = 0
-                    with rng_fork(device):
-                        probe = data.sample(min(B, 256))
-                    with frozen_buffers(D):
-                        means["grad/D_real_norm"] = input_grad_norm(D, probe, create_graph=False).mean().item()
-                    means["perf/it_per_s"] = it_per_s
-                    board.log_scalars(writer, means, step)
-                    if progress is not None:
-                        progress.set_postfix({"D": f"{means['loss/D']:.3f}", "G": f"{means['loss/G']:.3f}",
-                                              "pen": f"{means['loss/penalty']:.3f}"}, refresh=False)
-                    else:
-                        log.info("step %d/%d  D %.4f  G %.4f  pen %.4f  %.1f it/s", step, tc.iterations,
-                                 means["loss/D"], means["loss/G"], means["loss/penalty"], it_per_s)
-                if step % tc.sample_every == 0 or step == tc.iterations:
-                    if data.kind == "image":
-                        board.log_image_grid(writer, G, z_fixed, step)
-                    else:
-                        board.log_density(writer, G, D, z_fixed, real_vis, step)
-                if is_eval:
-                    # The final evaluation precedes the final checkpoint: a run killed after that
-                    # checkpoint has nothing left to redo, one killed before it redoes both.
-                    with rng_fork(device):
-                        evaluate(final=is_final)
+                with game.layout.fork(device):
+                    if is_log:  # each run's probe batch, from its own stream
+                        probe = game.layout.draw(lambda g: data.sample(min(B, 256), g), data.sample_device) \
+                            if replicated else data.sample(min(B, 256))
+                    for out in outs:
+                        if out.active:
+                            with out.logging():
+                                check(out, is_log, is_eval, is_final)
                 if is_ckpt or stop.requested:
-                    save_checkpoint()
-                    writer.flush()
+                    if stop.requested and step < tc.iterations:
+                        for out in outs:
+                            if out.active:
+                                out.status = "preempted"
+                    save_checkpoints()
+                    for out in outs:
+                        out.writer.flush()
                 if stop.requested and step < tc.iterations:
-                    status = "preempted"
                     break
     except BaseException as ex:
         oom = out_of_memory(ex, B, device)
-        if isinstance(ex, (KeyboardInterrupt, Exception)) and status == "running":
-            status = "failed"
+        if isinstance(ex, (KeyboardInterrupt, Exception)):
             error = str(oom) if oom else f"{type(ex).__name__}: {str(ex).strip()[:500]}"
-            record.write(status, step, tc.iterations, wall(), it_per_s, error=error)
-        writer.close()
+            for out in outs:
+                if out.active:
+                    out.status = "failed"
+                    out.record.write("failed", step, tc.iterations, wall(out), it_per_s, error=error)
+        for out in outs:
+            out.writer.close()
         if progress is not None:
             progress.close()
         if oom:
@@ -395,21 +614,46 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     if progress is not None:
         progress.close()
 
-    if status == "running":
-        status = "completed"
+    results = []
+    for out in outs:
+        if out.status == "running":
+            out.status = "completed"
+        if not (replicated and out.status == "diverged"):  # a diverged replica's record was written then
+            with out.logging():
+                finish(out, step, tc, wall(out), it_per_s, spec)
+        results.append(RunRecord.read(out.run_dir) or {})
+    if any(out.status == "preempted" for out in outs):
+        preemption.exit_for_requeue(stop)
+    return results[0] if not replicated else replicas_result(start, results)
+
+
+def finish(out: Output, step: int, tc: Any, wall_s: float, it_per_s: Optional[float], spec: Spec) -> None:
+    """Write a run's final record and, for a run that ended (completed or diverged), its HParams entry."""
+    from .metrics import flatten, log_hparams
+    from .metrics.hparams import varied_keys
+
+    record, writer, config = out.record, out.writer, out.member.config
     # Reference statistics are loaded lazily: the protocol knows their size and cache key only now.
-    record.protocol = evaluator.protocol()
-    if status in ("completed", "diverged"):
+    record.protocol = out.evaluator.protocol()
+    if out.status in ("completed", "diverged"):
         final = {k: v["final"] for k, v in record.metrics.items()}
         # The groups a sweep varies, as ``group.key`` scalars for TensorBoard's HParams tab.
         groups = {k: config.get(k) for k in ("seed", "dataset", "arch", "objective", "penalty", "optimizer", "dynamics",
                                              "train")}
-        flat = dict(flatten(groups), status=status)
+        flat = dict(flatten(groups), status=out.status)
         log_hparams(writer, flat, final, step, varied=varied_keys(swept_keys(), list(flat)))
     writer.close()
-    result = record.write(status, step, tc.iterations, wall(), it_per_s, diverged_step=diverged_step)
-    log.info("%s at generator step %d/%d (%.1f s); results: %s", status, step, tc.iterations, wall(),
-             run_dir / "results.json")
-    if status == "preempted":
-        preemption.exit_for_requeue(stop)
-    return result
+    record.write(out.status, step, tc.iterations, wall_s, it_per_s, diverged_step=out.diverged_step)
+    log.info("%s%s at generator step %d/%d (%.1f s); results: %s", f"seed={out.seed}: " if out.seed is not None
+             else "", out.status, step, tc.iterations, wall_s, out.run_dir / "results.json")
+
+
+def replicas_result(start: Start, results: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The job's return value for N replicas: each seed's status and directory (the sweep summary counts
+    them one by one), with the worst status first."""
+    rows = [{"status": r.get("status"), "run_dir": str(m.run_dir), "error": r.get("error")}
+            for m, r in zip(start.members, results)]
+    rows += [{"status": (RunRecord.read(d) or {}).get("status"), "run_dir": str(d), "error": None} for d in start.finished]
+    order = ("failed", "preempted", "diverged", "completed")
+    worst = min((r["status"] for r in rows), key=lambda s: order.index(s) if s in order else 0, default="completed")
+    return {"status": worst, "replicas": rows}

@@ -244,8 +244,9 @@ class Affine(nn.Module):
 
 class Gauss:
     kind = "points"
+    sample_device = torch.device("cpu")
 
-    def sample(self, n):
+    def sample(self, n, generator=None):
         return torch.randn(n, 2) + 1.0
 
 

@@ -118,8 +118,9 @@ class SmallG(nn.Module):
 
 class Gauss:
     kind = "points"
+    sample_device = torch.device("cpu")
 
-    def sample(self, n):
+    def sample(self, n, generator=None):
         return torch.randn(n, 2) * 0.5 + 1.0
 
 

@@ -40,11 +40,12 @@ class Const:
     """Real data at the point a (the origin by default)."""
 
     kind = "points"
+    sample_device = torch.device("cpu")
 
     def __init__(self, a: float = 0.0):
         self.a = a
 
-    def sample(self, n):
+    def sample(self, n, generator=None):
         return torch.full((n, 1), float(self.a))
 
 

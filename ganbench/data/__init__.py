@@ -1,8 +1,8 @@
 """Datasets: ``build_dataset(dataset_cfg, device, seed)`` dispatches on ``dataset_cfg.name``.
 
 Every dataset exposes ``.kind`` ("points" | "image"), ``.shape``, ``.name`` and
-``.sample(batch_size)`` (a float32 batch on the device, drawn with torch's global
-RNG on that device, no host sync). Points datasets add ``.centers``, ``.std`` and
+``.sample(batch_size, generator=None)`` (a float32 batch on the device, drawn with
+torch's global RNG on ``.sample_device``, or with ``generator`` living there; no host sync). Points datasets add ``.centers``, ``.std`` and
 ``.sample_eval(n, generator)``; image datasets add ``.real_uint8(split)`` and
 ``.num_images``.
 """

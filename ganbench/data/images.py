@@ -52,10 +52,16 @@ class ImageDataset:
         self._load_split = load_split
         self._other_splits: dict[str, torch.Tensor] = {}
 
-    def sample(self, batch_size: int) -> torch.Tensor:
-        """(batch_size, C, H, W) float32 in [-1, 1] on the device; indices from the global RNG of the
-        device that holds the images (the training device unless on_device kept them on the CPU)."""
-        idx = torch.randint(self.num_images, (batch_size,), device=self.data.device)
+    @property
+    def sample_device(self) -> torch.device:
+        """The device that holds the images and draws the indices (a generator given to ``sample`` lives there)."""
+        return self.data.device
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(batch_size, C, H, W) float32 in [-1, 1] on the device; indices from ``generator``, by default the
+        global RNG of the device that holds the images (the training device unless on_device kept them on
+        the CPU)."""
+        idx = torch.randint(self.num_images, (batch_size,), device=self.data.device, generator=generator)
         x = self.data.index_select(0, idx)
         if x.device != self.device:
             x = x.to(self.device, non_blocking=True)

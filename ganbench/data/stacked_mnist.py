@@ -43,8 +43,14 @@ class StackedMNIST:
         self._digits = place(self.mnist_images[:, 0], self.device, on_device)
         self._references: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def sample(self, batch_size: int) -> torch.Tensor:
-        idx = torch.randint(self.num_images, (batch_size, 3), device=self._digits.device)
+    @property
+    def sample_device(self) -> torch.device:
+        return self._digits.device
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(batch_size, 3, R, R): three digits drawn independently per sample, from ``generator`` (None:
+        the global RNG of the device that holds the digits)."""
+        idx = torch.randint(self.num_images, (batch_size, 3), device=self._digits.device, generator=generator)
         x = self._digits[idx]  # (B, 3, R, R): channel c is digit idx[:, c]
         if x.device != self.device:
             x = x.to(self.device, non_blocking=True)

@@ -26,9 +26,14 @@ class PointsDataset:
         self.centers: torch.Tensor | None = None
         self.std: float = 0.0
 
-    def sample(self, batch_size: int) -> torch.Tensor:
-        """(batch_size, 2) float32 points on ``self.device``, from the global RNG."""
-        return self._draw(batch_size, None, self.device)
+    @property
+    def sample_device(self) -> torch.device:
+        """The device training batches are drawn on (a generator given to ``sample`` lives there)."""
+        return self.device
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(batch_size, 2) float32 points on ``self.device``, from ``generator`` (None: the global RNG)."""
+        return self._draw(batch_size, generator, self.device)
 
     def sample_eval(self, n: int, generator: torch.Generator,
                     device: torch.device | str | None = None) -> torch.Tensor:

@@ -21,6 +21,7 @@ class Alternating(Game):
     """
 
     name = "alternating"
+    replicable = True
 
     def setup(self) -> None:
         # Without batch norm in D, real and fake can share one forward pass: identical maths, one launch.
@@ -29,14 +30,15 @@ class Alternating(Game):
     def d_forward(self, real: Tensor, fake: Tensor):
         if self.d_batchnorm:
             return self.D(real), self.D(fake)
-        return self.D(torch.cat([real, fake])).split(self.batch_size)
+        dim = self.layout.cat_dim
+        return self.D(torch.cat([real, fake], dim)).split(self.batch_size, dim)
 
     def d_steps(self):
         """The ``n_dis`` discriminator steps; returns the last one's (L_D, penalty, D(x), D(x̃))."""
         G, D, p = self.G, self.D, self.players
-        loss, penalty, B = self.loss, self.penalty, self.batch_size
+        loss, penalty = self.loss, self.penalty
         for _ in range(self.n_dis):
-            real = self.noisy(self.data.sample(B))
+            real = self.noisy(self.real_batch())
             with torch.no_grad():
                 fake = self.noisy(G(self.latent()))
             self.real, self.fake = real, fake
@@ -46,7 +48,7 @@ class Alternating(Game):
             if penalty.adds_loss and self.d_step % penalty.every == 0:
                 pen = penalty(D, real, fake) * penalty.every
             p.opt_D.zero_grad(set_to_none=True)
-            (d_loss + pen).backward()
+            self.layout.total(d_loss + pen).backward()
             p.opt_D.step()
             penalty.after_d_step(D)
             self.d_step += 1
@@ -67,7 +69,7 @@ class Alternating(Game):
         g_loss = self.loss.g_loss(fake_out_g, real_for_g) + self.loss.g_extra(self) + self.penalty.g_extra(self)
         p.opt_G.zero_grad(set_to_none=True)
         self.zero_extra_grads()
-        g_loss.backward()
+        self.layout.total(g_loss).backward()
         p.opt_G.step()
         self.step_extra()
         D.requires_grad_(True)
@@ -75,4 +77,4 @@ class Alternating(Game):
             p.G_avg.update_parameters(G)
         self.g_step += 1
         with torch.no_grad():
-            return torch.stack([d_loss, g_loss, pen, real_out.mean(), fake_out.mean()]).detach()
+            return torch.stack([d_loss, g_loss, pen, real_out.mean(-1), fake_out.mean(-1)]).detach()

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError, ConfigError
+from ..replicas import SINGLE, Layout
 
 
 def make_optimizer(kind: str, params: Iterator[nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
@@ -67,6 +68,9 @@ class Game:
     """
 
     name = "base"
+    #: Whether the schedule runs as replicas (train.replicas): batches through ``self.layout`` and losses
+    #: backpropagated with ``layout.total`` (ganbench/replicas.py).
+    replicable = False
     #: Instance noise (Arjovsky & Bottou 2017; Sønderby et al. 2017): Gaussian noise of std σ added to every
     #: input of D, real and fake alike, so that the two distributions overlap. 0 = off.
     instance_noise: float = 0.0
@@ -78,13 +82,16 @@ class Game:
             raise ConfigError(f"instance_noise: must be >= 0 (got {self.instance_noise})")
 
     def bind(self, players: Players, loss: Any, penalty: Any, n_dis: int, data: Any, batch_size: int,
-             iterations: int = 1) -> "Game":
+             iterations: int = 1, layout: Layout = SINGLE) -> "Game":
         self.players, self.loss, self.penalty, self.n_dis = players, loss, penalty, n_dis
         self.data, self.batch_size, self.iterations = data, batch_size, iterations
+        # One run, or N replicas stacked on a leading axis (ganbench/replicas.py): the batch axis, the
+        # per-run reductions and each run's random stream.
+        self.layout = penalty.layout = layout
         self.d_step = 0
         self.g_step = 0  # generator steps taken; set from the checkpoint on resume
         self.device = next(players.G.parameters()).device
-        self.zero = torch.zeros((), device=self.device)
+        self.zero = torch.zeros(layout.run_shape, device=self.device)
         # The current step's inputs, for losses and penalties that need more than D's outputs.
         self.real: Optional[Tensor] = None
         self.fake: Optional[Tensor] = None
@@ -126,7 +133,12 @@ class Game:
         raise NotImplementedError
 
     def latent(self) -> Tensor:
-        return torch.randn(self.batch_size, self.G.z_dim, device=self.device)
+        shape, device = (self.batch_size, self.G.z_dim), self.device
+        return self.layout.draw(lambda g: torch.randn(shape, device=device, generator=g), device)
+
+    def real_batch(self) -> Tensor:
+        """A training batch of real samples, from each run's own stream."""
+        return self.layout.draw(lambda g: self.data.sample(self.batch_size, g), self.data.sample_device)
 
     def noise_std(self) -> float:
         if not self.noise_anneal:
@@ -137,7 +149,7 @@ class Game:
         """D's view of an input batch: x + σ_t·ε, ε ~ N(0, I) (identity when instance noise is off)."""
         if self.instance_noise == 0:
             return x
-        return x + self.noise_std() * torch.randn_like(x)
+        return x + self.noise_std() * self.layout.randn_like(x)
 
     # ---- checkpoint: the players and every piece of the game's state, by name ----
     def zero_extra_grads(self) -> None:

@@ -34,7 +34,7 @@ class Simultaneous(Alternating):
     def step(self) -> Tensor:
         G, D, p = self.G, self.D, self.players
         loss, penalty = self.loss, self.penalty
-        real = self.noisy(self.data.sample(self.batch_size))
+        real = self.noisy(self.real_batch())
         self.fake_g = G(self.latent())
         fake = self.noisy(self.fake_g)
         self.real, self.fake = real, fake.detach()
@@ -46,8 +46,9 @@ class Simultaneous(Alternating):
         g_loss = loss.g_loss(fake_out, real_out.detach()) + loss.g_extra(self) + penalty.g_extra(self)
         # The extra players (an objective's encoder, ...) learn from the generator's loss.
         g_side = self.g_params + [q for m in p.extra.values() for q in m.parameters() if q.requires_grad]
-        d_grads = torch.autograd.grad(d_loss + pen, self.d_params, retain_graph=True, allow_unused=True)
-        g_grads = torch.autograd.grad(g_loss, g_side, allow_unused=True)
+        total = self.layout.total
+        d_grads = torch.autograd.grad(total(d_loss + pen), self.d_params, retain_graph=True, allow_unused=True)
+        g_grads = torch.autograd.grad(total(g_loss), g_side, allow_unused=True)
         for params, grads in ((self.d_params, d_grads), (g_side, g_grads)):
             for q, g in zip(params, grads):
                 q.grad = g
@@ -60,4 +61,4 @@ class Simultaneous(Alternating):
             p.G_avg.update_parameters(G)
         self.g_step += 1
         with torch.no_grad():
-            return torch.stack([d_loss, g_loss, pen, real_out.mean(), fake_out.mean()]).detach()
+            return torch.stack([d_loss, g_loss, pen, real_out.mean(-1), fake_out.mean(-1)]).detach()

@@ -70,6 +70,7 @@ class Unrolled(Alternating):
     """
 
     name = "unrolled"
+    replicable = False  # keeps a functional copy of D per step (not stacked)
     #: K, the unroll steps (Metz et al. use 5 in most experiments).
     k: int = 5
     #: The unrolled copy's optimizer: adam (Metz et al.) continues opt_D's moments; sgd takes θ − ηg.
@@ -115,7 +116,7 @@ class Unrolled(Alternating):
     def unroll(self) -> Tuple[TensorDict, Tensor]:
         """θ_D^K (D's parameters and buffer copies, one dict for ``functional_call``) and the last inner
         real batch; the parameters are functions of θ_G (autograd graph kept)."""
-        D, opt_D, B = self.D, self.players.opt_D, self.batch_size
+        D, opt_D = self.D, self.players.opt_D
         # Detached leaves: the inner gradients are taken w.r.t. them, G's backward never reaches D's .grad.
         live = dict(D.named_parameters())
         params: TensorDict = {n: live[n].detach().requires_grad_(True) for n, _ in self.d_trained}
@@ -136,7 +137,7 @@ class Unrolled(Alternating):
                     moments[n] = (zeros, zeros, 0.0)
         real = None
         for _ in range(self.k):
-            real = self.noisy(self.data.sample(B))
+            real = self.noisy(self.real_batch())
             fake = self.noisy(self.fake_batch(g_buffers))
             state = {**params, **frozen, **buffers}
             real_out, fake_out = self.d_forward_at(state, real, fake)

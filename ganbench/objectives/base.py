@@ -18,6 +18,9 @@ class Loss:
     #: True when a higher D output means "more real" (logits, critics); False for an energy or a loss
     #: function on samples (EBGAN, LS-GAN), where lower means more real.
     higher_is_real = True
+    #: Whether the loss runs as replicas (train.replicas): each term a mean over the batch axis (the last
+    #: axis of D's outputs), no state, no extra players (ganbench/replicas.py).
+    replicable = False
 
     def build_players(self, build: Callable[[], Tuple[nn.Module, nn.Module]]) -> Tuple[nn.Module, nn.Module]:
         """G and D from ``build`` (the arch's constructor); an objective with several of each (a mixture)
@@ -45,7 +48,8 @@ class Loss:
         """Restore ``state_dict``'s values."""
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
-        """Discriminator loss (minimised) given D(x) and D(G(z)), each of shape (B,)."""
+        """Discriminator loss (minimised) given D(x) and D(G(z)), each of shape (B,), or (N, B) for N
+        replicas: reduce over the batch with ``.mean(-1)`` so that each replica gets its own loss."""
         raise NotImplementedError
 
     def g_loss(self, fake_out: Tensor, real_out: Tensor) -> Tensor:

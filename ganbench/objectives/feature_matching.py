@@ -25,6 +25,7 @@ class FeatureMatching(NonSaturating):
     """
 
     name = "feature_matching"
+    replicable = False  # its extra terms are not per-run reductions
     layer: str = "last"
 
     def bind(self, game: Any) -> None:

@@ -169,13 +169,14 @@ class FGAN(Loss):
     """
 
     name = "fgan"
+    replicable = True
     divergence: Divergence = Divergence.gan
     g_form: GForm = GForm.nonsaturating
 
     def objective(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         """F = E_P g_f(V(x)) - E_Q f*(g_f(V(x̃))): the variational lower bound of D_f(P‖Q)."""
-        return (activation(self.divergence, real_out).mean()
-                - conjugate_of_activation(self.divergence, fake_out).mean())
+        return (activation(self.divergence, real_out).mean(-1)
+                - conjugate_of_activation(self.divergence, fake_out).mean(-1))
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return -self.objective(real_out, fake_out)
@@ -183,4 +184,4 @@ class FGAN(Loss):
     def g_loss(self, fake_out: Tensor, real_out: Tensor) -> Tensor:
         if self.g_form is GForm.saddle:
             return self.objective(real_out, fake_out)
-        return -activation(self.divergence, fake_out).mean()
+        return -activation(self.divergence, fake_out).mean(-1)

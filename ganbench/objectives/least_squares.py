@@ -14,12 +14,13 @@ class LeastSquares(Loss):
     """
 
     name = "least_squares"
+    replicable = True
     a: float = 0.0
     b: float = 1.0
     c: float = 1.0
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
-        return 0.5 * (real_out - self.b).square().mean() + 0.5 * (fake_out - self.a).square().mean()
+        return 0.5 * (real_out - self.b).square().mean(-1) + 0.5 * (fake_out - self.a).square().mean(-1)
 
     def g_loss(self, fake_out: Tensor, real_out: Tensor) -> Tensor:
-        return 0.5 * (fake_out - self.c).square().mean()
+        return 0.5 * (fake_out - self.c).square().mean(-1)

@@ -17,4 +17,4 @@ class Minimax(NonSaturating):
     name = "minimax"
 
     def g_loss(self, fake_out: Tensor, real_out: Tensor) -> Tensor:
-        return -F.softplus(fake_out).mean()
+        return -F.softplus(fake_out).mean(-1)

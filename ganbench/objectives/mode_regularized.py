@@ -50,6 +50,7 @@ class ModeRegularized(NonSaturating):
     """
 
     name = "mode_regularized"
+    replicable = False  # its extra terms are not per-run reductions
     lambda1: float = 0.01  # λ₁: weight of the reconstruction ‖x - G(E(x))‖²
     lambda2: float = 0.01  # λ₂: weight of the mode regulariser softplus(-D(G(E(x))))
     e_lr: Optional[float] = None  # E's learning rate; None: the G optimizer's

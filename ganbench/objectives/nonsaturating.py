@@ -19,6 +19,7 @@ class NonSaturating(Loss):
     """
 
     name = "nonsaturating"
+    replicable = True
     real_label: float = 1.0
 
     def __post_init__(self) -> None:
@@ -28,11 +29,11 @@ class NonSaturating(Loss):
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         if self.real_label == 1.0:
-            real_term = F.softplus(-real_out).mean()
+            real_term = F.softplus(-real_out).mean(-1)
         else:
             r = self.real_label
-            real_term = (r * F.softplus(-real_out) + (1.0 - r) * F.softplus(real_out)).mean()
-        return real_term + F.softplus(fake_out).mean()
+            real_term = (r * F.softplus(-real_out) + (1.0 - r) * F.softplus(real_out)).mean(-1)
+        return real_term + F.softplus(fake_out).mean(-1)
 
     def g_loss(self, fake_out: Tensor, real_out: Tensor) -> Tensor:
-        return F.softplus(-fake_out).mean()
+        return F.softplus(-fake_out).mean(-1)

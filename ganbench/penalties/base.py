@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..replicas import SINGLE, Layout
 
 
 @dataclass
@@ -21,14 +22,21 @@ class Penalty:
     gradient_penalty = False
     #: False for penalties that add no loss term (none, weight clipping): the loop skips their call.
     adds_loss = True
+    #: Whether the penalty runs as replicas (train.replicas): per-run reductions and draws through
+    #: ``self.layout``, no state, D only (ganbench/replicas.py).
+    replicable = False
     every: int = 1
+    #: The game's batch layout (one run, or replicas), set when the game is built: where the batch axis
+    #: is, and each run's random stream (not a config key).
+    layout = SINGLE
 
     def __post_init__(self) -> None:
         if self.every < 1:
             raise ConfigError(f"every: must be an integer >= 1 (got {self.every})")
 
     def __call__(self, D: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        """The weighted penalty (scalar); ``fake`` is detached from G."""
+        """The weighted penalty: a scalar (one per replica, shape (N,), when the game runs replicas: reduce
+        over the batch with ``.mean(-1)``); ``fake`` is detached from G."""
         raise NotImplementedError
 
     def bind(self, game: Any) -> None:
@@ -56,23 +64,25 @@ def check_nonnegative(**values: float) -> None:
             raise ConfigError(f"{key}: must be >= 0 (got {value})")
 
 
-def input_grad_norm(D: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool = True) -> Tensor:
-    """‖∇ₓD(x)‖₂ per sample, over all non-batch dimensions, of D's raw output; shape (B,).
+def input_grad_norm(D: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool = True,
+                    layout: Layout = SINGLE) -> Tensor:
+    """‖∇ₓD(x)‖₂ per sample, over all sample dimensions, of D's raw output; shape (B,) (replicas: (N, B)).
 
-    Samples of a batch are independent (D has no batch norm), so ∇ of ΣD(xᵢ) w.r.t. xᵢ is ∇D(xᵢ).
+    Samples of a batch are independent (D has no batch norm), so ∇ of ΣD(xᵢ) w.r.t. xᵢ is ∇D(xᵢ); so are
+    replicas, so the sum over them too gives each sample its own gradient.
     """
     x = x.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=create_graph)
-    return torch.linalg.vector_norm(grad.flatten(1), dim=1)
+    return torch.linalg.vector_norm(layout.flat_samples(grad), dim=-1)
 
 
-def input_grad_sqnorm(D: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+def input_grad_sqnorm(D: Callable[[Tensor], Tensor], x: Tensor, layout: Layout = SINGLE) -> Tensor:
     """‖∇ₓD(x)‖₂² per sample; computed without the square root, whose gradient is undefined at 0."""
     x = x.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
-    return grad.flatten(1).square().sum(dim=1)
+    return layout.flat_samples(grad).square().sum(dim=-1)
 
 
-def per_sample_uniform(x: Tensor) -> Tensor:
-    """One U[0,1) draw per sample, shaped to broadcast over x's non-batch dimensions."""
-    return torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype)
+def per_sample_uniform(x: Tensor, layout: Layout = SINGLE) -> Tensor:
+    """One U[0,1) draw per sample, shaped to broadcast over x's sample dimensions (each run's own stream)."""
+    return layout.per_sample_uniform(x)

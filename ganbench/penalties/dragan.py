@@ -2,7 +2,6 @@
 from dataclasses import dataclass
 from enum import Enum
 
-import torch
 from torch import Tensor, nn
 
 from .base import Penalty, check_nonnegative, input_grad_norm, input_grad_sqnorm, per_sample_uniform
@@ -36,6 +35,7 @@ class DRAGAN(Penalty):
     """
 
     name = "dragan"
+    replicable = True
     gradient_penalty = True
     lambda_: float = 10.0
     k: float = 1.0
@@ -50,18 +50,19 @@ class DRAGAN(Penalty):
 
     def perturb(self, x: Tensor) -> Tensor:
         """x̂ for a real batch x, under the configured noise model."""
+        layout = self.layout
         if self.noise is Noise.gaussian:
-            return x + self.c**0.5 * torch.randn_like(x)
+            return x + self.c**0.5 * layout.randn_like(x)
         # std over the whole batch, population form (numpy's x.std(), as in the authors' code).
-        x_p = x + self.scale * x.std(correction=0) * torch.rand_like(x)
-        return x + per_sample_uniform(x) * (x_p - x)
+        x_p = x + self.scale * layout.std(x) * layout.rand_like(x)
+        return x + per_sample_uniform(x, layout) * (x_p - x)
 
     def __call__(self, D: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
         x_hat = self.perturb(real)
         if self.form is Form.centered:
-            per_sample = (input_grad_norm(D, x_hat) - self.k).square()
+            per_sample = (input_grad_norm(D, x_hat, layout=self.layout) - self.k).square()
         elif self.form is Form.squared:
-            per_sample = input_grad_sqnorm(D, x_hat)
+            per_sample = input_grad_sqnorm(D, x_hat, self.layout)
         else:
-            per_sample = (input_grad_sqnorm(D, x_hat) - self.k).clamp_min(0)
-        return self.lambda_ * per_sample.mean()
+            per_sample = (input_grad_sqnorm(D, x_hat, self.layout) - self.k).clamp_min(0)
+        return self.lambda_ * per_sample.mean(-1)

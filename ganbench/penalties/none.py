@@ -11,6 +11,7 @@ class NoPenalty(Penalty):
     """Ω = 0. The training loop skips the call entirely, so it costs nothing."""
 
     name = "none"
+    replicable = True
     adds_loss = False
 
     def __call__(self, D: nn.Module, real: Tensor, fake: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ class R1(Penalty):
     """γ/2 · E‖∇ₓD(x)‖² on real samples (R1, ``on: real``) or on generated ones (R2, ``on: fake``)."""
 
     name = "r1"
+    replicable = True
     gradient_penalty = True
     gamma: float = 10.0
     on: On = On.real
@@ -27,4 +28,4 @@ class R1(Penalty):
 
     def __call__(self, D: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
         x = real if self.on is On.real else fake.detach()
-        return 0.5 * self.gamma * input_grad_sqnorm(D, x).mean()
+        return 0.5 * self.gamma * input_grad_sqnorm(D, x, self.layout).mean(-1)

@@ -13,6 +13,7 @@ class WeightClip(Penalty):
     """After every critic step clamp every parameter of D to [-clip, clip] (clip = 0.01)."""
 
     name = "weight_clip"
+    replicable = True
     adds_loss = False
     clip: float = 0.01
 

@@ -1,0 +1,342 @@
+"""train.replicas=N: N seeds trained as one batched program, each equal to its separate run.
+
+The equivalence tests compare each replica with the separate run of its seed: bit-identical initial weights,
+the same random streams, parameters equal to float rounding (1e-5 relative) after 100 steps, exact resume,
+per-replica divergence; and the files each replica writes are those its separate run writes.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import (FAST, GANBENCH, POINTS, assert_same_tensors, cli_env, compose, load_ckpt, results, run_train)
+from toy_game import crash_at
+
+from ganbench.errors import ConfigError
+from ganbench.replicas import Layout, Replicated, join_states, replica_dirs, replica_overrides, split_state
+
+
+def max_rel_diff(a, b) -> float:
+    """max |a - b| / max |b| over all float tensors of a network's state dict: the difference relative to the
+    network's parameter scale. (Per tensor it would be ill-posed for a near-zero tensor such as a final
+    bias of 4e-4 whose gradient vanishes analytically: Adam turns its rounding noise into lr-sized steps.)"""
+    diff = scale = 0.0
+    for key in a:
+        x, y = a[key].double(), b[key].double()
+        if x.is_floating_point():
+            diff, scale = max(diff, (x - y).abs().max().item()), max(scale, y.abs().max().item())
+    return diff / max(scale, 1e-12)
+
+
+# ------------------------------------------------------------------ the pieces
+
+def test_layout_draws_each_replica_from_its_own_generator():
+    gens = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    layout = Layout({"cpu": gens})
+    x = torch.zeros(2, 5, 3)
+    u = layout.per_sample_uniform(x)
+    assert u.shape == (2, 5, 1)
+    for s, row in zip((3, 4), u):
+        torch.manual_seed(s)  # the separate run draws the same numbers from its global RNG
+        assert torch.equal(row, torch.rand(5, 1))
+    n = layout.randn_like(x)
+    for g, row in zip((3, 4), n):
+        ref = torch.Generator().manual_seed(g)
+        torch.rand(5, 1, generator=ref)
+        assert torch.equal(row, torch.randn(5, 3, generator=ref))
+    # fork: diagnostics leave every stream where it was
+    before = [g.get_state() for g in gens]
+    with layout.fork(torch.device("cpu")):
+        layout.rand_like(x)
+    assert all(torch.equal(b, g.get_state()) for b, g in zip(before, gens))
+
+
+def test_layout_reduces_per_replica():
+    layout = Layout({"cpu": [torch.Generator(), torch.Generator()]})
+    x = torch.stack([torch.arange(6.0).view(3, 2), 10 * torch.arange(6.0).view(3, 2)])
+    std = layout.std(x)
+    assert std.shape == (2, 1, 1)
+    assert torch.allclose(std.flatten(), torch.stack([x[0].std(correction=0), x[1].std(correction=0)]))
+    assert layout.flat_samples(torch.zeros(2, 3, 4, 5)).shape == (2, 3, 20)
+    assert layout.total(torch.tensor([1.0, 2.0])).item() == 3.0
+    single = Layout()
+    assert single.total(torch.tensor(5.0)).item() == 5.0 and single.cat_dim == 0 and layout.cat_dim == 1
+
+
+def _nets(seeds, batchnorm=False):
+    out = []
+    for s in seeds:
+        torch.manual_seed(s)
+        layers = [nn.Linear(3, 4)] + ([nn.BatchNorm1d(4)] if batchnorm else []) + [nn.ReLU(), nn.Linear(4, 1)]
+        out.append(nn.Sequential(*layers))
+    return out
+
+
+def test_replicated_applies_each_replicas_weights_and_batchnorm_statistics():
+    nets = _nets((0, 1, 2), batchnorm=True)
+    rep = Replicated([n for n in _nets((0, 1, 2), batchnorm=True)], "D")
+    x = torch.randn(3, 8, 3)
+    y = rep(x)
+    for i, net in enumerate(nets):
+        assert torch.allclose(y[i], net(x[i]), atol=1e-6)
+        # per-replica running statistics, updated in the stacked buffer
+        assert torch.allclose(rep.module[1].running_mean[i], net[1].running_mean, atol=1e-7)
+        assert torch.equal(rep.replica(i)[0].weight, net[0].weight)
+    assert rep.state_dict()["0.weight"].shape == (3, 4, 3)
+
+
+def test_replicated_refuses_networks_that_differ():
+    a, b = _nets((0,))[0], nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 1))
+    with pytest.raises(ConfigError, match="train.replicas: the replicas' D networks differ"):
+        Replicated([a, b], "D")
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: torch.optim.Adam(p, lr=1e-2, betas=(0.5, 0.9), weight_decay=1e-3),
+    lambda p: torch.optim.RMSprop(p, lr=1e-2, momentum=0.5),
+    lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-3),
+], ids=["adam", "rmsprop", "sgd"])
+def test_one_optimizer_over_stacked_parameters_is_independent_optimizers(make):
+    """Elementwise optimizers: stacked parameters with stacked gradients step exactly as N separate ones."""
+    torch.manual_seed(0)
+    ps = [nn.Parameter(torch.randn(4, 3)) for _ in range(3)]
+    stacked = nn.Parameter(torch.stack([p.detach().clone() for p in ps]))
+    opts, opt = [make([p]) for p in ps], make([stacked])
+    for _ in range(5):
+        grads = [torch.randn(4, 3) for _ in ps]
+        for p, g, o in zip(ps, grads, opts):
+            p.grad = g.clone()
+            o.step()
+        stacked.grad = torch.stack(grads)
+        opt.step()
+    for i, p in enumerate(ps):
+        assert torch.allclose(stacked[i], p, rtol=1e-6, atol=1e-7)
+
+
+def test_split_and_join_are_inverse():
+    nets = _nets((0, 1), batchnorm=True)
+    rep = Replicated(nets, "D")
+    opt = torch.optim.Adam(rep.parameters(), lr=1e-3)
+    rep(torch.randn(2, 4, 3)).sum().backward()
+    opt.step()
+    state = {"G": rep.state_dict(), "D": rep.state_dict(), "opt_G": opt.state_dict(), "opt_D": opt.state_dict(),
+             "G_avg": None, "d_step": 1}
+    parts = [split_state(state, i) for i in range(2)]
+    assert parts[1]["D"]["0.weight"].shape == (4, 3)
+    assert parts[0]["opt_D"]["state"][0]["exp_avg"].shape == (4, 3)
+    assert_same_tensors(join_states(parts)["D"], state["D"])
+    assert_same_tensors(join_states(parts)["opt_D"]["state"], state["opt_D"]["state"])
+
+
+def test_replica_directories_and_overrides():
+    assert replica_dirs(Path("out/x/seed=3"), 3, 2) == [Path("out/x/seed=3"), Path("out/x/seed=4")]
+    assert replica_dirs(Path("custom"), 0, 2) == [Path("custom/seed=0"), Path("custom/seed=1")]
+    assert replica_overrides(["a=1", "seed=3", "train.replicas=4"], 5, 3) == ["a=1", "seed=5"]
+    assert replica_overrides(["a=1", "train.replicas=4"], 0, 0) == ["a=1"]
+    assert replica_overrides(["a=1", "train.replicas=4"], 1, 0) == ["a=1", "seed=1"]
+
+
+# ------------------------------------------------------------------ equivalence with separate runs
+
+def _prepare(overrides, run_dir):
+    from ganbench.train import prepare
+
+    return prepare(compose(FAST + list(overrides)), run_dir)
+
+
+@pytest.mark.parametrize("images", [False, True], ids=["mlp", "dcgan"])
+def test_initial_weights_are_bit_identical_to_each_separate_run(tmp_path, images, request):
+    base = request.getfixturevalue("image_overrides") if images else POINTS
+    rep = _prepare(base + ["objective=dragan", "seed=7", "train.replicas=3"], tmp_path / "seed=7")
+    assert [m.run_dir.name for m in rep.members] == ["seed=7", "seed=8", "seed=9"]
+    for k, seed in enumerate((7, 8, 9)):
+        single = _prepare(base + ["objective=dragan", f"seed={seed}"], tmp_path / f"single{seed}")
+        assert_same_tensors(rep.game.G.replica(k).state_dict(), single.game.G.state_dict(), "G")
+        assert_same_tensors(rep.game.D.replica(k).state_dict(), single.game.D.state_dict(), "D")
+
+
+CASES = {
+    "dragan": ["objective=dragan"],
+    "wgan_gp": ["objective=wgan_gp"],  # n_dis=5, interpolates real and fake
+    "vanilla_ema": ["objective=vanilla", "train.g_average=ema"],
+    "wgan_clip": ["objective=wgan"],  # RMSprop and weight clipping
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_replicas_follow_their_separate_runs_for_100_steps(tmp_path, case):
+    over = POINTS + CASES[case] + ["train.iterations=100", "train.ckpt_every=100", "train.log_every=25"]
+    run_train(tmp_path / "rep" / "seed=3", over + ["seed=3", "train.replicas=3"])
+    for seed in (3, 4, 5):
+        run_train(tmp_path / "sep" / f"seed={seed}", over + [f"seed={seed}"])
+        a, b = load_ckpt(tmp_path / "rep" / f"seed={seed}"), load_ckpt(tmp_path / "sep" / f"seed={seed}")
+        for side in ("G", "D") + (("G_avg",) if "ema" in case else ()):
+            assert max_rel_diff(a[side], b[side]) < 1e-5, (seed, side)
+        # the same random numbers were drawn: the streams end in the same state
+        assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+        assert a["step"] == b["step"] == 100 and a["config"] == b["config"]
+        assert results(tmp_path / "rep" / f"seed={seed}")["status"] == "completed"
+
+
+def test_dcgan_replicas_follow_their_separate_runs(tmp_path, image_overrides):
+    """Batch norm in G (per-replica statistics), grouped convolutions in D, the DRAGAN penalty."""
+    over = image_overrides + ["objective=dragan", "train.iterations=30", "train.ckpt_every=30", "train.log_every=10"]
+    run_train(tmp_path / "rep" / "seed=0", over + ["train.replicas=2"])
+    for seed in (0, 1):
+        run_train(tmp_path / "sep" / f"seed={seed}", over + [f"seed={seed}"])
+        a, b = load_ckpt(tmp_path / "rep" / f"seed={seed}"), load_ckpt(tmp_path / "sep" / f"seed={seed}")
+        assert max_rel_diff(a["G"], b["G"]) < 1e-5 and max_rel_diff(a["D"], b["D"]) < 1e-5, seed
+        assert torch.equal(a["G"]["net.1.num_batches_tracked"], b["G"]["net.1.num_batches_tracked"])
+
+
+def test_replicas_1_is_the_single_run(tmp_path):
+    over = POINTS + ["objective=dragan", "train.iterations=20", "train.ckpt_every=20"]
+    run_train(tmp_path / "a", over)
+    run_train(tmp_path / "b", over + ["train.replicas=1"])
+    a, b = load_ckpt(tmp_path / "a"), load_ckpt(tmp_path / "b")
+    for key in ("G", "D", "opt_G", "opt_D", "rng"):
+        assert_same_tensors(a[key], b[key], key)
+
+
+def test_replicas_resume_exactly_after_a_crash(tmp_path, monkeypatch):
+    over = POINTS + ["objective=wgan_gp", "train.iterations=12", "train.ckpt_every=4", "train.replicas=2"]
+    run_train(tmp_path / "straight" / "seed=0", over)
+    with monkeypatch.context() as m:
+        crash_at(m, 6)
+        with pytest.raises(RuntimeError, match="killed"):
+            run_train(tmp_path / "split" / "seed=0", over)
+    assert load_ckpt(tmp_path / "split" / "seed=1")["step"] == 4
+    run_train(tmp_path / "split" / "seed=0", over)
+    for seed in (0, 1):
+        a, b = load_ckpt(tmp_path / "straight" / f"seed={seed}"), load_ckpt(tmp_path / "split" / f"seed={seed}")
+        for key in ("G", "D", "opt_G", "opt_D", "rng", "step", "d_step"):
+            assert_same_tensors(a[key], b[key], key)
+    # a replica's checkpoint is a run's: the separate run continues it
+    over1 = [o for o in over if not o.startswith("train.replicas")] + ["seed=1", "train.iterations=14"]
+    record = run_train(tmp_path / "split" / "seed=1", over1)
+    assert record["status"] == "completed" and record["step"] == 14
+
+
+def test_one_diverging_replica_ends_alone(tmp_path):
+    from ganbench.train import prepare, run
+
+    over = FAST + POINTS + ["objective=vanilla", "train.iterations=30", "train.log_every=5", "train.ckpt_every=10",
+                            "train.replicas=3"]
+    start = prepare(compose(over), tmp_path / "seed=0")
+    with torch.no_grad():  # replica 1's D is broken from the start: its losses are NaN at once
+        start.game.D.module.net[0].weight[1].fill_(float("nan"))
+    out = run(start, tmp_path / "seed=0", over)
+    statuses = {Path(r["run_dir"]).name: r["status"] for r in out["replicas"]}
+    assert statuses == {"seed=0": "completed", "seed=1": "diverged", "seed=2": "completed"}
+    assert out["status"] == "diverged"
+    diverged = results(tmp_path / "seed=1")
+    assert diverged["status"] == "diverged" and diverged["diverged_step"] == 1 and diverged["step"] == 5
+    for seed in (0, 2):
+        assert results(tmp_path / f"seed={seed}")["step"] == 30
+        assert torch.isfinite(load_ckpt(tmp_path / f"seed={seed}")["D"]["net.0.weight"]).all()
+
+
+def test_methods_that_cannot_run_as_replicas_are_refused_in_one_line(tmp_path):
+    from ganbench.train import prepare
+
+    for extra, key in ((["objective=mixgan"], "objective.loss=mixture"), (["penalty=consensus", "dynamics=simultaneous"],
+                                                                          "penalty=consensus"),
+                       (["dynamics=unrolled"], "dynamics=unrolled")):
+        with pytest.raises(ConfigError, match=f"train.replicas: {key} does not run as replicas"):
+            prepare(compose(FAST + POINTS + extra + ["train.replicas=2"]), tmp_path / "seed=0")
+    with pytest.raises(Exception, match="resume: train.replicas"):
+        prepare(compose(FAST + POINTS + ["train.replicas=2", f"resume={tmp_path}/x.pt"]), tmp_path / "seed=0")
+
+
+# ------------------------------------------------------------------ the command line
+
+ARGS = POINTS + ["objective=dragan", "train.iterations=40", "train.log_every=10", "train.ckpt_every=20",
+                 "train.sample_every=40", "eval.every=20", "train.progress=false", "threads=1", "device=cpu"]
+
+
+def _cli(args, cwd):
+    return subprocess.run([str(GANBENCH), *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=300)
+
+
+def test_cli_replicas_write_the_directories_of_their_separate_runs(tmp_path):
+    done = _cli(ARGS + ["seed=3", "train.replicas=2"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    runs = sorted(p.parent.name for p in tmp_path.glob("outputs/runs/*/seed=*/results.json"))
+    assert runs == ["seed=3", "seed=4"], runs  # train.replicas names no directory
+    rep4 = next(tmp_path.glob("outputs/runs/*/seed=4"))
+    files = {p.relative_to(rep4).as_posix() for p in rep4.rglob("*") if p.is_file() and "tfevents" not in p.name}
+    assert files >= {".hydra/config.yaml", ".hydra/overrides.yaml", "checkpoints/last.pt", "metrics.jsonl",
+                     "results.json", "train.log"}
+    assert list(rep4.glob("events.out.tfevents.*"))
+    log4 = (rep4 / "train.log").read_text()
+    assert "seed=4: step 40/40" in log4 and "seed=3: step" not in log4
+    assert "seed=4" in (rep4 / ".hydra/overrides.yaml").read_text()
+    assert "replicas: 1" in (rep4 / ".hydra/config.yaml").read_text()
+    record = results(rep4)
+    assert record["status"] == "completed" and record["config"]["seed"] == 4
+    # The separate run of seed 4 finds its run completed: nothing to do, nothing changed.
+    before = (rep4 / "results.json").read_bytes()
+    again = _cli(ARGS + ["seed=4"], tmp_path)
+    assert again.returncode == 0 and "nothing to do" in again.stderr + again.stdout
+    assert (rep4 / "results.json").read_bytes() == before
+
+
+def test_cli_sweep_counts_each_replica(tmp_path):
+    done = _cli(["-m"] + ARGS + ["objective=vanilla,dragan", "train.replicas=2", "hydra.sweep.dir=sweep"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "sweep of 4 runs" in done.stdout and "4 completed" in done.stdout
+    assert len(list((tmp_path / "sweep").glob("*/seed=*/results.json"))) == 4
+
+
+def test_cli_refusal_is_one_line_and_writes_nothing(tmp_path):
+    done = _cli(ARGS + ["objective=mixgan", "train.replicas=2", 'hydra.run.dir="out/seed=0"'], tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0 and "train.replicas: objective.loss=mixture" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()  # refused before any directory was made
+
+
+@pytest.mark.slow
+def test_replicas_resume_after_sigkill(tmp_path):
+    args = ARGS[:-5] + ["train.iterations=400", "train.ckpt_every=20", "train.progress=false", "threads=1",
+                        "device=cpu", "eval.every=0", "metrics.names=[]", "train.replicas=3"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    full = subprocess.run([str(GANBENCH), *args, f'hydra.run.dir="{straight}/seed=0"'], cwd=tmp_path, env=cli_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr
+    proc = subprocess.Popen([str(GANBENCH), *args, f'hydra.run.dir="{killed}/seed=0"'], cwd=tmp_path, env=cli_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = killed / "seed=2" / "checkpoints" / "last.pt"
+    deadline, step = time.time() + 300, 0
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists():
+            try:
+                step = torch.load(ckpt, map_location="cpu", weights_only=True)["step"]
+            except Exception:  # noqa: BLE001 - read while being replaced: try again
+                step = 0
+            if step >= 60:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed (make it longer)"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert results(killed / "seed=1")["status"] == "running"
+    rerun = subprocess.run([str(GANBENCH), *args, f'hydra.run.dir="{killed}/seed=0"'], cwd=tmp_path, env=cli_env(),
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    for seed in (0, 1, 2):
+        a, b = load_ckpt(straight / f"seed={seed}"), load_ckpt(killed / f"seed={seed}")
+        for key in ("G", "D", "opt_G", "opt_D", "rng", "step"):
+            assert_same_tensors(a[key], b[key], key)
+        assert results(killed / f"seed={seed}")["status"] == "completed"
+        assert "resumed 3 replicas" in (killed / f"seed={seed}" / "train.log").read_text()
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
