@@ -42,6 +42,9 @@ def _mlp(n_in: int, n_out: int, cfg: MLPConfig) -> nn.Sequential:
 
 
 class Generator(nn.Module):
+    #: forward takes any leading batch axes (replicas stack runs on a leading axis: ganbench/replicas.py)
+    batched_forward = True
+
     def __init__(self, cfg: MLPConfig, shape: Tuple[int, ...]):
         super().__init__()
         self.z_dim = cfg.z_dim
@@ -53,15 +56,18 @@ class Generator(nn.Module):
             self.apply(dcgan_init)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.out(self.net(z)).view(z.shape[0], *self.shape)
+        return self.out(self.net(z)).view(*z.shape[:-1], *self.shape)
 
 
 class Discriminator(FeatureTrunk):
     """Hidden layers ``hidden1`` .. ``hidden{depth}`` (``features``), then a linear output; with minibatch
     discrimination the last hidden layer's B similarities o(x) join its features before the output."""
 
+    batched_forward = True
+
     def __init__(self, cfg: MLPConfig, shape: Tuple[int, ...]):
         super().__init__()
+        self.sample_dims = len(shape)
         kernels = cfg.minibatch_discrimination
         if kernels:
             hidden = list(_mlp(math.prod(shape), 1, cfg))[:-1]  # the output layer is replaced below
@@ -74,7 +80,7 @@ class Discriminator(FeatureTrunk):
         self.name_features("hidden")
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.flatten(1)).flatten()
+        return self.net(x.flatten(-self.sample_dims)).squeeze(-1)
 
     def features(self, x: Tensor):
-        return super().features(x.flatten(1))
+        return super().features(x.flatten(-self.sample_dims))

@@ -77,4 +77,5 @@ class Alternating(Game):
             p.G_avg.update_parameters(G)
         self.g_step += 1
         with torch.no_grad():
-            return torch.stack([d_loss, g_loss, pen, real_out.mean(-1), fake_out.mean(-1)]).detach()
+            mean = self.layout.run_mean
+            return torch.stack([d_loss, g_loss, pen, mean(real_out), mean(fake_out)]).detach()
