@@ -10,6 +10,7 @@ from .dynamics import METHODS, UNROLL_GRADS
 MODES = ("heatmap", "trajectory")
 DTYPES = ("float32", "float64")
 COMPILE = ("auto", "true", "false")
+BACKENDS = ("auto", "native", "torch")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class GMMConfig:
     dtype: str = "float64"
     device: Optional[str] = None
     compile: str = "auto"
+    backend: str = "auto"
     chunk: int = 8192
     plot_steps: List[int] = field(default_factory=lambda: [0, 100, 1000, 3000])
     d_only_steps: int = 1000
@@ -102,6 +104,7 @@ def validate(node: Optional[DictConfig]) -> GMMConfig:
     _one_of("dtype", spec.dtype, DTYPES)
     _one_of("compile", str(spec.compile).lower(), COMPILE)
     spec.compile = str(spec.compile).lower()
+    _one_of("backend", spec.backend, BACKENDS)
     _check(spec.chunk >= 1, "chunk", "must be >= 1", spec.chunk)
     for s in spec.plot_steps:
         _check(s >= 0, "plot_steps", "steps must be >= 0", list(spec.plot_steps))

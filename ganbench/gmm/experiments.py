@@ -69,6 +69,7 @@ def heatmap_experiment(spec: GMMConfig, seed: int, device: torch.device, dtype: 
         "dtype": spec.dtype, "device": str(device),
         "seconds": {m: round(r.seconds, 3) for m, r in results.items()},
         "compiled": {m: r.compiled for m, r in results.items()},
+        "backend": {m: r.backend for m, r in results.items()},
     }
     return values, higher, reasons, protocol
 

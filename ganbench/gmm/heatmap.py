@@ -14,8 +14,10 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
+from . import native
 from .config import GMMConfig
 from .dynamics import State
+from ..errors import ConfigError
 from .model import total_variation
 from .simulate import can_compile, simulate
 
@@ -48,6 +50,7 @@ class MethodResult:
     tv: Tensor                    # (G², inits) final d_TV
     seconds: float
     compiled: bool
+    backend: str = "torch"        # "native" (the C loop of native.py) or "torch" (tensor programs)
 
 
 def classify(final: State, direction: Tensor, target: Tensor, spec: GMMConfig, method: str) -> Dict[str, Tensor]:
@@ -72,6 +75,21 @@ def classify(final: State, direction: Tensor, target: Tensor, spec: GMMConfig, m
             "vanishing_grad": vanishing, "tv": tv}
 
 
+def choose_backend(requested: str, method: str, device: torch.device, dtype: torch.dtype, unroll_grad: str,
+                   target: Tensor) -> str:
+    """``gmm.backend`` for one method: "native" where the C loop covers it (CPU; first_order, alternating,
+    analytic unrolled) and builds, else "torch". ``native`` fails instead of falling back when it cannot build;
+    ``optimal`` (and CUDA, autograd unrolled gradients) always runs as tensors."""
+    if requested == "torch" or not native.supported(method, device, dtype, unroll_grad, target):
+        return "torch"
+    if native.library() is not None:
+        return "native"
+    if requested == "native":
+        raise ConfigError(f"gmm.backend: native requested but {native.unavailable_reason()}; "
+                          "allowed: auto (falls back to torch), torch")
+    return "torch"
+
+
 def run_method(method: str, spec: GMMConfig, starts: Tensor, discriminators: Tensor, device: torch.device,
                dtype: torch.dtype, compile_mode: str) -> MethodResult:
     """All grid points × initialisations of one method, as one batch.
@@ -90,11 +108,16 @@ def run_method(method: str, spec: GMMConfig, starts: Tensor, discriminators: Ten
                   torch.ones(2, mu.shape[1], dtype=torch.bool, device=device))
     target = torch.tensor(spec.target_mu, dtype=dtype, device=device)
     runs = mu.shape[1]
-    compiled = compile_mode == "true" or (
-        compile_mode == "auto" and runs * spec.iterations >= 2_000_000 and can_compile(device, method, spec.unroll_grad))
+    backend = choose_backend(spec.backend, method, device, dtype, spec.unroll_grad, target)
+    compiled = backend == "torch" and (compile_mode == "true" or (
+        compile_mode == "auto" and runs * spec.iterations >= 2_000_000 and can_compile(device, method, spec.unroll_grad)))
     t0 = time.perf_counter()
-    final, direction = simulate(method, state, target, spec.lr, spec.iterations, spec.unroll, spec.unroll_grad,
-                                compiled=compiled, chunk=spec.chunk)
+    if backend == "native":
+        final, direction = native.simulate(method, state, target, spec.lr, spec.iterations, spec.unroll,
+                                           threads=torch.get_num_threads())
+    else:
+        final, direction = simulate(method, state, target, spec.lr, spec.iterations, spec.unroll, spec.unroll_grad,
+                                    compiled=compiled, chunk=spec.chunk)
     outcomes = classify(final, direction, target, spec, method)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -104,8 +127,8 @@ def run_method(method: str, spec: GMMConfig, starts: Tensor, discriminators: Ten
     tv = reshape(outcomes.pop("tv"))
     outcomes = {k: None if v is None else reshape(v) for k, v in outcomes.items()}
     log.info("%s: %d runs x %d iterations in %.1fs%s", method, runs, spec.iterations, seconds,
-             " (compiled)" if compiled else "")
-    return MethodResult(outcomes, tv, seconds, compiled)
+             " (compiled)" if compiled else " (native C loop)" if backend == "native" else "")
+    return MethodResult(outcomes, tv, seconds, compiled, backend)
 
 
 def off_diagonal(axis: Tensor) -> Tensor:
