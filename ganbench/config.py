@@ -96,6 +96,9 @@ class TrainConfig:
     # Train seeds seed .. seed+replicas-1 together in one process, each writing its own run directory
     # (ganbench/replicas.py); 1 = one run.
     replicas: int = 1
+    # torch.compile the D and G steps, gradient penalties included (ganbench/compiled.py); off by default:
+    # compiling costs tens of seconds, which pays only for long runs.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         at_least_one(replicas=self.replicas)
@@ -291,6 +294,9 @@ def validate(cfg: DictConfig) -> Spec:
     check_arch_fits_data(arch_config(cfg.arch), cfg.dataset)
     spec = Spec(train=train, loss=loss, n_dis=common.n_dis, penalty=penalty, optimizer=opt_name,
                 opt_g=opt_g, opt_d=opt_d)
+    if train.replicas > 1 and train.compile:
+        raise ConfigError("train.compile: not available with train.replicas > 1 (the replicated step is not "
+                          "compiled yet); use one of the two")
     if train.replicas > 1:
         from .dynamics import build_dynamics
         from .replicas import check_replicable

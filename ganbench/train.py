@@ -242,6 +242,8 @@ def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
     # The objective builds its players from the arch (once for most; K pairs for a mixture, ...).
     G, D = spec.loss.build_players(lambda: build_arch(cfg.arch, data.shape, spec.penalty.gradient_penalty))
     game = bind_game(spec, dynamics, G.to(device), D.to(device), data)
+    if spec.train.compile:
+        game.compile_steps()
     start = Start(cfg, spec, config, device, data, game, members=[Member(run_dir, cfg, config)])
     log_sizes(G, D)
 

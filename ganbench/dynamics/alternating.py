@@ -33,26 +33,48 @@ class Alternating(Game):
         dim = self.layout.cat_dim
         return self.D(torch.cat([real, fake], dim)).split(self.batch_size, dim)
 
+    def d_objective(self, real: Tensor, fake: Tensor, penalised: bool):
+        """One discriminator step's terms: (L_D, the weighted penalty, D(x), D(x̃)). With train.compile this
+        function (and its backward) is compiled, the penalty's input gradient included."""
+        real_out, fake_out = self.d_forward(real, fake)
+        d_loss = self.loss.d_loss(real_out, fake_out)
+        pen = self.zero
+        if penalised:
+            pen = self.penalty(self.D, real, fake)
+            if self.penalty.every > 1:
+                pen = pen * self.penalty.every
+        return d_loss, pen, real_out, fake_out
+
     def d_steps(self):
         """The ``n_dis`` discriminator steps; returns the last one's (L_D, penalty, D(x), D(x̃))."""
         G, D, p = self.G, self.D, self.players
-        loss, penalty = self.loss, self.penalty
+        penalty = self.penalty
         for _ in range(self.n_dis):
             real = self.noisy(self.real_batch())
             with torch.no_grad():
                 fake = self.noisy(G(self.latent()))
             self.real, self.fake = real, fake
-            real_out, fake_out = self.d_forward(real, fake)
-            d_loss = loss.d_loss(real_out, fake_out)
-            pen = self.zero
-            if penalty.adds_loss and self.d_step % penalty.every == 0:
-                pen = penalty(D, real, fake) * penalty.every
+            penalised = penalty.adds_loss and self.d_step % penalty.every == 0
+            d_loss, pen, real_out, fake_out = self.d_objective(real, fake, penalised)
             p.opt_D.zero_grad(set_to_none=True)
-            self.layout.total(d_loss + pen).backward()
+            self.layout.total(d_loss + pen if penalised else d_loss).backward()
             p.opt_D.step()
             penalty.after_d_step(D)
             self.d_step += 1
         return d_loss, pen, real_out, fake_out
+
+    def g_objective(self, z: Tensor, real_out: Tensor) -> Tensor:
+        """The generator step's loss L_G(D(G(z))) plus the objective's and penalty's generator terms
+        (compiled with train.compile)."""
+        self.fake_g = self.G(z)
+        fake_out_g, real_for_g = self.g_outputs(real_out)
+        return self.loss.g_loss(fake_out_g, real_for_g) + self.loss.g_extra(self) + self.penalty.g_extra(self)
+
+    def compile_steps(self) -> None:
+        from ..compiled import compiled
+
+        self.d_objective = compiled(self.d_objective, "D step")
+        self.g_objective = compiled(self.g_objective, "G step")
 
     def g_outputs(self, real_out: Tensor):
         """D's verdict for the generator step: (D(G(z')), the D(x) that G's loss may use)."""
@@ -64,9 +86,7 @@ class Alternating(Game):
 
         # The generator's step; D's parameters need no gradient here.
         D.requires_grad_(False)
-        self.fake_g = G(self.latent())
-        fake_out_g, real_for_g = self.g_outputs(real_out)
-        g_loss = self.loss.g_loss(fake_out_g, real_for_g) + self.loss.g_extra(self) + self.penalty.g_extra(self)
+        g_loss = self.g_objective(self.latent(), real_out)
         p.opt_G.zero_grad(set_to_none=True)
         self.zero_extra_grads()
         self.layout.total(g_loss).backward()

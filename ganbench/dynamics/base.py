@@ -132,6 +132,11 @@ class Game:
     def step(self) -> Tensor:
         raise NotImplementedError
 
+    def compile_steps(self) -> None:
+        """``train.compile``: compile the step's D and G objectives (ganbench/compiled.py)."""
+        raise ConfigError(f"train.compile: dynamics={self.name} has no compiled step (dynamics=alternating has); "
+                          "use train.compile=false")
+
     def latent(self) -> Tensor:
         shape, device = (self.batch_size, self.G.z_dim), self.device
         return self.layout.draw(lambda g: torch.randn(shape, device=device, generator=g), device)

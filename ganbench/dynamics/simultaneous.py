@@ -8,6 +8,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .alternating import Alternating
+from .base import Game
 
 
 @dataclass
@@ -22,6 +23,9 @@ class Simultaneous(Alternating):
     """
 
     name = "simultaneous"
+
+    def compile_steps(self) -> None:  # both gradients come from one autograd.grad call, not the objectives
+        Game.compile_steps(self)
 
     def setup(self) -> None:
         super().setup()

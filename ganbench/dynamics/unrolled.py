@@ -11,6 +11,7 @@ from torch.func import functional_call
 
 from ..errors import ConfigError
 from .alternating import Alternating
+from .base import Game
 
 INNER = ("sgd", "adam")
 
@@ -71,6 +72,9 @@ class Unrolled(Alternating):
 
     name = "unrolled"
     replicable = False  # keeps a functional copy of D per step (not stacked)
+
+    def compile_steps(self) -> None:  # its generator step differentiates through K optimizer steps of D
+        Game.compile_steps(self)
     #: K, the unroll steps (Metz et al. use 5 in most experiments).
     k: int = 5
     #: The unrolled copy's optimizer: adam (Metz et al.) continues opt_D's moments; sgd takes θ − ηg.

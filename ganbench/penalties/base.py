@@ -64,6 +64,21 @@ def check_nonnegative(**values: float) -> None:
             raise ConfigError(f"{key}: must be >= 0 (got {value})")
 
 
+def input_grad(D: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool = True) -> Tensor:
+    """∇ₓ ΣD(x) at x (detached from x's history), differentiable w.r.t. D's parameters when ``create_graph``.
+
+    Eagerly this is ``torch.autograd.grad``; under ``torch.compile`` (train.compile, ganbench/compiled.py),
+    which cannot trace a double backward, it is the same vector-Jacobian product by ``torch.func.vjp``.
+    """
+    x = x.detach().requires_grad_(True)
+    if torch.compiler.is_compiling():
+        out, vjp = torch.func.vjp(D, x)
+        (grad,) = vjp(torch.ones_like(out))
+        return grad
+    (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=create_graph)
+    return grad
+
+
 def input_grad_norm(D: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool = True,
                     layout: Layout = SINGLE) -> Tensor:
     """‖∇ₓD(x)‖₂ per sample, over all sample dimensions, of D's raw output; shape (B,) (replicas: (N, B)).
@@ -71,16 +86,12 @@ def input_grad_norm(D: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool
     Samples of a batch are independent (D has no batch norm), so ∇ of ΣD(xᵢ) w.r.t. xᵢ is ∇D(xᵢ); so are
     replicas, so the sum over them too gives each sample its own gradient.
     """
-    x = x.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=create_graph)
-    return torch.linalg.vector_norm(layout.flat_samples(grad), dim=-1)
+    return torch.linalg.vector_norm(layout.flat_samples(input_grad(D, x, create_graph)), dim=-1)
 
 
 def input_grad_sqnorm(D: Callable[[Tensor], Tensor], x: Tensor, layout: Layout = SINGLE) -> Tensor:
     """‖∇ₓD(x)‖₂² per sample; computed without the square root, whose gradient is undefined at 0."""
-    x = x.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
-    return layout.flat_samples(grad).square().sum(dim=-1)
+    return layout.flat_samples(input_grad(D, x)).square().sum(dim=-1)
 
 
 def per_sample_uniform(x: Tensor, layout: Layout = SINGLE) -> Tensor:
