@@ -4,9 +4,12 @@
   python scripts/bench_gmm.py unroll-grad [--runs N]    # d/dμ L(μ, D_K(μ)): analytic vs torch.func.jvp vs autograd
   python scripts/bench_gmm.py dtype [--runs N]          # float64 vs float32: step time and outcome agreement
   python scripts/bench_gmm.py compile [--runs N]        # eager vs torch.compile per step, per method
+  python scripts/bench_gmm.py native [--runs N]         # the C loop (gmm.backend=native) vs eager tensors, per method
 
-Time the whole default experiment as a process with any external timer, e.g.
-  /usr/bin/time -v ganbench experiment=gmm_heatmap hydra.run.dir=/tmp/gmm_bench
+Time the whole default experiment as a process with any external timer; from empty caches (a new machine:
+no inductor kernels, no built C loop):
+  TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) GANBENCH_CACHE_DIR=$(mktemp -d) \
+      /usr/bin/time -v ganbench experiment=gmm_heatmap hydra.run.dir=/tmp/gmm_bench
 Threads: torch's default (all cores) unless --threads is given; subnormals are flushed as in the lab.
 """
 import argparse
@@ -23,6 +26,7 @@ from ganbench.gmm.dynamics import UNROLLED_GRADIENTS, State  # noqa: E402
 from ganbench.gmm.heatmap import classify, grid_starts, random_discriminators  # noqa: E402
 from ganbench.gmm.config import GMMConfig  # noqa: E402
 from ganbench.gmm.simulate import simulate  # noqa: E402
+from ganbench.gmm import native  # noqa: E402
 
 TARGET = (-0.5, 0.5)
 
@@ -108,9 +112,31 @@ def bench_compile(runs: int, repeats: int) -> None:
             print(f"{method:12s} {state.mu.shape[1]:6d} runs compiled={compiled!s:5s}: {seconds / 10 * 1e3:8.2f} ms/step")
 
 
+def bench_native(runs: int, iterations: int) -> None:
+    """Build time of the C loop, then per method: eager tensors (10 steps) vs the C loop (all ``iterations``)."""
+    t0 = time.perf_counter()
+    if native.library() is None:
+        print(f"C loop unavailable: {native.unavailable_reason()}")
+        return
+    print(f"C loop ready in {time.perf_counter() - t0:.2f}s (built, or loaded from {native.cache_dir()})")
+    spec = GMMConfig()
+    for dtype in (torch.float32, torch.float64):
+        state = batch(runs, dtype)
+        target = torch.tensor(TARGET, dtype=dtype)
+        for method in ("first_order", "unrolled"):
+            eager = timed(lambda: simulate(method, state, target, 0.3, 10, chunk=8192), 1) / 10
+            t0 = time.perf_counter()
+            final, direction = native.simulate(method, state, target, 0.3, iterations,
+                                               threads=torch.get_num_threads())
+            seconds = time.perf_counter() - t0
+            success = float(classify(final, direction, target, spec, method)["success"].double().mean())
+            print(f"{str(dtype):14s} {method:12s} {runs} runs: eager {eager * 1e3:8.2f} ms/step; C loop "
+                  f"{iterations} steps in {seconds:6.2f}s ({seconds / iterations * 1e3:.2f} ms/step), success {success:.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["heatmap", "unroll-grad", "dtype", "compile"])
+    parser.add_argument("what", choices=["heatmap", "unroll-grad", "dtype", "compile", "native"])
     parser.add_argument("overrides", nargs="*", help="heatmap: Hydra overrides, e.g. gmm.grid=11")
     parser.add_argument("--runs", type=int, default=52920)
     parser.add_argument("--unroll", type=int, default=5)
@@ -128,6 +154,8 @@ def main() -> None:
         bench_unroll_grad(args.runs, args.unroll, args.repeats)
     elif args.what == "dtype":
         bench_dtype(args.runs, args.iterations, not args.eager)
+    elif args.what == "native":
+        bench_native(args.runs, args.iterations)
     else:
         bench_compile(args.runs, args.repeats)
 

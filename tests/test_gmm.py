@@ -17,7 +17,8 @@ from ganbench.errors import ConfigError
 from ganbench.gmm import config as gmm_config
 from ganbench.gmm.dynamics import (State, discriminator_step, keep_ordered, step, unrolled_gradient_analytic,
                                    unrolled_gradient_forward, unrolled_gradient_reverse)
-from ganbench.gmm.heatmap import classify, grid_starts, off_diagonal, random_discriminators, run_method
+from ganbench.gmm import native
+from ganbench.gmm.heatmap import choose_backend, classify, grid_starts, off_diagonal, random_discriminators, run_method
 from ganbench.gmm.model import (grad_ends, grad_mu, loss, optimal_discriminator, pdf_difference,
                                 pdf_difference_slope, pdf_difference_zeros, total_variation)
 from ganbench.gmm.simulate import simulate
@@ -394,6 +395,7 @@ def test_presets_document_every_key():
     ({"unroll": 0}, "gmm.unroll: must be >= 1"),
     ({"grid": "many"}, "gmm.grid"),
     ({"nonsense": 1}, "gmm.nonsense"),
+    ({"backend": "c"}, "gmm.backend: unknown option; allowed: auto, native, torch (got 'c')"),
 ])
 def test_bad_values_raise_config_error(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -415,6 +417,8 @@ def test_cli_heatmap_tiny_grid(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "completed" and results["step"] == 50 and results["iterations"] == 50
+    assert results["protocol"]["backend"]["optimal"] == "torch"
+    assert results["protocol"]["backend"]["unrolled"] == ("native" if native.library() is not None else "torch")
     for method in ("first_order", "unrolled", "optimal"):
         for name in ("success", "mode_collapse", "disc_collapse", "vanishing_grad", "final_tv"):
             metric = results["metrics"][f"{method}_{name}"]
@@ -475,3 +479,66 @@ def test_float32_dynamics_agree_with_float64():
     f32, _ = simulate("first_order", State(mu.float(), ends.float(), state.alive), PAPER_TARGET.float(), 0.3, 200)
     close = (f64.mu - f32.mu.double()).abs().amax(0) < 1e-3
     assert float(close.double().mean()) > 0.97
+
+
+# ------------------------------------------------------------------ the C loop (native.py)
+needs_native = pytest.mark.skipif(native.library() is None, reason=f"C kernel unavailable: {native.unavailable_reason()}")
+
+
+@needs_native
+@pytest.mark.parametrize("method, unroll", [("first_order", 5), ("alternating", 5), ("unrolled", 5), ("unrolled", 2)])
+def test_native_loop_equals_tensor_dynamics(method, unroll):
+    # Spread 2: starts where intervals cross, collapse (alive changes mid-run) and slide, over 120 steps.
+    mu, ends = random_batch(600, seed=3, spread=2.0)
+    state = State(mu, ends, torch.ones(2, mu.shape[1], dtype=torch.bool))
+    ref, ref_dir = simulate(method, state, PAPER_TARGET, 0.3, 120, unroll)
+    out, out_dir = native.simulate(method, state, PAPER_TARGET, 0.3, 120, unroll)
+    assert 0 < int((~ref.alive).sum()) < ref.alive.numel()         # the collapse rules were exercised
+    assert torch.equal(out.alive, ref.alive)
+    assert torch.allclose(out.mu, ref.mu, rtol=0, atol=1e-10)
+    assert torch.allclose(out.ends, ref.ends, rtol=0, atol=1e-10)
+    assert torch.allclose(out_dir, ref_dir, rtol=0, atol=1e-9)
+    f32, _ = native.simulate(method, State(mu.float(), ends.float(), state.alive), PAPER_TARGET.float(), 0.3, 120,
+                             unroll)
+    assert f32.mu.dtype == torch.float32 and float((f32.mu.double() - ref.mu).abs().median()) < 1e-5
+
+
+@needs_native
+def test_native_fixed_point_removal_and_threads_change_nothing():
+    # Runs whose intervals are both collapsed get no gradient and never move: they leave the loop early with
+    # direction exactly 0, and the others are bit-for-bit those of a loop that never removes anything.
+    mu, ends = random_batch(2500, seed=5, spread=2.0)   # > 2 blocks of 1024: block edges and a short last block
+    alive = torch.ones(2, mu.shape[1], dtype=torch.bool)
+    alive[:, ::7] = False
+    ends[1, ::7] = ends[0, ::7]                          # dead intervals are points
+    ends[3, ::7] = ends[2, ::7]
+    state = State(mu, ends, alive)
+    keep, keep_dir = native.simulate("first_order", state, PAPER_TARGET, 0.3, 200, compact=0)
+    drop, drop_dir = native.simulate("first_order", state, PAPER_TARGET, 0.3, 200, compact=1)
+    both, both_dir = native.simulate("first_order", state, PAPER_TARGET, 0.3, 200, threads=2, compact=3)
+    for a, b in ((keep, drop), (keep, both)):
+        assert torch.equal(a.mu, b.mu) and torch.equal(a.ends, b.ends) and torch.equal(a.alive, b.alive)
+    assert torch.equal(keep_dir, drop_dir) and torch.equal(keep_dir, both_dir)
+    assert torch.equal(drop.mu[:, ::7], mu[:, ::7]) and torch.equal(drop.ends[:, ::7], ends[:, ::7])
+    assert bool((drop_dir[:, ::7] == 0).all()) and float(drop_dir.abs().amax()) > 0
+    assert torch.equal(state.mu, mu)                     # the input state is not modified in place
+
+
+def test_backend_choice():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    f32 = torch.tensor([-0.5, 0.5])
+    assert choose_backend("auto", "optimal", cpu, torch.float32, "analytic", f32) == "torch"
+    assert choose_backend("native", "unrolled", cpu, torch.float32, "reverse", f32) == "torch"
+    assert choose_backend("auto", "first_order", cuda, torch.float32, "analytic", f32) == "torch"
+    assert choose_backend("torch", "first_order", cpu, torch.float32, "analytic", f32) == "torch"
+    expected = "native" if native.library() is not None else "torch"
+    assert choose_backend("auto", "unrolled", cpu, torch.float32, "analytic", f32) == expected
+
+
+def test_backend_native_fails_with_one_line_when_it_cannot_build(monkeypatch):
+    monkeypatch.setattr(native, "library", lambda: None)
+    monkeypatch.setattr(native, "_failed", "no C compiler (cc, gcc or clang) on PATH")
+    f32 = torch.tensor([-0.5, 0.5])
+    assert choose_backend("auto", "first_order", torch.device("cpu"), torch.float32, "analytic", f32) == "torch"
+    with pytest.raises(ConfigError, match=r"^gmm\.backend: native requested but no C compiler .* allowed: auto"):
+        choose_backend("native", "first_order", torch.device("cpu"), torch.float32, "analytic", f32)

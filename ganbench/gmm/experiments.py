@@ -26,8 +26,7 @@ def heatmap_experiment(spec: GMMConfig, seed: int, device: torch.device, dtype: 
     starts = heatmap.grid_starts(axis)
     generator = torch.Generator().manual_seed(seed)  # CPU draws: the same initialisations on any device
     discriminators = heatmap.random_discriminators(spec.inits, *spec.init_range, generator)
-    results = {m: heatmap.run_method(m, spec, starts, discriminators, device, dtype, spec.compile)
-               for m in spec.methods}
+    results = heatmap.run_methods(spec, starts, discriminators, device, dtype)
 
     mask = heatmap.off_diagonal(axis)
     if not bool(mask.any()):  # a 1-point grid has only its diagonal

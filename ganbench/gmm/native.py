@@ -38,8 +38,7 @@ from .dynamics import State
 log = logging.getLogger("ganbench.gmm")
 
 METHOD_CODES = {"first_order": 0, "alternating": 1, "unrolled": 2}
-MAX_UNROLL = 64      # the C loop keeps K in a fixed-size loop bound check only; larger K is valid but unusual
-BLOCK = 1024         # runs per block: 1024 runs x 8 state values x 8 bytes = 64 KiB, cache-resident
+BLOCK = 1024         # runs per block (a multiple of 64, see `lanes`): 1024 x 8 state values x 8 B = 64 KiB, in cache
 COMPACT_EVERY = 32   # steps between removals of runs at an exact fixed point
 
 # One body, instantiated for float and double. Every step is branch-free over the runs of a block (selects,
@@ -118,7 +117,7 @@ void RUN_(int method, long n, long stride, int iters, int unroll, REAL lr, REAL 
           int compact) {
     /* Per-call scratch (about 250 KiB in double: too large for a thread's stack to be safe). */
     struct { REAL s[8][BLOCKSZ], prev[2][BLOCKSZ], u[14][BLOCKSZ], d[6][BLOCKSZ], moved[BLOCKSZ];
-             long idx[BLOCKSZ]; } *w = malloc(sizeof *w);
+             long idx[BLOCKSZ]; } *w = calloc(1, sizeof *w);
     if (!w) return;
     REAL (*s)[BLOCKSZ] = w->s, (*prev)[BLOCKSZ] = w->prev, (*u)[BLOCKSZ] = w->u, (*d)[BLOCKSZ] = w->d;
     long *idx = w->idx;
@@ -132,9 +131,13 @@ void RUN_(int method, long n, long stride, int iters, int unroll, REAL lr, REAL 
         }
         long live = cnt;
         for (int it = 0; it < iters && live > 0; it++) {
+            /* Whole vectors only: a run computed in a loop's scalar remainder would get libm's exp instead of
+               the vector one (last-bit differences), so results would depend on where compaction put it. The
+               extra lanes compute on stale or zero slots and are never read back. */
+            long lanes = (live + 63) & ~63L;
             if (method == 0) {            /* first order: both players step from the same point */
                 #pragma omp simd
-                for (long i = 0; i < live; i++) {
+                for (long i = 0; i < lanes; i++) {
                     LOAD_(i)
                     REAL g1, g2;
                     GRADMU_(e0, e1, e2, e3, g1, g2);
@@ -143,7 +146,7 @@ void RUN_(int method, long n, long stride, int iters, int unroll, REAL lr, REAL 
                 }
             } else if (method == 1) {     /* alternating: the generator sees the new discriminator */
                 #pragma omp simd
-                for (long i = 0; i < live; i++) {
+                for (long i = 0; i < lanes; i++) {
                     LOAD_(i)
                     REAL g1, g2;
                     DSTEP_();
@@ -153,7 +156,7 @@ void RUN_(int method, long n, long stride, int iters, int unroll, REAL lr, REAL 
             } else {                      /* unrolled: K tangent steps, kept in u[] between the phases */
                 for (int j = 0; j < unroll; j++) {
                     #pragma omp simd
-                    for (long i = 0; i < live; i++) {
+                    for (long i = 0; i < lanes; i++) {
                         REAL m1 = s[0][i], m2 = s[1][i];
                         int first = j == 0;
                         REAL e0 = first ? s[2][i] : u[0][i], e1 = first ? s[3][i] : u[1][i];
@@ -169,10 +172,10 @@ void RUN_(int method, long n, long stride, int iters, int unroll, REAL lr, REAL 
                         u[10][i] = u20; u[11][i] = u21; u[12][i] = u30; u[13][i] = u31;
                     }
                     if (j == 0)   /* the discriminator's own step is the first unrolled step (same inputs) */
-                        for (int k = 0; k < 6; k++) memcpy(d[k], u[k], live * sizeof(REAL));
+                        for (int k = 0; k < 6; k++) memcpy(d[k], u[k], lanes * sizeof(REAL));
                 }
                 #pragma omp simd
-                for (long i = 0; i < live; i++) {
+                for (long i = 0; i < lanes; i++) {
                     REAL m1 = s[0][i], m2 = s[1][i];
                     REAL g1, g2, f, df, p1, p2;
                     /* d/dmu L(mu, D_K) = dL/dmu at D_K + sum_e s_e F(e_K) de_K/dmu */
