@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
 import platform
@@ -410,25 +411,121 @@ def cmd_steps(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ replicas (the lead's section)
 
-def cmd_replicas(args: argparse.Namespace) -> int:
-    """N sequential runs vs one ``train.replicas=N`` process (toy ring8 MLP DRAGAN, batch 128, N=50).
+REPLICA_TOY = ["dataset=ring8", "arch=mlp", "arch.width=64", "train.batch_size=128", "objective=dragan",
+               "train.progress=false", "device=cpu"]
 
-    This section belongs to the replica work (``train.replicas``); until that key exists it reports
-    that the measurement is not available.
+
+def replica_step_time(n: int, threads: int, steps: int, repeats: int) -> float:
+    """Median seconds of one generator step of ``train.replicas=n`` (n=1: one run) over ``repeats`` blocks."""
+    from ganbench.train import prepare
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="bench_replicas_") as tmp:
+        game = prepare(compose(REPLICA_TOY + [f"train.replicas={n}", f"threads={threads}"]), Path(tmp) / "seed=0").game
+        for _ in range(max(2, steps // 5)):  # warm-up: allocator, Adam's lazy state
+            game.step()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for _ in range(steps):
+                game.step()
+            times.append((time.perf_counter() - t) / steps)
+    return statistics.median(times)
+
+
+def cmd_replicas(args: argparse.Namespace) -> int:
+    """N sequential runs vs one ``train.replicas=N`` process (toy ring8, MLP width 64, DRAGAN, batch 128).
+
+    The throughput of N sequential runs is one run's step time; the replicated step trains N runs at once,
+    so the speed-up is N·t(1)/t(N). Both in this process, median over repeats after warm-up, denormals
+    flushed; the sequential runs use one thread (ganbench's threads=auto for 2-D data), the replicated
+    step is timed with 1 thread and with every core.
     """
-    cfg = compose(["dataset=ring8", "arch=mlp", "objective=dragan"])
-    if "replicas" not in cfg.train:
-        print("replicas: not available (train.replicas is not a config key yet)")
-        return 0
-    print("replicas: train.replicas exists, but this benchmark has not been written yet (scripts/bench.py, "
-          "cmd_replicas)", file=sys.stderr)
-    return 1
+    torch.set_flush_denormal(True)
+    logging.getLogger("ganbench").setLevel(logging.WARNING)
+    load_before = loadavg()
+    t1 = replica_step_time(1, 1, args.steps or 200, args.repeats or 5)
+    rows = []
+    for n in args.n:
+        for threads in sorted({1, os.cpu_count() or 1}):
+            tn = replica_step_time(n, threads, max(5, (args.steps or 200) // n * 2), args.repeats or 5)
+            rows.append({"replicas": n, "threads": threads, "step_ms": tn * 1e3, "per_run_ms": tn * 1e3 / n,
+                         "speedup_vs_sequential": n * t1 / tn})
+    info = machine()
+    print(f"PyTorch {info['torch']}, {info['cpu']} ({info['cores']} cores); load {load_before} before, "
+          f"{loadavg()} after; one run: {t1 * 1e3:.2f} ms per step (1 thread)")
+    print("| replicas | threads | ms per step | ms per run-step | speed-up vs sequential runs |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['replicas']} | {r['threads']} | {r['step_ms']:.2f} | {r['per_run_ms']:.3f} | "
+              f"{r['speedup_vs_sequential']:.1f}× |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(machine=info, loadavg_before=load_before, loadavg_after=loadavg(),
+                                                   single_step_ms=t1 * 1e3, cases=rows), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    """train.compile: ganbench's eager step against its compiled step (DRAGAN and WGAN-GP), with the one-off
+    compile time. MLP: ring8, width 128, batch 256, 1 thread; DCGAN: random 32×32 images, arch.width, batch 64."""
+    from ganbench.train import prepare
+
+    torch.set_flush_denormal(True)
+    logging.getLogger("ganbench").setLevel(logging.WARNING)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_compile_") as tmp:
+        images = str(random_image_folder(Path(tmp) / "images", 128))
+        for arch in args.arch:
+            base = (["dataset=ring8", "arch=mlp", "train.batch_size=256", "threads=1"] if arch == "mlp" else
+                    ["dataset=folder", f"dataset.path={images}", f"dataset.root={tmp}/root", "arch=dcgan",
+                     f"arch.width={args.width}", "train.batch_size=64"])
+            for objective in args.objective:
+                steps = args.steps or (100 if arch == "mlp" else 3)
+                times = {}
+                for compiled in (False, True):
+                    cfg = compose(base + [f"objective={objective}", "device=cpu", f"train.compile={compiled}"])
+                    game = prepare(cfg, Path(tmp) / f"{arch}{objective}{compiled}").game
+                    t = time.perf_counter()
+                    game.step()  # compiles when asked
+                    first = time.perf_counter() - t
+                    game.step()
+                    blocks = []
+                    for _ in range(args.repeats or 3):
+                        t = time.perf_counter()
+                        for _ in range(steps):
+                            game.step()
+                        blocks.append((time.perf_counter() - t) / steps)
+                    times[compiled] = (statistics.median(blocks), first)
+                row = {"arch": arch, "objective": objective, "eager_ms": times[False][0] * 1e3,
+                       "compiled_ms": times[True][0] * 1e3, "speedup": times[False][0] / times[True][0],
+                       "compile_s": times[True][1], "load": loadavg()}
+                rows.append(row)
+                print(f"{arch} {objective}: eager {row['eager_ms']:.2f} ms, compiled {row['compiled_ms']:.2f} ms "
+                      f"({row['speedup']:.2f}×), first compiled step {row['compile_s']:.1f} s, load {row['load']}",
+                      flush=True)
+    info = machine()
+    print(f"PyTorch {info['torch']}, {info['cpu']} ({info['cores']} cores)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(machine=info, cases=rows), indent=2) + "\n")
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("replicas", help="N sequential runs vs one train.replicas=N process (not available yet)")
+    rep = sub.add_parser("replicas", help="N sequential runs vs one train.replicas=N process")
+    rep.add_argument("--n", type=int, nargs="+", default=[50], help="numbers of replicas (default 50)")
+    rep.add_argument("--steps", type=int, help="generator steps per timed block of one run (default 200)")
+    rep.add_argument("--repeats", type=int, help="timed blocks (default 5)")
+    rep.add_argument("--json", help="also write the figures to this JSON file")
+    comp = sub.add_parser("compile", help="train.compile: eager vs compiled step, and the compile time")
+    comp.add_argument("--arch", nargs="+", choices=ARCHS, default=list(ARCHS))
+    comp.add_argument("--objective", nargs="+", default=["dragan", "wgan_gp"])
+    comp.add_argument("--width", type=int, default=32, help="dcgan arch.width (default 32)")
+    comp.add_argument("--steps", type=int, help="steps per timed block (mlp 100, dcgan 3)")
+    comp.add_argument("--repeats", type=int, help="timed blocks (default 3)")
+    comp.add_argument("--json", help="also write the figures to this JSON file")
     steps = sub.add_parser("steps", help="ganbench's step vs the bare loop (the default command)")
     for p in (parser, steps):
         p.add_argument("--arch", nargs="+", choices=ARCHS, default=list(ARCHS))
@@ -452,6 +549,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"--warmup: must be an integer >= 0 (got {args.warmup})")
     if args.command == "replicas":
         return cmd_replicas(args)
+    if args.command == "compile":
+        return cmd_compile(args)
     return cmd_steps(args)
 
 

@@ -166,6 +166,8 @@ CASES = {
     "wgan_gp": ["objective=wgan_gp"],  # n_dis=5, interpolates real and fake
     "vanilla_ema": ["objective=vanilla", "train.g_average=ema"],
     "wgan_clip": ["objective=wgan"],  # RMSprop and weight clipping
+    "simultaneous_r1": ["objective=vanilla", "penalty=r1", "dynamics=simultaneous"],
+    "fgan_kl_noise": ["objective=fgan_kl", "dynamics.instance_noise=0.1"],
 }
 
 
