@@ -68,7 +68,15 @@ class Alternating(Game):
         (compiled with train.compile)."""
         self.fake_g = self.G(z)
         fake_out_g, real_for_g = self.g_outputs(real_out)
-        return self.loss.g_loss(fake_out_g, real_for_g) + self.loss.g_extra(self) + self.penalty.g_extra(self)
+        return self.with_g_extras(self.loss.g_loss(fake_out_g, real_for_g))
+
+    def with_g_extras(self, g_loss: Tensor) -> Tensor:
+        """L_G plus the objective's and the penalty's generator terms; the default terms (``self.zero``) are
+        not added (adding 0 changes nothing but costs two operations and their backward every step)."""
+        for extra in (self.loss.g_extra(self), self.penalty.g_extra(self)):
+            if extra is not self.zero:
+                g_loss = g_loss + extra
+        return g_loss
 
     def compile_steps(self) -> None:
         from ..compiled import compiled

@@ -47,7 +47,7 @@ class Simultaneous(Alternating):
         pen = self.zero
         if penalty.adds_loss and self.d_step % penalty.every == 0:
             pen = penalty(D, real, fake.detach()) * penalty.every
-        g_loss = loss.g_loss(fake_out, real_out.detach()) + loss.g_extra(self) + penalty.g_extra(self)
+        g_loss = self.with_g_extras(loss.g_loss(fake_out, real_out.detach()))
         # The extra players (an objective's encoder, ...) learn from the generator's loss.
         g_side = self.g_params + [q for m in p.extra.values() for q in m.parameters() if q.requires_grad]
         total = self.layout.total

@@ -58,7 +58,11 @@ def sweep_configs(
                 cfg = OmegaConf.create({"hydra": cfg.hydra})
             shown = [o for o in key if o.split("=", 1)[0].lstrip("+~") not in _CONSTANT_KEYS]
             header = f"# run {n}/{len(seeds)}: {' '.join(shown) or '(no overrides)'}"
-            if job_seeds:
+            replicas = OmegaConf.select(cfg, "train.replicas", default=1) if cfg_type == "job" else 1
+            if isinstance(replicas, int) and replicas > 1:
+                first = int(job_seeds[0]) if job_seeds else int(OmegaConf.select(cfg, "seed", default=0))
+                header += f"  (seeds {first}..{first + replicas - 1} as replicas in one process)"
+            elif job_seeds:
                 header += f"  (seeds {','.join(job_seeds)})"
             out.append(header + "\n" + OmegaConf.to_yaml(cfg, resolve=resolve))
     return "\n".join(out)
