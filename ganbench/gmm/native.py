@@ -3,13 +3,13 @@ system C compiler (about a second) and called through ctypes.
 
 Why: a fresh machine paid 3-5 minutes of torch.compile before the first heatmap (the unrolled step is a graph of
 thousands of nodes). The dynamics are a few dozen scalar formulas per run, so a plain C loop that gcc vectorises
-over runs (``#pragma omp simd``, glibc's vector ``exp``) is as fast as the fused kernel and compiles in about a
-second. It also keeps each block of runs in cache for all iterations and drops runs that reached an exact fixed
+over runs (``#pragma omp simd``, glibc's vector ``exp``) compiles in about a second and ran faster than the fused
+kernel (unrolled, 52,920 runs x 3000 steps: 5-13 s against 82 s warm-compiled, load 2.5-4, PyTorch 2.14.1). It also keeps each block of runs in cache for all iterations and drops runs that reached an exact fixed
 point (both intervals collapsed: no gradient, nothing moves; the step is deterministic, so such a run never moves
 again): about half of the first-order runs by step 500.
 
-The formulas are those of ``model`` and ``dynamics`` (same order of operations where it matters); the tests
-compare every method step by step with the tensor version. The tensor version stays the reference and the path
+The formulas are those of ``model`` and ``dynamics``, equal to round-off (-ffast-math may reassociate sums); the
+tests compare every method with the tensor version after 120 steps (1e-10 in float64). The tensor version stays the reference and the path
 for CUDA, the autograd unrolled gradients and ``optimal``.
 
   F(x)  = ½[φ(x−μ*₁) + φ(x−μ*₂)] − ½[φ(x−μ₁) + φ(x−μ₂)],   F'(x) = ½Σⱼ[(x−μⱼ)φ(x−μⱼ) − (x−μ*ⱼ)φ(x−μ*ⱼ)]
