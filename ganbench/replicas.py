@@ -334,10 +334,12 @@ def check_replicable(spec: Any, dynamics: Any, cfg: Any) -> None:
     from .objectives import LOSSES
     from .penalties import PENALTIES
 
-    for key, obj, registry, name in (("objective.loss", spec.loss, LOSSES, cfg.objective.get("loss")),
-                                     ("penalty", spec.penalty, PENALTIES, cfg.penalty.get("name")),
-                                     ("dynamics", dynamics, DYNAMICS, getattr(dynamics, "name", "?"))):
+    loss = cfg.objective.get("loss")
+    for what, obj, registry, key in ((f"objective={cfg.objective.get('name')} (loss {loss})", spec.loss, LOSSES,
+                                      "objective.loss"),
+                                     (f"penalty={cfg.penalty.get('name')}", spec.penalty, PENALTIES, "penalty"),
+                                     (f"dynamics={getattr(dynamics, 'name', '?')}", dynamics, DYNAMICS, "dynamics")):
         if not getattr(obj, "replicable", False):
             allowed = ", ".join(k for k, cls in registry.items() if getattr(cls, "replicable", False))
-            raise ConfigError(f"train.replicas: {key}={name} does not run as replicas; with train.replicas > 1 "
+            raise ConfigError(f"train.replicas: {what} does not run as replicas; with train.replicas > 1 "
                               f"{key} must be one of: {allowed} (or run the seeds as separate jobs, train.replicas=1)")

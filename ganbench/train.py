@@ -392,13 +392,16 @@ class Output:
     writer, its evaluator, its fixed sample latents; and how it ended. A single run has one; N replicas
     have one each, in their own directories."""
 
-    def __init__(self, start: Start, member: Member, overrides: List[str], step: int):
+    def __init__(self, start: Start, member: Member, overrides: List[str], step: int,
+                 first: Optional["Output"] = None):
         from .metrics import build_evaluator
         from .metrics.evaluator import EXTRACTOR_GROUPS
 
         cfg, data, device, tc = member.cfg, start.data, start.device, start.spec.train
         self.member, self.run_dir, self.cfg = member, member.run_dir, cfg
-        self.evaluator = build_evaluator(cfg, data, device, member.run_dir)
+        # Replicas share one feature extractor (an Inception network per replica would be N copies of one).
+        shared = getattr(first.evaluator, "extractor", None) if first is not None else None
+        self.evaluator = build_evaluator(cfg, data, device, member.run_dir, extractor=shared)
         self.image_metrics = any(g in EXTRACTOR_GROUPS for g in self.evaluator.groups)
         self.record = RunRecord(member.run_dir, member.config, overrides, resume_step=step,
                                 best_samples=self.evaluator.s.num_samples if self.image_metrics else None)
@@ -443,8 +446,10 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     if not start.members:
         return replicas_result(start, [])
     G, D, G_avg = game.G, game.D, game.players.G_avg
-    outs = [Output(start, m, replica_overrides(overrides, m.cfg.seed, cfg.seed) if replicated else overrides, step)
-            for m in start.members]
+    outs: List[Output] = []
+    for m in start.members:
+        own = replica_overrides(overrides, m.cfg.seed, cfg.seed) if replicated else overrides
+        outs.append(Output(start, m, own, step, outs[0] if outs else None))
 
     def players(k: int):
         """Replica k's (G, D, averaged G) as plain networks; a single run's are the game's own."""

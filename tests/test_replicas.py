@@ -247,7 +247,7 @@ def test_one_diverging_replica_ends_alone(tmp_path):
 def test_methods_that_cannot_run_as_replicas_are_refused_in_one_line(tmp_path):
     from ganbench.train import prepare
 
-    for extra, key in ((["objective=mixgan"], "objective.loss=mixture"), (["penalty=consensus", "dynamics=simultaneous"],
+    for extra, key in ((["objective=mixgan"], r"objective=mixgan \(loss mixture\)"), (["penalty=consensus", "dynamics=simultaneous"],
                                                                           "penalty=consensus"),
                        (["dynamics=unrolled"], "dynamics=unrolled")):
         with pytest.raises(ConfigError, match=f"train.replicas: {key} does not run as replicas"):
@@ -289,6 +289,19 @@ def test_cli_replicas_write_the_directories_of_their_separate_runs(tmp_path):
     assert (rep4 / "results.json").read_bytes() == before
 
 
+def test_cli_restart_moves_every_replica_aside(tmp_path):
+    args = ARGS + ["train.replicas=2", 'hydra.run.dir="out/seed=0"']
+    assert _cli(args, tmp_path).returncode == 0
+    again = _cli(args + ["restart=true", "train.iterations=20"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    out = tmp_path / "out"
+    assert sorted(p.name.split(".old-")[0] for p in out.glob("seed=*.old-*")) == ["seed=0", "seed=1"]
+    for seed in (0, 1):
+        assert results(out / f"seed={seed}")["step"] == 20  # started over
+        old = next(out.glob(f"seed={seed}.old-*"))
+        assert results(old)["step"] == 40  # the previous run, untouched
+
+
 def test_cli_sweep_counts_each_replica(tmp_path):
     done = _cli(["-m"] + ARGS + ["objective=vanilla,dragan", "train.replicas=2", "hydra.sweep.dir=sweep"], tmp_path)
     assert done.returncode == 0, done.stderr
@@ -299,7 +312,7 @@ def test_cli_sweep_counts_each_replica(tmp_path):
 def test_cli_refusal_is_one_line_and_writes_nothing(tmp_path):
     done = _cli(ARGS + ["objective=mixgan", "train.replicas=2", 'hydra.run.dir="out/seed=0"'], tmp_path)
     assert done.returncode == 1
-    assert done.stderr.strip().count("\n") == 0 and "train.replicas: objective.loss=mixture" in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "train.replicas: objective=mixgan (loss mixture)" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()  # refused before any directory was made
 
