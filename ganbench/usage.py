@@ -16,6 +16,7 @@ usage: ganbench [key=value ...]            train one run; re-running the same co
        ganbench experiment=NAME            a preset comparison (add -m for the presets that sweep)
        ganbench --cfg job [key=value ...]  print the composed config, values resolved (nothing runs)
        ganbench restart=true ...           start a run over: its old directory is moved to <dir>.old-<time>
+       ganbench seed=0 train.replicas=10   seeds 0..9 trained together in one process, each in its own seed=<s>/
        ganbench-report DIR [--metrics a,b] tables and figures (mean and 95% interval over seeds) of runs
        tensorboard --logdir outputs        curves, sample grids, 2-D density plots, the HParams tab
 
@@ -30,7 +31,8 @@ TOP = """\
 top-level keys:
        seed=0  device=auto|cpu|cuda|cuda:N|mps  threads=auto|N  resume=PATH  restart=false
        train.iterations=100000  train.batch_size=64  train.log_every  train.ckpt_every  train.sample_every
-       train.g_average=none|ema|uniform  eval.every=auto|N  metrics.names=auto|[is,fid,kid,modes,...]
+       train.g_average=none|ema|uniform  train.replicas=1|N  train.compile=false|true
+       eval.every=auto|N  metrics.names=auto|[is,fid,kid,modes,...]
 """
 
 FOOTER = """\

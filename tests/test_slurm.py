@@ -197,6 +197,27 @@ def test_quickstart_sweep_on_slurm(cluster, tmp_path):
     assert len(job_dirs(sweep)) == 4
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_replicas_on_slurm(cluster, tmp_path):
+    """`-m hydra/launcher=slurm objective=vanilla,dragan train.replicas=2`: 2 SLURM jobs of 2 seeds each, every
+    seed in its own run directory."""
+    sweep = tmp_path / "sweep"
+    shrink = ["train.iterations=40", "train.log_every=20", "train.ckpt_every=20", "train.sample_every=40",
+              "eval.every=20", "seed=0", "train.replicas=2"]
+    done = subprocess.run(ganbench_cmd("-m", "experiment=quickstart_sweep", "hydra.sweeper.params.seed=0", *LAUNCH,
+                                       f"hydra.sweep.dir={sweep}", *shrink),
+                          cwd=tmp_path, env=env(cluster), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "sweep of 4 runs" in done.stdout and "4 completed" in done.stdout
+    runs = run_dirs(sweep)
+    assert sorted(r.name for r in runs) == ["seed=0", "seed=0", "seed=1", "seed=1"]
+    for run in runs:
+        res = json.loads((run / "results.json").read_text())
+        assert res["status"] == "completed" and res["step"] == 40 and res["config"]["seed"] == int(run.name[5:])
+    assert len(job_dirs(sweep)) == 2  # one SLURM job per objective, each training its two seeds
+
+
 def _wait_for(predicate, timeout, what, proc=None):
     end = time.time() + timeout
     while time.time() < end:
