@@ -184,8 +184,10 @@ class Replicated(nn.Module):
 
     def replica(self, i: int) -> nn.Module:
         """A plain copy of the network with replica i's current parameters and buffers."""
-        view = copy.deepcopy(self._single[0])
-        view.load_state_dict({k: v[i] for k, v in self.module.state_dict().items()})
+        state = {k: v[i] for k, v in self.module.state_dict().items()}
+        device = next(iter(state.values())).device if state else torch.device("cpu")
+        view = copy.deepcopy(self._single[0]).to(device)  # the template stays where it was built (CPU)
+        view.load_state_dict(state)
         view.train(self.training)
         return view
 
