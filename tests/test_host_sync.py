@@ -26,17 +26,20 @@ CHECK_STEPS = {s for s in range(1, ITERATIONS + 1) if s % LOG_EVERY == 0 or s ==
 SCHEDULE = [f"train.iterations={ITERATIONS}", f"train.log_every={LOG_EVERY}", "train.ckpt_every=1000",
             "train.sample_every=1000", "eval.every=0"]
 OBJECTIVES = ["vanilla", "dragan", "wgan_gp"]
+# Each objective as one run, and DRAGAN as 3 replicas (each replica's draws come from its own generator).
+CASES = [(o, []) for o in OBJECTIVES] + [("dragan", ["train.replicas=3"])]
+IDS = OBJECTIVES + ["dragan-replicas"]
 HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__")
 # torch.optim's _get_value reads the step counter with .item(): that counter is a CPU tensor for the
 # (default) non-capturable, non-fused optimizers, so it never waits on a device. Everything else counts.
 HOST_RESIDENT_CALLERS = (str(Path(torch.optim.__file__).parent / "optimizer.py"),)
 
 
-def prepared(tmp_path: Path, objective: str, device: str):
+def prepared(run_dir: Path, objective: str, device: str, extra: List[str]):
     from ganbench.train import prepare
 
-    overrides = FAST + POINTS + SCHEDULE + [f"objective={objective}", f"device={device}"]
-    return prepare(compose(overrides), tmp_path), overrides
+    overrides = FAST + POINTS + SCHEDULE + [f"objective={objective}", f"device={device}"] + extra
+    return prepare(compose(overrides), run_dir), overrides
 
 
 def wrap_steps(game, before: Callable[[int], None], after: Callable[[int], None]) -> Dict[str, int]:
@@ -56,11 +59,12 @@ def wrap_steps(game, before: Callable[[int], None], after: Callable[[int], None]
     return state
 
 
-@pytest.mark.parametrize("objective", OBJECTIVES)
-def test_no_host_reads_outside_check_steps(tmp_path, monkeypatch, objective):
+@pytest.mark.parametrize("objective,extra", CASES, ids=IDS)
+def test_no_host_reads_outside_check_steps(tmp_path, monkeypatch, objective, extra):
     from ganbench.train import run
 
-    start, overrides = prepared(tmp_path, objective, "cpu")
+    run_dir = tmp_path / "seed=0"
+    start, overrides = prepared(run_dir, objective, "cpu", extra)
     state = wrap_steps(start.game, lambda k: None, lambda k: None)
     reads: Dict[int, List[str]] = defaultdict(list)  # step -> "method at file:line"
 
@@ -74,7 +78,7 @@ def test_no_host_reads_outside_check_steps(tmp_path, monkeypatch, objective):
 
     for name in HOST_READS:
         monkeypatch.setattr(torch.Tensor, name, counting(name, getattr(torch.Tensor, name)))
-    record = run(start, tmp_path, overrides)
+    record = run(start, run_dir, overrides)
     monkeypatch.undo()
 
     assert record["status"] == "completed" and state["step"] == ITERATIONS
@@ -87,11 +91,12 @@ def test_no_host_reads_outside_check_steps(tmp_path, monkeypatch, objective):
 @pytest.mark.skipif(not torch.cuda.is_available(),
                     reason="needs CUDA: torch.cuda.set_sync_debug_mode('error') checks for device synchronisation; "
                            "the CPU test above counts host reads instead")
-@pytest.mark.parametrize("objective", OBJECTIVES)
-def test_no_cuda_sync_outside_check_steps(tmp_path, objective):
+@pytest.mark.parametrize("objective,extra", CASES, ids=IDS)
+def test_no_cuda_sync_outside_check_steps(tmp_path, objective, extra):
     from ganbench.train import run
 
-    start, overrides = prepared(tmp_path, objective, "cuda")
+    run_dir = tmp_path / "seed=0"
+    start, overrides = prepared(run_dir, objective, "cuda", extra)
     seen = []
 
     def before(k: int) -> None:
@@ -106,7 +111,7 @@ def test_no_cuda_sync_outside_check_steps(tmp_path, objective):
 
     wrap_steps(start.game, before, after)
     try:
-        record = run(start, tmp_path, overrides)
+        record = run(start, run_dir, overrides)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert record["status"] == "completed", record.get("error")

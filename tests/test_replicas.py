@@ -197,6 +197,17 @@ def test_dcgan_replicas_follow_their_separate_runs(tmp_path, image_overrides):
         assert torch.equal(a["G"]["net.1.num_batches_tracked"], b["G"]["net.1.num_batches_tracked"])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (each replica's generator lives on the device)")
+def test_replicas_on_cuda_follow_their_separate_runs(tmp_path):
+    over = [o for o in POINTS] + ["objective=dragan", "device=cuda", "train.iterations=20", "train.ckpt_every=20"]
+    fast = [o for o in FAST if not o.startswith("device=")]
+    run_train(tmp_path / "rep" / "seed=0", fast + over + ["train.replicas=2"], fast=False)
+    run_train(tmp_path / "sep" / "seed=1", fast + over + ["seed=1"], fast=False)
+    a, b = load_ckpt(tmp_path / "rep" / "seed=1"), load_ckpt(tmp_path / "sep" / "seed=1")
+    assert max_rel_diff(a["G"], b["G"]) < 1e-4 and max_rel_diff(a["D"], b["D"]) < 1e-4
+    assert torch.equal(a["rng"]["cuda"][0], b["rng"]["cuda"][0])  # the same draws on the device
+
+
 def test_replicas_1_is_the_single_run(tmp_path):
     over = POINTS + ["objective=dragan", "train.iterations=20", "train.ckpt_every=20"]
     run_train(tmp_path / "a", over)
