@@ -320,6 +320,16 @@ def test_cli_sweep_counts_each_replica(tmp_path):
     assert len(list((tmp_path / "sweep").glob("*/seed=*/results.json"))) == 4
 
 
+@pytest.mark.slow
+def test_cli_replicas_with_the_joblib_launcher(tmp_path):
+    done = _cli(["-m"] + ARGS + ["objective=vanilla,dragan", "train.replicas=2", "hydra/launcher=joblib",
+                                 "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "sweep of 4 runs" in done.stdout and "4 completed" in done.stdout
+    for run in (tmp_path / "sweep").glob("*/seed=*"):
+        assert results(run)["config"]["seed"] == int(run.name[5:]) and results(run)["status"] == "completed"
+
+
 def test_cli_refusal_is_one_line_and_writes_nothing(tmp_path):
     done = _cli(ARGS + ["objective=mixgan", "train.replicas=2", 'hydra.run.dir="out/seed=0"'], tmp_path)
     assert done.returncode == 1
