@@ -193,6 +193,8 @@ class Spec:
     optimizer: str
     opt_g: Any
     opt_d: Any
+    #: PacGAN packing (``pack``, ganbench/packing.py): D judges packs of this many samples; 1 = off.
+    pack: int = 1
 
 
 def check_resolvable(cfg: DictConfig) -> None:
@@ -252,6 +254,41 @@ def check_arch_fits_data(arch: Any, dataset: DictConfig) -> None:
         _num_upsamplings(resolution)
 
 
+#: Methods that read unpacked batches next to D's packed ones (they are refused with pack > 1, in one line):
+#: losses by ``objective.loss``, penalties by name, each with the reason.
+PACK_REFUSED_LOSSES = {
+    "energy_based": "its autoencoder D encodes the generator's unpacked samples",
+    "mode_regularized": "its encoder maps real samples to latents, one sample at a time",
+    "mixture": "its payoff gives each generator its own rows of the fake batch, which packs would mix",
+}
+PACK_REFUSED_PENALTIES = {
+    "consensus": "it adds G's graph to D's input from the generator's unpacked batch",
+    "nk": "it adds G's graph to D's input from the generator's unpacked batch",
+}
+
+
+def check_pack(cfg: DictConfig, train: "TrainConfig", loss: Any, penalty_name: str) -> int:
+    """``pack``: an integer m >= 1 dividing train.batch_size, with a method that can see packed batches."""
+    m = cfg.get("pack", 1)
+    if not isinstance(m, int) or isinstance(m, bool) or m < 1:
+        raise ConfigError(f"pack: must be an integer >= 1 (1 = no packing; got {m!r})")
+    if train.batch_size % m:
+        raise ConfigError(f"pack: train.batch_size must be divisible by pack (got train.batch_size="
+                          f"{train.batch_size}, pack={m})")
+    if m == 1:
+        return m
+    loss_name = getattr(loss, "name", None)
+    if loss_name == "mixture" and getattr(loss, "k", 1) == 1:
+        loss_name = None  # k=1 is the plain base loss
+    why = PACK_REFUSED_LOSSES.get(loss_name)
+    what = f"objective={cfg.objective.get('name')} (loss {loss_name})"
+    if why is None:
+        why, what = PACK_REFUSED_PENALTIES.get(penalty_name), f"penalty={penalty_name}"
+    if why is not None:
+        raise ConfigError(f"pack: {what} does not work with packing ({why}); use pack=1 or another method")
+    return m
+
+
 def validate(cfg: DictConfig) -> Spec:
     """Check the whole GAN config; return the typed pieces. Raises ConfigError (one line) on bad input."""
     from .objectives import LOSSES
@@ -293,7 +330,7 @@ def validate(cfg: DictConfig) -> Spec:
 
     check_arch_fits_data(arch_config(cfg.arch), cfg.dataset)
     spec = Spec(train=train, loss=loss, n_dis=common.n_dis, penalty=penalty, optimizer=opt_name,
-                opt_g=opt_g, opt_d=opt_d)
+                opt_g=opt_g, opt_d=opt_d, pack=check_pack(cfg, train, loss, pen_name))
     if train.replicas > 1 and train.compile:
         raise ConfigError("train.compile: not available with train.replicas > 1 (the replicated step is not "
                           "compiled yet); use one of the two")

@@ -27,6 +27,7 @@ from .data import build_dataset
 from .dynamics import Game, Players, build_dynamics
 from .dynamics.base import make_average, make_optimizer
 from .errors import CheckpointError, ConfigError, GanbenchError
+from .packing import pack, packed_shape
 from .penalties.base import input_grad_norm
 from .replicas import (SINGLE, Layout, Replicated, join_states, replica_config, replica_dirs,
                        replica_overrides, split_state)
@@ -213,7 +214,13 @@ def bind_game(spec: Spec, dynamics: Game, G: nn.Module, D: nn.Module, data: Any,
     opt_D = make_optimizer(spec.optimizer, D.parameters(), spec.opt_d)
     G_avg = make_average(G, spec.train.g_average, spec.train.ema_beta)
     return dynamics.bind(Players(G, D, opt_G, opt_D, G_avg), spec.loss, spec.penalty, spec.n_dis, data,
-                         spec.train.batch_size, spec.train.iterations, layout)
+                         spec.train.batch_size, spec.train.iterations, layout, spec.pack)
+
+
+def build_players(spec: Spec, arch: DictConfig, shape: Any) -> Any:
+    """The objective's players from the arch: G for the data's sample shape, D for the packed one (pack)."""
+    d_shape = packed_shape(shape, spec.pack)
+    return spec.loss.build_players(lambda: build_arch(arch, shape, spec.penalty.gradient_penalty, d_shape))
 
 
 def log_sizes(G: nn.Module, D: nn.Module, per: str = "") -> None:
@@ -240,7 +247,7 @@ def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
     data = build_dataset(cfg.dataset, device, cfg.seed)
     set_threads(cfg, data)
     # The objective builds its players from the arch (once for most; K pairs for a mixture, ...).
-    G, D = spec.loss.build_players(lambda: build_arch(cfg.arch, data.shape, spec.penalty.gradient_penalty))
+    G, D = build_players(spec, cfg.arch, data.shape)
     game = bind_game(spec, dynamics, G.to(device), D.to(device), data)
     if spec.train.compile:
         game.compile_steps()
@@ -342,7 +349,7 @@ def prepare_replicas(cfg: DictConfig, spec: Spec, dynamics: Game, run_dir: Path,
                 raise ConfigError(f"train.replicas: dataset={cfg.dataset.name} draws random numbers while loading, "
                                   "so the replicas could not share it; use train.replicas=1")
             set_threads(cfg, start.data)
-        G, D = spec.loss.build_players(lambda: build_arch(cfg.arch, start.data.shape, spec.penalty.gradient_penalty))
+        G, D = build_players(spec, cfg.arch, start.data.shape)
         Gs.append(G)
         Ds.append(D)
         # The replica's stand-ins for the global RNGs of its separate run, from where that run would be.
@@ -520,8 +527,9 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
         if is_log:
             means = dict(zip(SUMS, means_all[k]))
             with frozen_buffers(D_k):
+                # D judges packs (pack=m): the probe's real samples go in packs of m, as in training.
                 means["grad/D_real_norm"] = input_grad_norm(
-                    D_k, probe[k] if replicated else probe, create_graph=False).mean().item()
+                    D_k, pack(probe[k] if replicated else probe, spec.pack), create_graph=False).mean().item()
             means["perf/it_per_s"] = it_per_s
             board.log_scalars(out.writer, means, step)
             if progress is not None and k == 0:
@@ -533,7 +541,9 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
         if step % tc.sample_every == 0 or step == tc.iterations:
             if data.kind == "image":
                 board.log_image_grid(out.writer, G_k, out.z_fixed, step)
-            else:
+            elif spec.pack == 1:
+                # With pack > 1, D judges packs of m points (a function on ℝ^{m·d}), so it has no level sets
+                # over the plane: the density plot, drawn over D's, is skipped.
                 board.log_density(out.writer, G_k, D_k, out.z_fixed, out.real_vis, step)
         if is_eval:
             # The final evaluation precedes the final checkpoint: a run killed after that
@@ -586,9 +596,10 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
                     sums.zero_()
                     n_summed = 0
                 with game.layout.fork(device):
-                    if is_log:  # each run's probe batch, from its own stream
-                        probe = game.layout.draw(lambda g: data.sample(min(B, 256), g), data.sample_device) \
-                            if replicated else data.sample(min(B, 256))
+                    if is_log:  # each run's probe batch, from its own stream (whole packs: pack divides B)
+                        n_probe = min(B, max(spec.pack, 256 - 256 % spec.pack))
+                        probe = game.layout.draw(lambda g: data.sample(n_probe, g), data.sample_device) \
+                            if replicated else data.sample(n_probe)
                     for out in outs:
                         if out.active:
                             with out.logging():

@@ -2,7 +2,7 @@
 from torch import nn
 
 from ..errors import ConfigError
-from .layers import MinibatchDiscrimination, VirtualBatchNorm
+from .layers import Maxout, MinibatchDiscrimination, VirtualBatchNorm
 
 ACTIVATIONS = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -41,15 +41,15 @@ class FeatureTrunk(nn.Module):
     """A discriminator ``self.net`` (an nn.Sequential) whose hidden activations have names.
 
     ``feature_names`` lists D's hidden layers in order; ``features(x)`` returns their activations (each
-    layer's output after its activation), the last one being the input of the final linear layer (of the
+    layer's output after its activation, or its maxout units), the last one being the input of the final linear layer (of the
     minibatch-discrimination layer when there is one). Feature matching (objective=feature_matching) reads them.
     """
 
     net: nn.Sequential
 
     def name_features(self, prefix: str) -> None:
-        """Name the output of every activation module of ``self.net`` ``{prefix}1``, ``{prefix}2``, ..."""
-        acts = tuple(type(f()) for f in ACTIVATIONS.values())
+        """Name the output of every activation (or maxout) module of ``self.net`` ``{prefix}1``, ``{prefix}2``, ..."""
+        acts = tuple(type(f()) for f in ACTIVATIONS.values()) + (Maxout,)
         at = [i for i, m in enumerate(self.net) if isinstance(m, acts)]
         self._feature_at = {i: f"{prefix}{k + 1}" for k, i in enumerate(at)}
         self.feature_names = list(self._feature_at.values())

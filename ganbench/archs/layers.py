@@ -1,5 +1,6 @@
 """Layers of Salimans et al. 2016, "Improved Techniques for Training GANs": minibatch discrimination (a D
-layer) and virtual batch normalisation (a G normalisation)."""
+layer) and virtual batch normalisation (a G normalisation); and maxout units (Goodfellow et al. 2013), the
+hidden layers of PacGAN's toy discriminators."""
 from __future__ import annotations
 
 import torch
@@ -43,6 +44,30 @@ class MinibatchDiscrimination(nn.Module):
     def forward(self, f: Tensor) -> Tensor:
         f = f.flatten(1)
         return torch.cat([f, self.similarities(f)], dim=1)
+
+
+class Maxout(nn.Module):
+    """Maxout units (Goodfellow et al. 2013, "Maxout networks") over k pieces, applied to a linear layer's
+    output h ∈ ℝ^{u·k}: unit j is the largest of its k consecutive pieces,
+
+        y_j = max_{i=0..k-1} h_{j·k+i},   j = 0..u-1,   y ∈ ℝ^u,
+
+    the grouping of TensorFlow's ``maxout`` (reshape to (u, k), max over k), which PacGAN's code uses. A maxout
+    layer of u units is ``nn.Linear(n_in, u·k)`` followed by this module; it is the layer's non-linearity (no
+    other activation follows). Parameter-free and per-sample, it takes any leading batch axes.
+    """
+
+    def __init__(self, pieces: int):
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, h: Tensor) -> Tensor:
+        if h.shape[-1] % self.pieces:
+            raise ValueError(f"Maxout: {h.shape[-1]} features do not split into units of {self.pieces} pieces")
+        return h.unflatten(-1, (h.shape[-1] // self.pieces, self.pieces)).amax(-1)
+
+    def extra_repr(self) -> str:
+        return f"pieces={self.pieces}"
 
 
 class VirtualBatchNorm(nn.Module):

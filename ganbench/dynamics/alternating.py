@@ -17,7 +17,8 @@ class Alternating(Game):
     one optimizer step on L_D(D(x), D(x̃)) + penalty; the generator then takes one step on L_G(D(G(z')))
     with fresh z', D's parameters frozen. The penalty's weight is multiplied by ``penalty.every`` on the
     steps it runs (lazy regularisation). With instance noise every input of D (real, fake, and the
-    generator step's fake) gets its own noise draw; the penalty sees the noisy inputs D sees.
+    generator step's fake) gets its own noise draw; the penalty sees the noisy inputs D sees. With ``pack=m``
+    every input of D is packed (``noisy``): D's batches, and so its outputs, have B/m rows.
     """
 
     name = "alternating"
@@ -31,7 +32,8 @@ class Alternating(Game):
         if self.d_batchnorm:
             return self.D(real), self.D(fake)
         dim = self.layout.cat_dim
-        return self.D(torch.cat([real, fake], dim)).split(self.batch_size, dim)
+        # real.shape[dim] is train.batch_size, or batch_size/m packed samples with pack=m.
+        return self.D(torch.cat([real, fake], dim)).split(real.shape[dim], dim)
 
     def d_objective(self, real: Tensor, fake: Tensor, penalised: bool):
         """One discriminator step's terms: (L_D, the weighted penalty, D(x), D(x̃)). With train.compile this

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError, ConfigError
+from ..packing import pack
 from ..replicas import SINGLE, Layout
 
 
@@ -76,14 +77,18 @@ class Game:
     instance_noise: float = 0.0
     #: Anneal σ linearly to 0 over train.iterations: σ_t = σ·(1 - t/T) (Sønderby et al. anneal it to 0).
     noise_anneal: bool = False
+    #: PacGAN packing (the top-level ``pack``, ganbench/packing.py): D sees packs of this many samples. Set by
+    #: ``bind``; not a dynamics key.
+    pack = 1
 
     def __post_init__(self) -> None:
         if not self.instance_noise >= 0:
             raise ConfigError(f"instance_noise: must be >= 0 (got {self.instance_noise})")
 
     def bind(self, players: Players, loss: Any, penalty: Any, n_dis: int, data: Any, batch_size: int,
-             iterations: int = 1, layout: Layout = SINGLE) -> "Game":
+             iterations: int = 1, layout: Layout = SINGLE, pack: int = 1) -> "Game":
         self.players, self.loss, self.penalty, self.n_dis = players, loss, penalty, n_dis
+        self.pack = pack
         self.data, self.batch_size, self.iterations = data, batch_size, iterations
         # One run, or N replicas stacked on a leading axis (ganbench/replicas.py): the batch axis, the
         # per-run reductions and each run's random stream.
@@ -92,7 +97,8 @@ class Game:
         self.g_step = 0  # generator steps taken; set from the checkpoint on resume
         self.device = next(players.G.parameters()).device
         self.zero = torch.zeros(layout.run_shape, device=self.device)
-        # The current step's inputs, for losses and penalties that need more than D's outputs.
+        # The current step's inputs as D sees them (noisy, packed), for losses and penalties that need more
+        # than D's outputs.
         self.real: Optional[Tensor] = None
         self.fake: Optional[Tensor] = None
         loss.bind(self)
@@ -151,10 +157,16 @@ class Game:
         return self.instance_noise * max(0.0, 1.0 - self.g_step / max(self.iterations, 1))
 
     def noisy(self, x: Tensor) -> Tensor:
-        """D's view of an input batch: x + σ_t·ε, ε ~ N(0, I) (identity when instance noise is off)."""
-        if self.instance_noise == 0:
-            return x
-        return x + self.noise_std() * self.layout.randn_like(x)
+        """D's view of an input batch of B samples: pack_m(x + σ_t·ε), ε ~ N(0, I), B/m packed samples
+        (ganbench/packing.py). The identity when instance noise is off and pack=1.
+
+        Every input D gets in a game step (real, fake, the generator step's fake) goes through here, so the
+        penalties and losses that read ``self.real`` / ``self.fake`` see packed samples. The noise is drawn on
+        the unpacked batch (the same draw as without packing: σ·ε is elementwise, so noising then packing is
+        packing then noising)."""
+        if self.instance_noise != 0:
+            x = x + self.noise_std() * self.layout.randn_like(x)
+        return x if self.pack == 1 else pack(x, self.pack, self.layout.batch_dims)
 
     # ---- checkpoint: the players and every piece of the game's state, by name ----
     def zero_extra_grads(self) -> None:
