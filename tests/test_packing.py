@@ -256,3 +256,15 @@ def test_mixgan_with_one_component_packs(tmp_path):
     """objective.k=1 is the plain base loss, which packs."""
     record = run_train(tmp_path / "run", POINTS + ["objective=mixgan", "objective.k=1", "pack=2", "train.iterations=2"])
     assert record["status"] == "completed"
+
+
+def test_cli_refuses_a_partial_pack_in_one_line(tmp_path):
+    import subprocess
+
+    from conftest import GANBENCH, cli_env
+
+    proc = subprocess.run([str(GANBENCH), *POINTS, *FAST, "pack=3", f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == ("ganbench: error: pack: train.batch_size must be divisible by pack "
+                                   "(got train.batch_size=16, pack=3)")
