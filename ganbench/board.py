@@ -47,37 +47,39 @@ def log_image_grid(writer: SummaryWriter, G: nn.Module, z: Tensor, step: int, ta
 
 
 @torch.no_grad()
-def density_figure(G: nn.Module, D: nn.Module, z: Tensor, real: Tensor, bounds: Optional[float] = None):
+def density_figure(G: nn.Module, D: Optional[nn.Module], z: Tensor, real: Tensor, bounds: Optional[float] = None):
     """Real vs generated points over the level sets of D (the DRAGAN paper's Figures 4 and 13).
 
-    Orange: real samples; green: generated samples; background: D(x), yellow high, purple low.
+    Orange: real samples; green: generated samples; background: D(x), yellow high, purple low. With
+    ``D=None`` (a packing D judges m points at once and has no level sets over the plane) only the points.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    G_training, D_training = G.training, D.training
+    G_training = G.training
     G.eval()
-    D.eval()
     fake = G(z).float().cpu()
+    G.train(G_training)
     real = real.float().cpu()
     if bounds is None:
         bounds = float(real.abs().max()) * 1.4 + 0.1
-    n = 160
-    axis = torch.linspace(-bounds, bounds, n)
-    xx, yy = torch.meshgrid(axis, axis, indexing="xy")
-    grid = torch.stack([xx.flatten(), yy.flatten()], 1)
-    device = next(D.parameters()).device
-    # A D whose output depends on the rest of its batch (minibatch discrimination) sees the grid in
-    # training-sized batches; its pairwise terms would also need O(batch²) memory.
-    chunk = 256 if any(getattr(m, "couples_batch", False) for m in D.modules()) else 8192
-    values = torch.cat([D(part.to(device)).float().cpu() for part in grid.split(chunk)]).view(n, n)
-    G.train(G_training)
-    D.train(D_training)
-
     fig, ax = plt.subplots(figsize=(5, 5), dpi=90)
-    ax.contourf(xx.numpy(), yy.numpy(), values.numpy(), levels=20, cmap="viridis")
+    if D is not None:
+        D_training = D.training
+        D.eval()
+        n = 160
+        axis = torch.linspace(-bounds, bounds, n)
+        xx, yy = torch.meshgrid(axis, axis, indexing="xy")
+        grid = torch.stack([xx.flatten(), yy.flatten()], 1)
+        device = next(D.parameters()).device
+        # A D whose output depends on the rest of its batch (minibatch discrimination) sees the grid in
+        # training-sized batches; its pairwise terms would also need O(batch²) memory.
+        chunk = 256 if any(getattr(m, "couples_batch", False) for m in D.modules()) else 8192
+        values = torch.cat([D(part.to(device)).float().cpu() for part in grid.split(chunk)]).view(n, n)
+        D.train(D_training)
+        ax.contourf(xx.numpy(), yy.numpy(), values.numpy(), levels=20, cmap="viridis")
     ax.scatter(real[:, 0], real[:, 1], s=3, c="tab:orange", alpha=0.6, label="real")
     ax.scatter(fake[:, 0], fake[:, 1], s=3, c="tab:green", alpha=0.6, label="generated")
     ax.set_xlim(-bounds, bounds)
@@ -88,7 +90,7 @@ def density_figure(G: nn.Module, D: nn.Module, z: Tensor, real: Tensor, bounds: 
     return fig
 
 
-def log_density(writer: SummaryWriter, G: nn.Module, D: nn.Module, z: Tensor, real: Tensor, step: int,
+def log_density(writer: SummaryWriter, G: nn.Module, D: Optional[nn.Module], z: Tensor, real: Tensor, step: int,
                 tag: str = "images/density") -> None:
     import matplotlib.pyplot as plt
 

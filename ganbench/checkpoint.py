@@ -13,7 +13,7 @@ from .errors import CheckpointError
 # Config keys that define what is being trained: a checkpoint written under other values would not
 # continue the same run. Cadences, iterations (to train longer), evaluation and device may change.
 IDENTITY_KEYS = ("seed", "dataset", "arch", "objective", "penalty", "optimizer", "dynamics", "train.batch_size",
-                 "train.g_average", "train.ema_beta")
+                 "train.g_average", "train.ema_beta", "pack")
 
 
 def save(state: Dict[str, Any], path: Path) -> None:

@@ -541,10 +541,10 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
         if step % tc.sample_every == 0 or step == tc.iterations:
             if data.kind == "image":
                 board.log_image_grid(out.writer, G_k, out.z_fixed, step)
-            elif spec.pack == 1:
+            else:
                 # With pack > 1, D judges packs of m points (a function on ℝ^{m·d}), so it has no level sets
-                # over the plane: the density plot, drawn over D's, is skipped.
-                board.log_density(out.writer, G_k, D_k, out.z_fixed, out.real_vis, step)
+                # over the plane: the plot shows the points only.
+                board.log_density(out.writer, G_k, D_k if spec.pack == 1 else None, out.z_fixed, out.real_vis, step)
         if is_eval:
             # The final evaluation precedes the final checkpoint: a run killed after that
             # checkpoint has nothing left to redo, one killed before it redoes both.

@@ -168,14 +168,19 @@ def test_pack_1_is_no_packing_bit_for_bit(tmp_path):
         assert_same_tensors(state(other), state("plain"), other)
 
 
-def test_packed_run_logs_a_packed_gradient_probe_and_no_d_heatmap(tmp_path):
+def test_packed_run_logs_a_packed_gradient_probe_and_points_without_d_heatmap(tmp_path, monkeypatch):
     """B=294, m=7: the log step's probe is 252 samples (256 rounded down to whole packs) packed as D sees
-    them; the D heatmap over the plane has no meaning for packs and is not drawn."""
+    them; the D heatmap over the plane has no meaning for packs: the density plot shows the points only."""
+    from ganbench import board
+
+    seen = []
+    original = board.density_figure
+    monkeypatch.setattr(board, "density_figure", lambda G, D, *a, **k: seen.append(D) or original(G, D, *a, **k))
     run = tmp_path / "run"
     record = run_train(run, POINTS + ["pack=7", "train.batch_size=294"] + SHORT)
     assert record["status"] == "completed"
     assert scalar_events(run)["grad/D_real_norm"] == [3, 6]
-    assert "images/density" not in all_tags(run)["images"]
+    assert "images/density" in all_tags(run)["images"] and seen and all(D is None for D in seen)
     assert load_ckpt(run)["D"]["net.0.weight"].shape == (8, 14)
 
 
