@@ -267,6 +267,127 @@ def test_mode_metrics_on_constructed_point_sets():
     assert toy.mode_metrics(torch.zeros(10, 2), c, std)["reverse_kl"] is None
 
 
+
+# --------------------------------------------------------------------------------------------- toy metric variants
+SQUARE = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [4.0, 4.0]], dtype=torch.float64)
+
+
+def test_hq_test_keeps_each_sources_inequality_at_exactly_3_sigma():
+    """σ = 0.25 and offsets in binary fractions, so every distance is exact: 0.75 = 3σ on the boundary."""
+    pts = SQUARE[[0, 1, 2]] + torch.tensor([[0.75, 0.0], [0.0, 0.5], [0.0, -0.7421875]], dtype=torch.float64)
+    # Euclidean (VEEGAN): ‖d‖ ≤ 3σ, so the boundary sample counts: 3 HQ samples on 3 modes.
+    e = toy.mode_metrics(pts, SQUARE, 0.25)
+    assert e == {"modes": 3.0, "hq_pct": 100.0, "reverse_kl": pytest.approx(math.log(4 / 3))}
+    # Mahalanobis (PacGAN): √Σ d²/σ² < 3 strictly; d = 0.75/0.25 = 3 is out: 2 of 3 HQ, p̂ = (1/2, 0, 1/2, 0).
+    m = toy.mode_metrics(pts, SQUARE, 0.25, hq_test="mahalanobis")
+    assert m == {"modes": 2.0, "hq_pct": pytest.approx(200 / 3), "reverse_kl": pytest.approx(math.log(2))}
+    # Just outside 3σ for both tests.
+    out = SQUARE[:1] + torch.tensor([[0.0, 0.7578125]], dtype=torch.float64)
+    assert toy.mode_metrics(out, SQUARE, 0.25)["hq_pct"] == 0.0
+    assert toy.mode_metrics(out, SQUARE, 0.25, hq_test="mahalanobis")["hq_pct"] == 0.0
+
+
+def test_mahalanobis_divides_each_axis_by_its_own_variance():
+    """σ = (0.5, 0.125): d = √((dx/0.5)² + (dy/0.125)²)."""
+    c = torch.tensor([[0.0, 0.0], [8.0, 0.0]], dtype=torch.float64)
+    sigma = torch.tensor([0.5, 0.125], dtype=torch.float64)
+    # d = 2.5, 2.0 (HQ) and 4.0 (not). Swapped axes would give 10, 8, 1; dividing by σ instead of σ²
+    # would give √3.125, √2, √2 (all HQ); comparing d² with 3 would keep only the 2nd.
+    pts = torch.tensor([[1.25, 0.0], [1.0, 0.0], [0.0, 0.5]], dtype=torch.float64)
+    m = toy.mode_metrics(pts, c, sigma, hq_test="mahalanobis")
+    assert m["modes"] == 1.0 and m["hq_pct"] == pytest.approx(200 / 3)
+    assert m["reverse_kl"] == pytest.approx(math.log(2))  # both HQ on mode 0 of 2
+    # The Euclidean test needs one σ: per-axis values that differ are refused, equal ones accepted.
+    with pytest.raises(ValueError, match="isotropic"):
+        toy.mode_metrics(pts, c, sigma)
+    assert toy.mode_metrics(pts, c, torch.tensor([0.5, 0.5])) == toy.mode_metrics(pts, c, 0.5)
+    # Per-mode σ (M, D): the offset 1.0 from mode 1 is 2σ of mode 1 (σ 0.5), but 4σ with mode 0's σ 0.25.
+    per_mode = torch.tensor([[0.25, 0.25], [0.5, 0.5]], dtype=torch.float64)
+    assert toy.mode_metrics(c[1:] + torch.tensor([[1.0, 0.0]]), c, per_mode, "mahalanobis")["modes"] == 1.0
+    assert toy.mode_metrics(c[1:] + torch.tensor([[1.0, 0.0]]), c, 0.25, "mahalanobis")["modes"] == 0.0
+
+
+def test_mahalanobis_assigns_the_nearest_centre_by_mahalanobis_distance():
+    """σ = (1, 0.125), centres (0, 0) and (0.5, 0.5), x = (1, 0): Euclidean-nearest is (0.5, 0.5) (0.707 < 1),
+    but there d = √(0.25 + 16) = 4.03 > 3; by Mahalanobis distance (0, 0) is nearest with d = 1 (HQ)."""
+    c = torch.tensor([[0.0, 0.0], [0.5, 0.5]], dtype=torch.float64)
+    m = toy.mode_metrics(torch.tensor([[1.0, 0.0]]), c, torch.tensor([1.0, 0.125]), hq_test="mahalanobis")
+    assert m == {"modes": 1.0, "hq_pct": 100.0, "reverse_kl": pytest.approx(math.log(2))}
+
+
+def test_mode_min_count_is_at_least_not_more_than():
+    c, std = ring_centers(), 0.02
+    # 4, 2, 1, 1 HQ samples on modes 0-3 (8 HQ) + 2 samples at 4σ from mode 5 (not HQ).
+    pts = torch.cat([c[0].repeat(4, 1), c[1].repeat(2, 1), c[2:3], c[3:4],
+                     (c[5] + torch.tensor([4 * std, 0.0])).repeat(2, 1)])
+    expected = {1: 4.0, 2: 2.0, 3: 1.0, 4: 1.0, 5: 0.0}
+    for k, modes in expected.items():
+        m = toy.mode_metrics(pts, c, std, min_count=k)
+        assert m["modes"] == modes, k
+        # The threshold decides coverage only: hq_pct and reverse_kl stay those of all HQ samples.
+        assert m["hq_pct"] == pytest.approx(80.0) and m["reverse_kl"] == pytest.approx(1.25 * math.log(2))
+    with pytest.raises(ValueError, match="min_count"):
+        toy.mode_metrics(pts, c, std, min_count=0)
+
+
+def test_reverse_kl_empty_modes_skip_and_smooth():
+    # HQ histogram (4, 2, 1, 1, 0, 0, 0, 0) over M = 8.
+    counts = torch.tensor([4, 2, 1, 1, 0, 0, 0, 0])
+    # skip: p̂ = (1/2, 1/4, 1/8, 1/8, 0...), Σ p̂ log 8p̂ = ½ log 4 + ¼ log 2 = 1.25 log 2
+    assert toy.kl_to_uniform(counts) == pytest.approx(1.25 * math.log(2), rel=1e-12)
+    assert toy.kl_to_uniform(counts, "skip") == toy.kl_to_uniform(counts)
+    # smooth: (5, 3, 2, 2, 1, 1, 1, 1)/16, 8p̂ = (2.5, 1.5, 1, 1, .5, .5, .5, .5)
+    smooth = 5 / 16 * math.log(2.5) + 3 / 16 * math.log(1.5) - 4 / 16 * math.log(2)
+    assert toy.kl_to_uniform(counts, "smooth") == pytest.approx(smooth, rel=1e-12)
+    # All 10 in one mode of 8: skip gives log 8; smooth p̂ = (11/18, 1/18 × 7).
+    one = torch.tensor([10, 0, 0, 0, 0, 0, 0, 0])
+    assert toy.kl_to_uniform(one) == pytest.approx(math.log(8))
+    assert toy.kl_to_uniform(one, "smooth") == pytest.approx(11 / 18 * math.log(88 / 18) + 7 / 18 * math.log(8 / 18))
+    # A uniform histogram is 0 either way; no HQ sample stays None (no histogram to compare).
+    assert toy.kl_to_uniform(torch.full((8,), 3), "smooth") == pytest.approx(0.0, abs=1e-15)
+    c = ring_centers()
+    assert toy.mode_metrics(torch.zeros(10, 2), c, 0.02, kl_empty="smooth")["reverse_kl"] is None
+    with pytest.raises(ValueError, match="empty"):
+        toy.kl_to_uniform(counts, "zero")
+
+
+def test_mode_variants_through_the_evaluator_and_protocol(tmp_path):
+    c = ring_centers()
+    ds = PointData("ring8", c, 0.02)
+    ds.axis_std = torch.tensor([0.04, 0.01])
+    # 2,500 samples: mode k gets the offset (0.1, 0) (d = 2.5 with σ_x = 0.04; 10 with the axes swapped).
+    pts = (c + torch.tensor([0.1, 0.0])).repeat(2500 // 8 + 1, 1)[:2500]
+    cfg = make_cfg(tmp_path, metrics_over={"hq_test": "mahalanobis", "mode_min_count": 313,
+                                           "reverse_kl_empty": "smooth"})
+    ev = build_evaluator(cfg, ds, "cpu", tmp_path)
+    out = ev.evaluate(PointG(pts), step=0, final=True, z_dim=2)
+    # 313 samples on modes 0-3, 312 on 4-7: only 4 modes reach 313; all 2,500 are HQ.
+    assert out["modes"] == 4.0 and out["hq_pct"] == 100.0
+    p = np.array([314] * 4 + [313] * 4) / 2508
+    assert out["reverse_kl"] == pytest.approx(float((p * np.log(8 * p)).sum()), rel=1e-9)
+    proto = ev.protocol()["points"]
+    assert proto["mode_test"] == {"hq_test": "mahalanobis", "mode_min_count": 313, "reverse_kl_empty": "smooth",
+                                  "axis_std": [pytest.approx(0.04), pytest.approx(0.01)]}
+    assert "metrics.hq_test=mahalanobis" in proto["modes"] and ">= 313 high-quality" in proto["modes"]
+    assert "< 3" in proto["modes"] and "pseudo-count" in proto["modes"]
+    # The default protocol names today's test.
+    default = build_evaluator(make_cfg(tmp_path), PointData("ring8", c, 0.02), "cpu", tmp_path).protocol()["points"]
+    assert default["mode_test"] == {"hq_test": "euclidean", "mode_min_count": 1, "reverse_kl_empty": "skip",
+                                    "axis_std": pytest.approx(0.02)}
+    assert "<= 3 std (Euclidean)" in default["modes"] and "0 log 0 = 0" in default["modes"]
+
+
+def test_mode_variant_keys_are_validated(tmp_path):
+    bad = [({"hq_test": "cosine"}, "metrics.hq_test: must be one of euclidean, mahalanobis, got 'cosine'"),
+           ({"mode_min_count": 0}, "metrics.mode_min_count: must be an integer >= 1"),
+           ({"mode_min_count": 1.5}, "metrics.mode_min_count"),
+           ({"reverse_kl_empty": "zero"}, "metrics.reverse_kl_empty: must be one of skip, smooth, got 'zero'")]
+    for over, msg in bad:
+        with pytest.raises(ConfigError, match=msg) as err:
+            validate(make_cfg(tmp_path, metrics_over=over))
+        assert "\n" not in str(err.value)
+
+
 def test_swissroll_energy_distance_near_zero_for_true_samples_and_large_for_shifted():
     g = torch.Generator().manual_seed(0)
     x, y = swissroll(2500, g), swissroll(2500, g)

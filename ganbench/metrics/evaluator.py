@@ -99,6 +99,12 @@ def validate(cfg: DictConfig) -> None:
     need_int(m, "metrics", "prc_k", 1)
     need_int(m, "metrics", "dc_k", 1)
     need_int(m, "metrics", "mode_samples", MIN_MODE_SAMPLES, " (the mode-coverage protocol)")
+    need_int(m, "metrics", "mode_min_count", 1, " (high-quality samples that make a mode covered)")
+    if m.get("hq_test") not in toy.HQ_TESTS:
+        raise ConfigError(f"metrics.hq_test: must be one of {', '.join(toy.HQ_TESTS)}, got {m.get('hq_test')!r}")
+    if m.get("reverse_kl_empty") not in toy.KL_EMPTY:
+        raise ConfigError(f"metrics.reverse_kl_empty: must be one of {', '.join(toy.KL_EMPTY)}, "
+                          f"got {m.get('reverse_kl_empty')!r}")
     need_int(m, "metrics", "stacked_samples", MIN_STACKED_SAMPLES, " (the Stacked-MNIST protocol)")
     if not isinstance(m.get("prc"), bool):
         raise ConfigError(f"metrics.prc: must be true or false, got {m.get('prc')!r}")
@@ -169,6 +175,9 @@ class EvalSettings:
     prc_k: int = 3
     dc_k: int = 5
     mode_samples: int = MIN_MODE_SAMPLES
+    hq_test: str = "euclidean"
+    mode_min_count: int = 1
+    reverse_kl_empty: str = "skip"
     stacked_samples: int = MIN_STACKED_SAMPLES
     cache_dir: str = "~/.cache/ganbench/metrics"
 
@@ -178,6 +187,7 @@ class EvalSettings:
         return cls(num_samples=ev.num_samples, num_samples_final=ev.num_samples_final, reference=ev.reference,
                    batch_size=ev.batch_size, seed=ev.seed, is_splits=m.is_splits, kid_subsets=m.kid_subsets,
                    kid_subset_size=m.kid_subset_size, prc_k=m.prc_k, dc_k=m.dc_k, mode_samples=m.mode_samples,
+                   hq_test=m.hq_test, mode_min_count=m.mode_min_count, reverse_kl_empty=m.reverse_kl_empty,
                    stacked_samples=m.stacked_samples, cache_dir=m.cache_dir)
 
 
@@ -315,15 +325,27 @@ class Evaluator:
         pts = torch.cat([x.float().cpu() for x in self._generate(G, self.s.mode_samples, z_dim)])
         out: dict[str, float | None] = {}
         if "modes" in self.groups:
-            out.update(toy.mode_metrics(pts, self.dataset.centers, self.dataset.std))
+            out.update(toy.mode_metrics(pts, self.dataset.centers, self._axis_std(), self.s.hq_test,
+                                        self.s.mode_min_count, self.s.reverse_kl_empty))
             if out["reverse_kl"] is None:
-                self._r["reverse_kl"] = "no high-quality sample (none within 3 std of a centre)"
+                self._r["reverse_kl"] = f"no high-quality sample (none {self._hq_text()})"
         if "energy" in self.groups:
             if self._ref_points is None:
                 gen = torch.Generator().manual_seed(self.s.seed + 1)
                 self._ref_points = self.dataset.sample_eval(self.s.mode_samples, gen).float().cpu()
             out["energy"] = toy.energy_distance(pts, self._ref_points)
         return out
+
+    def _axis_std(self):
+        """The mixture's σ per axis (``axis_std`` when the dataset has one, else its isotropic ``std`` on
+        every axis): what the Mahalanobis test divides by."""
+        axis = getattr(self.dataset, "axis_std", None)
+        return self.dataset.std if axis is None else axis
+
+    def _hq_text(self) -> str:
+        if self.s.hq_test == "mahalanobis":
+            return "with Mahalanobis distance sqrt(sum_a d_a^2/sigma_a^2) < 3 to its nearest centre"
+        return "within <= 3 std (Euclidean) of its nearest centre"
 
     # ------------------------------------------------------------------ entry point
     def evaluate(self, G: torch.nn.Module, step: int, final: bool, z_dim: int, prefix: str = "") -> dict[str, float | None]:
@@ -420,9 +442,17 @@ class Evaluator:
         if any(g in POINT_GROUPS for g in self.groups):
             p["points"] = {"num_samples": self.s.mode_samples, "std": getattr(self.dataset, "std", None)}
             if "modes" in self.groups:
-                p["points"]["modes"] = ("high-quality = within 3 std of the nearest centre; covered = nearest centre "
-                                        "of >= 1 high-quality sample; reverse_kl = KL(p_modes || uniform) over the "
-                                        "high-quality samples")
+                axis = self._axis_std()
+                p["points"]["modes"] = (
+                    f"high-quality = {self._hq_text()} (metrics.hq_test={self.s.hq_test}); covered = nearest centre "
+                    f"of >= {self.s.mode_min_count} high-quality sample(s) (metrics.mode_min_count); reverse_kl = "
+                    f"KL(p_modes || uniform) of the high-quality samples' nearest-centre histogram over all modes, "
+                    + ("empty modes as 0 log 0 = 0" if self.s.reverse_kl_empty == "skip"
+                       else "add-one pseudo-counts on every mode") + f" (metrics.reverse_kl_empty="
+                    f"{self.s.reverse_kl_empty})")
+                p["points"]["mode_test"] = {"hq_test": self.s.hq_test, "mode_min_count": self.s.mode_min_count,
+                                            "reverse_kl_empty": self.s.reverse_kl_empty,
+                                            "axis_std": axis.tolist() if hasattr(axis, "tolist") else axis}
             if "energy" in self.groups:
                 p["points"]["energy"] = ("unbiased energy distance 2E|x-y| - E|x-x'| - E|y-y'| against as many "
                                          "reference samples drawn with seed eval.seed+1")

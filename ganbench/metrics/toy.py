@@ -5,36 +5,89 @@ from __future__ import annotations
 import torch
 
 
-def kl_to_uniform(counts: torch.Tensor) -> float:
-    """KL(p̂ ‖ uniform_M) = Σ_k p̂_k log(M p̂_k) with p̂ = counts / Σcounts over all M bins (0 log 0 = 0).
+HQ_TESTS = ("euclidean", "mahalanobis")
+KL_EMPTY = ("skip", "smooth")
 
-    0 for a uniform histogram, log M when every count falls in one bin. Needs Σcounts > 0.
+
+def kl_to_uniform(counts: torch.Tensor, empty: str = "skip") -> float:
+    """KL(p̂ ‖ uniform_M) = Σ_k p̂_k log(M p̂_k) over all M bins of the histogram ``counts``.
+
+    ``empty`` says how empty bins (modes no sample landed in) enter p̂:
+
+    - ``skip``: p̂_k = n_k / Σn and 0·log 0 = 0, so an empty bin adds nothing (the PacGAN code's KL helper
+      drops the p = 0 terms). 0 for a uniform histogram, log M when every count falls in one bin.
+    - ``smooth``: add-one (Laplace) pseudo-counts, p̂_k = (n_k + 1) / (Σn + M): every mode gets some mass and
+      the value is pulled towards 0 (all n samples in one mode: p̂ = ((n+1)/(n+M), 1/(n+M), ...) instead of
+      (1, 0, ...), so less than log M). A ganbench option: no published table uses it.
+
+    Needs Σcounts > 0.
     """
+    if empty not in KL_EMPTY:
+        raise ValueError(f"empty must be one of {KL_EMPTY}, got {empty!r}")
     counts = counts.double()
+    if empty == "smooth":
+        counts = counts + 1.0
     p = counts / counts.sum()
     nz = p > 0
     return float((p[nz] * torch.log(p[nz] * len(counts))).sum())
 
 
-def mode_metrics(points: torch.Tensor, centers: torch.Tensor, std: float) -> dict[str, float | None]:
-    """Mode coverage of 2-D samples against a Gaussian mixture with isotropic ``std`` (REFERENCE.md):
+def _axis_std(std, centers: torch.Tensor) -> torch.Tensor:
+    """σ as an (M, D) float64 tensor: a number (isotropic), a (D,) per-axis σ, or an (M, D) per-mode σ."""
+    s = torch.as_tensor(std, dtype=torch.float64)
+    if s.dim() > 2 or (s.dim() >= 1 and s.shape[-1] != centers.shape[1]) or (s.dim() == 2 and len(s) != len(centers)):
+        raise ValueError(f"std must be a number, a ({centers.shape[1]},) per-axis or a ({len(centers)}, "
+                         f"{centers.shape[1]}) per-mode tensor, got shape {tuple(s.shape)}")
+    if not bool((s > 0).all()):
+        raise ValueError(f"std must be > 0, got {s.tolist()}")
+    return s.expand(centers.shape).clone()
 
-    a sample is high-quality if it lies within 3·std of its nearest centre; a mode is covered if it is the
-    nearest centre of at least one high-quality sample. Returns ``modes`` (number of covered modes),
-    ``hq_pct`` (100 · fraction of high-quality samples) and ``reverse_kl`` = KL(p̂_modes ‖ uniform_M) of the
-    nearest-centre histogram of the high-quality samples (None when there are none).
+
+def mode_metrics(points: torch.Tensor, centers: torch.Tensor, std, hq_test: str = "euclidean",
+                 min_count: int = 1, kl_empty: str = "skip") -> dict[str, float | None]:
+    """Mode coverage of 2-D samples against a Gaussian mixture (REFERENCE.md "Toy protocols").
+
+    The high-quality test (``hq_test``), each source's own definition including its inequality:
+
+    - ``euclidean`` (VEEGAN's notebook; ganbench's default): the nearest centre by Euclidean distance,
+      high-quality iff ‖x - c‖ ≤ 3σ. Needs an isotropic σ (a number, or per-axis values all equal).
+    - ``mahalanobis`` (PacGAN's code): d_k(x) = √Σ_a (x_a - c_ka)² / σ_ka² with the dataset's per-axis σ
+      (a number, a (D,) or a per-mode (M, D) tensor); the nearest centre is the one of smallest d_k and x
+      is high-quality iff d_k(x) < 3, strictly. With the same σ on every axis and mode (ganbench's ring8
+      and grid25), d_k = ‖x - c_k‖/σ: both tests pick the same centre and differ only for a sample at
+      exactly 3σ, which counts for ``euclidean`` and not for ``mahalanobis``.
+
+    A mode is covered iff at least ``min_count`` high-quality samples have it as nearest centre (both
+    sources: 1). Returns ``modes`` (covered modes), ``hq_pct`` = 100 · (high-quality samples) / N and
+    ``reverse_kl`` = KL(p̂_modes ‖ uniform_M) of the high-quality samples' nearest-centre histogram over all M
+    modes, empty modes handled by ``kl_empty`` (see ``kl_to_uniform``); None when no sample is high-quality.
     """
+    if hq_test not in HQ_TESTS:
+        raise ValueError(f"hq_test must be one of {HQ_TESTS}, got {hq_test!r}")
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+        raise ValueError(f"min_count must be an integer >= 1, got {min_count!r}")
     points = points.detach().to("cpu", torch.float64)
     centers = centers.detach().to("cpu", torch.float64)
-    dist = torch.cdist(points, centers)                  # (N, M)
-    d_min, nearest = dist.min(dim=1)
-    hq = d_min <= 3.0 * std
+    sigma = _axis_std(std, centers)                       # (M, D)
+    if hq_test == "euclidean":
+        if not bool((sigma == sigma.flatten()[0]).all()):
+            raise ValueError("hq_test 'euclidean' needs an isotropic std (the same on every axis and mode); "
+                             "use 'mahalanobis' for per-axis std")
+        dist = torch.cdist(points, centers)               # (N, M)
+        d_min, nearest = dist.min(dim=1)
+        hq = d_min <= 3.0 * float(sigma.flatten()[0])
+    else:
+        # (N, M, D) scaled offsets: N = 2,500, M ≤ 25, D = 2 is a few hundred kB.
+        scaled = (points[:, None, :] - centers[None, :, :]) / sigma[None, :, :]
+        dist = scaled.pow(2).sum(dim=2).sqrt()
+        d_min, nearest = dist.min(dim=1)
+        hq = d_min < 3.0
     counts = torch.bincount(nearest[hq], minlength=len(centers))
     n_hq = int(hq.sum())
     return {
-        "modes": float((counts > 0).sum()),
+        "modes": float((counts >= min_count).sum()),
         "hq_pct": 100.0 * n_hq / len(points),
-        "reverse_kl": kl_to_uniform(counts) if n_hq > 0 else None,
+        "reverse_kl": kl_to_uniform(counts, kl_empty) if n_hq > 0 else None,
     }
 
 
