@@ -22,6 +22,13 @@ counted in the status columns only. A diverged run keeps the values its last eva
 ``--at-step N`` reports every value as of generator step N (the last evaluation at or before N, from
 metrics.jsonl); runs still in progress that were evaluated at or past N count too. This gives the
 DRAGAN paper's "same number of generator iterations" scores from runs that trained longer.
+
+``--table toy`` prints (and writes to ``toy_table.md``) the published ring/grid layout instead: a row per
+method (every override but ``seed`` and ``dataset``, less those all runs share), per dataset (ring8, grid25)
+the number of runs with their statuses and modes, high-quality % and reverse KL, each as mean ± standard
+error over seeds, SE = s/√n with the sample std s. Finished runs (completed, diverged) enter the means;
+a cell whose value comes from k of its N runs says (k/N), e.g. reverse KL averaged over the runs that had
+high-quality samples; failed runs are listed with their error.
 """
 
 from __future__ import annotations
@@ -717,6 +724,93 @@ def plot_figures(out_dir: Path, groups: Sequence[Group], metrics: Sequence[str])
 
 
 # ---------------------------------------------------------------------------------------------
+# the published toy layout (--table toy)
+
+# (metric, column title, decimals) in the order of the published ring/grid tables (PacGAN Table 1, VEEGAN Table 1).
+TOY_COLUMNS = (("modes", "modes", 1), ("hq_pct", "high-quality %", 1), ("reverse_kl", "reverse KL", 3))
+TOY_DATASETS = ("ring8", "grid25")   # column order; other datasets follow, sorted
+TOY_HEADER = ("final values; each cell mean ± standard error over seeds (trials), SE = sample std/√n "
+              "(std with n-1); statistics over finished runs (completed or diverged); (k/N): only k of the "
+              "cell's N runs have a value (reverse KL: only runs with high-quality samples); "
+              f"{N1_MARK}: n=1, no SE")
+
+
+def mean_se(values: Sequence[float]) -> Tuple[int, float, float]:
+    """(n, mean, standard error) with SE = s/√n, s = sqrt(Σ(x - mean)²/(n - 1)); SE is NaN for n ≤ 1."""
+    n = len(values)
+    if n == 0:
+        return 0, math.nan, math.nan
+    mean = sum(values) / n
+    if n == 1:
+        return 1, mean, math.nan
+    return n, mean, math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1)) / math.sqrt(n)
+
+
+def toy_method_key(run: Run) -> Tuple[Tuple[str, str], ...]:
+    """A run's method: every override but seed and dataset (objective, penalty, dynamics, pack, n_dis ...)."""
+    return tuple(sorted((k, v) for k, v in run.overrides.items() if k not in ("seed", "dataset")))
+
+
+def _runs_cell(runs: Sequence[Run]) -> str:
+    counts = Counter(r.status for r in runs)
+    other = ", ".join(f"{c} {s}" for s, c in sorted(counts.items()) if s != "completed")
+    return f"{len(runs)}" + (f" ({other})" if other else "")
+
+
+def _toy_value(runs: Sequence[Run], metric: str, decimals: int, at_step: Optional[float]) -> str:
+    finished = [r for r in runs if r.reached(at_step)]
+    values = [v for v in (r.final(metric, at_step) for r in finished) if v is not None]
+    n, mean, se = mean_se(values)
+    if n == 0:
+        return "–" if not runs else f"– (0/{len(runs)})"
+    cell = f"{mean:.{decimals}f} {N1_MARK}" if n == 1 else f"{mean:.{decimals}f} ± {se:.{decimals}f}"
+    return cell + (f" ({n}/{len(runs)})" if n < len(runs) else "")
+
+
+def toy_table(runs: Sequence[Run], at_step: Optional[float] = None) -> Tuple[List[List[str]], List[str]]:
+    """The published toy layout: a row per method, per dataset the runs and modes, high-quality % and reverse
+    KL as mean ± SE over seeds. Returns (rows with the header first, notes: failed runs with their error)."""
+    cells: Dict[Tuple, Dict[str, List[Run]]] = {}
+    for run in runs:
+        cells.setdefault(toy_method_key(run), {}).setdefault(run.label_value("dataset"), []).append(run)
+    # Overrides every run shares (experiment=..., a fixed budget) say nothing about the method.
+    shared = set.intersection(*(set(k) for k in cells)) if cells else set()
+    datasets = sorted({d for c in cells.values() for d in c},
+                      key=lambda d: (TOY_DATASETS.index(d) if d in TOY_DATASETS else len(TOY_DATASETS), d))
+    header = ["method"]
+    for d in datasets:
+        header += [f"{d} runs"] + [f"{d} {title}" for _, title, _ in TOY_COLUMNS]
+    rows, notes_out = [header], []
+    for key in sorted(cells):
+        label = " ".join(f"{k}={v}" for k, v in key if (k, v) not in shared) or "all"
+        row = [label]
+        for d in datasets:
+            members = sorted(cells[key].get(d, []), key=lambda r: str(r.path))
+            row += [_runs_cell(members) if members else "0"]
+            row += [_toy_value(members, m, dec, at_step) for m, _, dec in TOY_COLUMNS]
+            notes_out += [f"failed: {label} dataset={d} seed={r.seed or '–'}: {r.error_line()} ({r.path})"
+                          for r in members if r.status == "failed"]
+        rows.append(row)
+    return rows, notes_out
+
+
+def run_toy_table(args: argparse.Namespace, runs: Sequence[Run]) -> str:
+    if not any(m in r.metric_names() for r in runs for m, _, _ in TOY_COLUMNS):
+        raise GanbenchError("--table toy: no run has modes, hq_pct or reverse_kl (a ring8/grid25 sweep has them)")
+    rows, failed = toy_table(runs, args.at_step)
+    at = f" as of generator step {args.at_step:g}" if args.at_step is not None else ""
+    out = args.out or args.sweep_dirs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    md = ["# ganbench toy table", "", "Sweeps: " + ", ".join(f"`{d}`" for d in args.sweep_dirs), "",
+          TOY_HEADER.replace("final values", f"final values{at}", 1) + ".", "", format_markdown_table(rows), ""]
+    md += [f"- {line}" for line in failed]
+    (out / "toy_table.md").write_text("\n".join(md) + "\n")
+    lines = [f"{len(runs)} runs; " + TOY_HEADER.replace("final values", f"final values{at}", 1),
+             format_text_table(rows), *failed, f"wrote {out / 'toy_table.md'}"]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
 # command line
 
 
@@ -734,6 +828,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report values as of generator step N (last evaluation at or before N) instead of the end")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the first sweep dir)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--table", choices=["toy"], default=None,
+                   help="toy: instead of the report, the published ring/grid layout: a row per method (every "
+                   "override but seed and dataset), per dataset (ring8, grid25) the runs and modes, high-quality %% "
+                   "and reverse KL as mean ± standard error (std/√n) over seeds; written to toy_table.md")
     return p
 
 
@@ -741,6 +839,8 @@ def run_report(args: argparse.Namespace) -> str:
     runs = find_runs(args.sweep_dirs)
     if not runs:
         raise GanbenchError(f"no run directories (with .hydra/overrides.yaml or results.json) under {', '.join(map(str, args.sweep_dirs))}")
+    if getattr(args, "table", None) == "toy":
+        return run_toy_table(args, runs)
     by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by else None
     if args.metrics:
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]

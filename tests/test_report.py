@@ -290,3 +290,84 @@ def test_failed_runs_show_their_one_line_error(sweep, tmp_path, capsys):
     runs_row = next(line for line in md.splitlines() if line.startswith("| objective=dragan | 9 |"))
     assert "| failed |" in runs_row and "RuntimeError: CUDA out of memory |" in runs_row
     assert "running" not in runs_row and "Tried to allocate" not in md
+
+
+# --------------------------------------------------------------------------------- --table toy
+def toy_metrics(modes, hq, rkl):
+    null = dict(metric(None, None, higher=False), reason="no high-quality sample (none within <= 3 std)")
+    return {"modes": metric(modes, modes), "hq_pct": metric(hq, hq),
+            "reverse_kl": null if rkl is None else metric(rkl, rkl, higher=False)}
+
+
+@pytest.fixture
+def toy_sweep(tmp_path):
+    root = tmp_path / "toy"
+    for seed, (modes, hq, rkl) in enumerate([(8.0, 80.0, 0.1), (8.0, 90.0, 0.2), (7.0, 70.0, 0.3)]):
+        make_run(root, ["experiment=toy", "dataset=ring8", "objective=dragan", f"seed={seed}"],
+                 metrics=toy_metrics(modes, hq, rkl))
+    for seed, (modes, hq, rkl) in enumerate([(20.0, 60.0, 0.5), (22.0, 60.0, 0.5), (24.0, 60.0, 0.8)]):
+        make_run(root, ["experiment=toy", "dataset=grid25", "objective=dragan", f"seed={seed}"],
+                 metrics=toy_metrics(modes, hq, rkl))
+    # vanilla on ring8: completed, diverged without high-quality samples, failed; no grid25 runs at all.
+    make_run(root, ["experiment=toy", "dataset=ring8", "objective=vanilla", "seed=0"], metrics=toy_metrics(1.0, 50.0, 2.0))
+    make_run(root, ["experiment=toy", "dataset=ring8", "objective=vanilla", "seed=1"], status="diverged",
+             metrics=toy_metrics(0.0, 0.0, None))
+    failed = make_run(root, ["experiment=toy", "dataset=ring8", "objective=vanilla", "seed=2"], status="failed")
+    body = json.loads((failed / "results.json").read_text())
+    body["error"] = "RuntimeError: boom\nsecond line"
+    (failed / "results.json").write_text(json.dumps(body))
+    return root, failed
+
+
+def test_mean_se_is_sample_std_over_root_n():
+    n, mean, se = report.mean_se([8.0, 8.0, 7.0])
+    # s = √(((1/3)² + (1/3)² + (2/3)²)/2) = √(1/3); SE = s/√3 = 1/3 (population std or s/n would differ)
+    assert (n, mean) == (3, pytest.approx(23 / 3)) and se == pytest.approx(1 / 3)
+    assert report.mean_se([0.5, 0.5, 0.8])[2] == pytest.approx(0.1)
+    assert math.isnan(report.mean_se([2.0])[2]) and report.mean_se([])[0] == 0
+
+
+def test_toy_table_has_the_published_layout(toy_sweep, tmp_path, capsys):
+    root, failed = toy_sweep
+    out = tmp_path / "o"
+    assert report.main([str(root), "--table", "toy", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert "standard error" in printed[0] and "std/√n" in printed[0]
+    rows, notes_ = report.toy_table(report.find_runs([root]))
+    assert rows[0] == ["method", "ring8 runs", "ring8 modes", "ring8 high-quality %", "ring8 reverse KL",
+                       "grid25 runs", "grid25 modes", "grid25 high-quality %", "grid25 reverse KL"]
+    body = {r[0]: r[1:] for r in rows[1:]}
+    assert set(body) == {"objective=dragan", "objective=vanilla"}  # experiment=toy is shared, dataset a column
+    # dragan ring8: modes 8, 8, 7 -> 7.67 ± 1/3; hq 80, 90, 70 -> 80 ± 10/√3; KL .1 .2 .3 -> .2 ± .1/√3
+    # grid25: modes 20, 22, 24 -> 22 ± 2/√3; hq 60 ± 0; KL .5 .5 .8 -> .6 ± .1
+    assert body["objective=dragan"] == ["3", "7.7 ± 0.3", "80.0 ± 5.8", "0.200 ± 0.058",
+                                        "3", "22.0 ± 1.2", "60.0 ± 0.0", "0.600 ± 0.100"]
+    # vanilla ring8: the diverged run counts (modes 1, 0 -> 0.5 ± 0.5), the failed one is shown in the counts;
+    # reverse KL only from the run with high-quality samples (1 of 3, n = 1: no SE)
+    assert body["objective=vanilla"] == ["3 (1 diverged, 1 failed)", "0.5 ± 0.5 (2/3)", "25.0 ± 25.0 (2/3)",
+                                         f"2.000 {report.N1_MARK} (1/3)", "0", "–", "–", "–"]
+    assert notes_ == [f"failed: objective=vanilla dataset=ring8 seed=2: RuntimeError: boom ({failed})"]
+    assert notes_[0] in printed
+    md = (out / "toy_table.md").read_text()
+    assert "| objective=dragan | 3 | 7.7 ± 0.3 | 80.0 ± 5.8 | 0.200 ± 0.058 |" in md and report.TOY_HEADER in md
+    assert not (out / "report.csv").exists()  # the toy table replaces the general report
+
+
+def test_toy_table_method_is_every_varying_override_but_seed_and_dataset(tmp_path):
+    root = tmp_path / "s"
+    for pen in ("none", "r1"):
+        for seed in (0, 1):
+            make_run(root, ["dataset=ring8", "objective=vanilla", f"penalty={pen}", "train.pack=2", f"seed={seed}"],
+                     metrics=toy_metrics(8.0 - seed, 100.0, 0.0))
+    rows, _ = report.toy_table(report.find_runs([root]))
+    assert [r[0] for r in rows[1:]] == ["penalty=none", "penalty=r1"]
+    assert rows[1][1:] == ["2", "7.5 ± 0.5", "100.0 ± 0.0", "0.000 ± 0.000"]
+
+
+def test_toy_table_without_toy_metrics_is_a_one_line_error(tmp_path, capsys):
+    root = tmp_path / "cifar"
+    make_run(root, ["objective=wgan", "seed=0"], metrics={"fid": metric(50.0, 40.0, higher=False)})
+    assert report.main([str(root), "--table", "toy"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ganbench-report: error: --table toy: no run has modes") and err.count("\n") == 1
+    assert "--table" in report.build_parser().format_help() and "standard error" in report.build_parser().format_help()
