@@ -334,9 +334,4 @@ def validate(cfg: DictConfig) -> Spec:
     if train.replicas > 1 and train.compile:
         raise ConfigError("train.compile: not available with train.replicas > 1 (the replicated step is not "
                           "compiled yet); use one of the two")
-    if train.replicas > 1:
-        from .dynamics import build_dynamics
-        from .replicas import check_replicable
-
-        check_replicable(spec, build_dynamics(cfg.get("dynamics")), cfg)
     return spec

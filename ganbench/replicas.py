@@ -323,25 +323,18 @@ def replica_overrides(overrides: Sequence[str], seed: int, job_seed: int) -> Lis
     return out
 
 
-def check_replicable(spec: Any, dynamics: Any, cfg: Any) -> None:
-    """Refuse, in one line, a job whose method cannot run as replicas (``replicable`` is False).
+def not_batched(spec: Any, dynamics: Any, cfg: Any) -> Optional[str]:
+    """Why a job's method cannot be batched as replicas (``replicable`` is False), or None when it can.
 
-    A method runs as replicas when its losses reduce per run (means over the batch axis), its random draws go
+    A method is batched when its losses reduce per run (means over the batch axis), its random draws go
     through the game's ``Layout`` and it keeps no state beyond the players and their optimizers. The rest
-    (extra players, mixtures, unrolled copies, penalties on both players or with their own state) are run as
-    separate jobs. Architectures drawn at random per seed (BogoNet's) differ between replicas and are refused
-    when the replicas are stacked.
+    (extra players, mixtures, unrolled copies, penalties on both players or with their own state) train their
+    seeds one after another in the same job, each exactly as its separate run.
     """
-    from .dynamics import DYNAMICS
-    from .objectives import LOSSES
-    from .penalties import PENALTIES
-
     loss = cfg.objective.get("loss")
-    for what, obj, registry, key in ((f"objective={cfg.objective.get('name')} (loss {loss})", spec.loss, LOSSES,
-                                      "objective.loss"),
-                                     (f"penalty={cfg.penalty.get('name')}", spec.penalty, PENALTIES, "penalty"),
-                                     (f"dynamics={getattr(dynamics, 'name', '?')}", dynamics, DYNAMICS, "dynamics")):
+    for what, obj in ((f"objective={cfg.objective.get('name')} (loss {loss})", spec.loss),
+                      (f"penalty={cfg.penalty.get('name')}", spec.penalty),
+                      (f"dynamics={getattr(dynamics, 'name', '?')}", dynamics)):
         if not getattr(obj, "replicable", False):
-            allowed = ", ".join(k for k, cls in registry.items() if getattr(cls, "replicable", False))
-            raise ConfigError(f"train.replicas: {what} does not run as replicas; with train.replicas > 1 "
-                              f"{key} must be one of: {allowed} (or run the seeds as separate jobs, train.replicas=1)")
+            return what
+    return None

@@ -29,8 +29,9 @@ from .dynamics.base import make_average, make_optimizer
 from .errors import CheckpointError, ConfigError, GanbenchError
 from .packing import pack, packed_shape
 from .penalties.base import input_grad_norm
-from .replicas import (SINGLE, Layout, Replicated, join_states, replica_config, replica_dirs,
+from .replicas import (SINGLE, Layout, Replicated, join_states, not_batched, replica_config, replica_dirs,
                        replica_overrides, split_state)
+from .rundir import log_seed
 from .results import RunRecord
 
 log = logging.getLogger("ganbench")
@@ -184,6 +185,10 @@ class Start:
     wall_before: float = 0.0
     members: List[Member] = field(default_factory=list)
     finished: List[Path] = field(default_factory=list)
+    #: Replicas of a method that is not batched: one single-run start per seed, trained in turn.
+    parts: List["Start"] = field(default_factory=list)
+    #: The RNG states ``prepare`` left (a part's), restored before it trains.
+    rng: Optional[Dict[str, Any]] = None
 
     @property
     def replicated(self) -> bool:
@@ -303,8 +308,11 @@ def prepare_replicas(cfg: DictConfig, spec: Spec, dynamics: Game, run_dir: Path,
     if cfg.resume:
         raise CheckpointError("resume: train.replicas continues each seed from its own run directory; resume=<path> "
                               "names one checkpoint: drop resume= (or use train.replicas=1)")
-    device = setup_device(cfg)
     dirs = replica_dirs(run_dir, cfg.seed, n)
+    why = not_batched(spec, dynamics, cfg)
+    if why is not None:
+        return prepare_in_turn(cfg, spec, dirs, fresh, why)
+    device = setup_device(cfg)
 
     # ---- which seeds still train, and from where ----
     entries, finished = [], []
@@ -377,6 +385,21 @@ def prepare_replicas(cfg: DictConfig, spec: Spec, dynamics: Game, run_dir: Path,
     return start
 
 
+def prepare_in_turn(cfg: DictConfig, spec: Spec, dirs: List[Path], fresh: bool, why: str) -> Start:
+    """Replicas of a method that cannot be batched: each seed prepared as its separate run (every check
+    first, nothing written), then trained one after another in this job. Each part keeps the RNG state its
+    own ``prepare`` left, restored before it trains, so every seed is its separate run bit for bit."""
+    log.info("train.replicas: %s cannot be batched; its %d seeds train one after another in this job", why, len(dirs))
+    parts = []
+    for i, run_dir_i in enumerate(dirs):
+        part = prepare(replica_config(cfg, cfg.seed + i), run_dir_i, fresh)
+        part.rng = checkpoint.rng_state()
+        parts.append(part)
+    first = parts[0]
+    return Start(cfg, spec, OmegaConf.to_container(cfg, resolve=True), first.device, first.data, None,
+                 members=[m for part in parts for m in part.members], parts=parts)
+
+
 def replica_rng_state(layout: Layout, k: int, device: torch.device) -> Dict[str, Any]:
     """Replica k's RNG states in a run's checkpoint format: its generators as the run's global RNGs."""
     state = checkpoint.rng_state()
@@ -438,6 +461,14 @@ class Output:
 def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     """Train the run ``prepare`` checked, in ``run_dir``; resume where its checkpoint stopped. With
     replicas, train them all (each in its own directory) and return their records under ``replicas``."""
+    if start.parts:  # replicas that are not batched: each seed's run in turn
+        results = []
+        for part in start.parts:
+            member = part.members[0]
+            checkpoint.set_rng_state(part.rng)
+            with log_seed(member.cfg.seed):
+                results.append(run(part, member.run_dir, replica_overrides(overrides, member.cfg.seed, start.cfg.seed)))
+        return replicas_result(start, results)
     cfg, spec, device, data, game = start.cfg, start.spec, start.device, start.data, start.game
     step = start.step
     n_dis, tc = spec.n_dis, spec.train

@@ -255,16 +255,33 @@ def test_one_diverging_replica_ends_alone(tmp_path):
         assert torch.isfinite(load_ckpt(tmp_path / f"seed={seed}")["D"]["net.0.weight"]).all()
 
 
-def test_methods_that_cannot_run_as_replicas_are_refused_in_one_line(tmp_path):
+@pytest.mark.parametrize("extra", [["objective=mixgan", "objective.k=2"], ["dynamics=unrolled", "dynamics.k=2"],
+                                   ["penalty=consensus", "dynamics=simultaneous"]], ids=["mixgan", "unrolled", "consensus"])
+def test_methods_that_are_not_batched_train_their_seeds_in_turn(tmp_path, extra, caplog):
+    """Extra players, unrolled copies, penalties on both players: the seeds of the job train one after
+    another, each bit-identical to its separate run."""
+    import logging
+
+    over = POINTS + extra + ["train.iterations=6", "train.ckpt_every=6"]
+    with caplog.at_level(logging.INFO, logger="ganbench"):
+        out = run_train(tmp_path / "rep" / "seed=2", over + ["seed=2", "train.replicas=2"])
+    assert "cannot be batched; its 2 seeds train one after another" in caplog.text
+    assert [Path(r["run_dir"]).name for r in out["replicas"]] == ["seed=2", "seed=3"]
+    for seed in (2, 3):
+        run_train(tmp_path / "sep" / f"seed={seed}", over + [f"seed={seed}"])
+        a, b = load_ckpt(tmp_path / "rep" / f"seed={seed}"), load_ckpt(tmp_path / "sep" / f"seed={seed}")
+        assert a["config"] == b["config"]
+        for key in set(a) - {"wall_time_s", "config"}:
+            assert_same_tensors(a[key], b[key], key)
+
+
+def test_replicas_refuse_resume_and_compile(tmp_path):
     from ganbench.train import prepare
 
-    for extra, key in ((["objective=mixgan"], r"objective=mixgan \(loss mixture\)"), (["penalty=consensus", "dynamics=simultaneous"],
-                                                                          "penalty=consensus"),
-                       (["dynamics=unrolled"], "dynamics=unrolled")):
-        with pytest.raises(ConfigError, match=f"train.replicas: {key} does not run as replicas"):
-            prepare(compose(FAST + POINTS + extra + ["train.replicas=2"]), tmp_path / "seed=0")
     with pytest.raises(Exception, match="resume: train.replicas"):
         prepare(compose(FAST + POINTS + ["train.replicas=2", f"resume={tmp_path}/x.pt"]), tmp_path / "seed=0")
+    with pytest.raises(ConfigError, match="train.compile: not available with train.replicas"):
+        prepare(compose(FAST + POINTS + ["train.replicas=2", "train.compile=true"]), tmp_path / "seed=0")
 
 
 # ------------------------------------------------------------------ the command line
@@ -331,9 +348,9 @@ def test_cli_replicas_with_the_joblib_launcher(tmp_path):
 
 
 def test_cli_refusal_is_one_line_and_writes_nothing(tmp_path):
-    done = _cli(ARGS + ["objective=mixgan", "train.replicas=2", 'hydra.run.dir="out/seed=0"'], tmp_path)
+    done = _cli(ARGS + ["train.compile=true", "train.replicas=2", 'hydra.run.dir="out/seed=0"'], tmp_path)
     assert done.returncode == 1
-    assert done.stderr.strip().count("\n") == 0 and "train.replicas: objective=mixgan (loss mixture)" in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "train.compile: not available with train.replicas" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()  # refused before any directory was made
 
