@@ -61,7 +61,7 @@ def sweep_configs(
             replicas = OmegaConf.select(cfg, "train.replicas", default=1) if cfg_type == "job" else 1
             if isinstance(replicas, int) and replicas > 1:
                 first = int(job_seeds[0]) if job_seeds else int(OmegaConf.select(cfg, "seed", default=0))
-                header += f"  (seeds {first}..{first + replicas - 1} as replicas in one process)"
+                header += f"  (seeds {first}..{first + replicas - 1} in one process: train.replicas)"
             elif job_seeds:
                 header += f"  (seeds {','.join(job_seeds)})"
             out.append(header + "\n" + OmegaConf.to_yaml(cfg, resolve=resolve))
