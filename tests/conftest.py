@@ -135,3 +135,25 @@ def cli_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     env.update(extra or {})
     return env
+
+
+def kill_after_checkpoint(proc, ckpt: Path, min_step: int, timeout: float = 300) -> int:
+    """SIGKILL the training process ``proc`` once its checkpoint ``ckpt`` holds step >= ``min_step``;
+    returns that step. Fails when the run ends first (make it longer)."""
+    import signal
+    import time
+
+    deadline, step = time.time() + timeout, 0
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists():
+            try:
+                step = torch.load(ckpt, map_location="cpu", weights_only=True)["step"]
+            except Exception:  # noqa: BLE001 - read while being replaced: try again
+                step = 0
+            if step >= min_step:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed (make it longer)"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return step

@@ -3,15 +3,11 @@ weights of mixgan, the unrolled dynamics (Adam moments it continues) and histori
 means. Kill -9 mid-run, rerun the same command: the same final state as an uninterrupted run."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 
 import pytest
-import torch
 
-from conftest import GANBENCH, assert_same_tensors, cli_env, load_ckpt, results
+from conftest import GANBENCH, assert_same_tensors, cli_env, kill_after_checkpoint, load_ckpt, results
 
 BASE = ["dataset=ring8", "arch=mlp", "arch.width=16", "arch.depth=2", "train.iterations=120",
         "train.batch_size=32", "train.log_every=10", "train.ckpt_every=10", "train.sample_every=1000",
@@ -37,20 +33,7 @@ def test_resume_after_sigkill(tmp_path, case):
     assert full.returncode == 0, full.stderr
     proc = subprocess.Popen([str(GANBENCH), *args, f"hydra.run.dir={killed}"], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = killed / "checkpoints" / "last.pt"
-    deadline, step = time.time() + 300, 0
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists():
-            try:
-                step = torch.load(ckpt, map_location="cpu", weights_only=True)["step"]
-            except Exception:  # noqa: BLE001 - read while being replaced: try again
-                step = 0
-            if step >= 30:
-                break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed (make it longer)"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(proc, killed / "checkpoints" / "last.pt", 30)
     assert results(killed)["status"] == "running"
     rerun = subprocess.run([str(GANBENCH), *args, f"hydra.run.dir={killed}"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=600)

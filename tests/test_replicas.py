@@ -4,18 +4,16 @@ The equivalence tests compare each replica with the separate run of its seed: bi
 the same random streams, parameters equal to float rounding (1e-5 relative) after 100 steps, exact resume,
 per-replica divergence; and the files each replica writes are those its separate run writes.
 """
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import (FAST, GANBENCH, POINTS, assert_same_tensors, cli_env, compose, load_ckpt, results, run_train)
+from conftest import (FAST, GANBENCH, POINTS, assert_same_tensors, cli_env, compose, kill_after_checkpoint, load_ckpt,
+                      results, run_train)
 from toy_game import crash_at
 
 from ganbench.errors import ConfigError
@@ -365,20 +363,7 @@ def test_replicas_resume_after_sigkill(tmp_path):
     assert full.returncode == 0, full.stderr
     proc = subprocess.Popen([str(GANBENCH), *args, f'hydra.run.dir="{killed}/seed=0"'], cwd=tmp_path, env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = killed / "seed=2" / "checkpoints" / "last.pt"
-    deadline, step = time.time() + 300, 0
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists():
-            try:
-                step = torch.load(ckpt, map_location="cpu", weights_only=True)["step"]
-            except Exception:  # noqa: BLE001 - read while being replaced: try again
-                step = 0
-            if step >= 60:
-                break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed (make it longer)"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(proc, killed / "seed=2" / "checkpoints" / "last.pt", 60)
     assert results(killed / "seed=1")["status"] == "running"
     rerun = subprocess.run([str(GANBENCH), *args, f'hydra.run.dir="{killed}/seed=0"'], cwd=tmp_path, env=cli_env(),
                            capture_output=True, text=True, timeout=600)
