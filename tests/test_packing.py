@@ -216,14 +216,11 @@ def test_packed_dcgan_stacks_channels(tmp_path, image_overrides):
 def test_packed_replicas_follow_their_separate_packed_runs(tmp_path):
     """(N, B, d) → (N, B/m, m·d) per run: each replica of a packed job equals its seed's packed run, with the
     PacGAN networks (BN in G: vmapped; maxout D: batched matrix products) and the DRAGAN penalty."""
-    from test_replicas import max_rel_diff
+    from test_replicas import max_rel_diff, replicas_and_separate_runs
 
     over = POINTS + ["objective=dragan", "pack=4", "arch.g_norm=batch", "arch.d_maxout=3",
                      "train.iterations=30", "train.ckpt_every=30", "train.log_every=10"]
-    run_train(tmp_path / "rep" / "seed=0", over + ["train.replicas=2"])
-    for seed in (0, 1):
-        run_train(tmp_path / "sep" / f"seed={seed}", over + [f"seed={seed}"])
-        a, b = load_ckpt(tmp_path / "rep" / f"seed={seed}"), load_ckpt(tmp_path / "sep" / f"seed={seed}")
+    for seed, a, b in replicas_and_separate_runs(tmp_path, over, (0, 1)):
         assert max_rel_diff(a["G"], b["G"]) < 1e-5 and max_rel_diff(a["D"], b["D"]) < 1e-5, seed
         assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
         assert results(tmp_path / "rep" / f"seed={seed}")["status"] == "completed"

@@ -32,6 +32,15 @@ def max_rel_diff(a, b) -> float:
     return diff / max(scale, 1e-12)
 
 
+def replicas_and_separate_runs(tmp_path, over, seeds):
+    """Train ``over`` as replicas of ``seeds`` in one job and each seed as its own run: yields (seed, the
+    replica's checkpoint, the separate run's checkpoint)."""
+    run_train(tmp_path / "rep" / f"seed={seeds[0]}", over + [f"seed={seeds[0]}", f"train.replicas={len(seeds)}"])
+    for seed in seeds:
+        run_train(tmp_path / "sep" / f"seed={seed}", over + [f"seed={seed}"])
+        yield seed, load_ckpt(tmp_path / "rep" / f"seed={seed}"), load_ckpt(tmp_path / "sep" / f"seed={seed}")
+
+
 # ------------------------------------------------------------------ the pieces
 
 def test_layout_draws_each_replica_from_its_own_generator():
@@ -172,10 +181,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_replicas_follow_their_separate_runs_for_100_steps(tmp_path, case):
     over = POINTS + CASES[case] + ["train.iterations=100", "train.ckpt_every=100", "train.log_every=25"]
-    run_train(tmp_path / "rep" / "seed=3", over + ["seed=3", "train.replicas=3"])
-    for seed in (3, 4, 5):
-        run_train(tmp_path / "sep" / f"seed={seed}", over + [f"seed={seed}"])
-        a, b = load_ckpt(tmp_path / "rep" / f"seed={seed}"), load_ckpt(tmp_path / "sep" / f"seed={seed}")
+    for seed, a, b in replicas_and_separate_runs(tmp_path, over, (3, 4, 5)):
         for side in ("G", "D") + (("G_avg",) if "ema" in case else ()):
             assert max_rel_diff(a[side], b[side]) < 1e-5, (seed, side)
         # the same random numbers were drawn: the streams end in the same state
@@ -187,10 +193,7 @@ def test_replicas_follow_their_separate_runs_for_100_steps(tmp_path, case):
 def test_dcgan_replicas_follow_their_separate_runs(tmp_path, image_overrides):
     """Batch norm in G (per-replica statistics), grouped convolutions in D, the DRAGAN penalty."""
     over = image_overrides + ["objective=dragan", "train.iterations=30", "train.ckpt_every=30", "train.log_every=10"]
-    run_train(tmp_path / "rep" / "seed=0", over + ["train.replicas=2"])
-    for seed in (0, 1):
-        run_train(tmp_path / "sep" / f"seed={seed}", over + [f"seed={seed}"])
-        a, b = load_ckpt(tmp_path / "rep" / f"seed={seed}"), load_ckpt(tmp_path / "sep" / f"seed={seed}")
+    for seed, a, b in replicas_and_separate_runs(tmp_path, over, (0, 1)):
         assert max_rel_diff(a["G"], b["G"]) < 1e-5 and max_rel_diff(a["D"], b["D"]) < 1e-5, seed
         assert torch.equal(a["G"]["net.1.num_batches_tracked"], b["G"]["net.1.num_batches_tracked"])
 
