@@ -2,8 +2,10 @@
 
 Everything is built from the config. One step of the game (who is updated, in what order and how) is a
 ``Game`` from ganbench/dynamics/, built from the objective's loss, the penalty and the players; this file
-only calls it, logs, evaluates and checkpoints. The hot loop never synchronises with the device outside logging/checkpoint steps: running
-sums and the divergence flag stay on the device until a log step reads them.
+only calls it, logs, evaluates and checkpoints. The hot loop never synchronises with the device outside
+logging/checkpoint steps: running sums and the divergence flag stay on the device until a log step reads them.
+With ``train.replicas=N`` the same loop trains N seeds as one replicated game (ganbench/replicas.py) and keeps
+an ``Output`` (record, writer, evaluator) per seed, each in that seed's own run directory.
 """
 import contextlib
 import logging
