@@ -415,13 +415,21 @@ REPLICA_TOY = ["dataset=ring8", "arch=mlp", "arch.width=64", "train.batch_size=1
                "train.progress=false", "device=cpu"]
 
 
-def replica_step_time(n: int, threads: int, steps: int, repeats: int) -> float:
+def replica_overrides(arch: str, images: Optional[str], root: Optional[str]) -> List[str]:
+    """The replicas benchmark's run: the toy MLP, or a DCGAN (w=32, batch 64) on random 32×32 images."""
+    if arch == "mlp":
+        return REPLICA_TOY
+    return ["dataset=folder", f"dataset.path={images}", f"dataset.root={root}", "arch=dcgan", "arch.width=32",
+            "train.batch_size=64", "objective=dragan", "train.progress=false", "device=cpu"]
+
+
+def replica_step_time(base: List[str], n: int, threads: int, steps: int, repeats: int) -> float:
     """Median seconds of one generator step of ``train.replicas=n`` (n=1: one run) over ``repeats`` blocks."""
     from ganbench.train import prepare
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="bench_replicas_") as tmp:
-        game = prepare(compose(REPLICA_TOY + [f"train.replicas={n}", f"threads={threads}"]), Path(tmp) / "seed=0").game
+        game = prepare(compose(base + [f"train.replicas={n}", f"threads={threads}"]), Path(tmp) / "seed=0").game
         for _ in range(max(2, steps // 5)):  # warm-up: allocator, Adam's lazy state
             game.step()
         times = []
@@ -434,34 +442,42 @@ def replica_step_time(n: int, threads: int, steps: int, repeats: int) -> float:
 
 
 def cmd_replicas(args: argparse.Namespace) -> int:
-    """N sequential runs vs one ``train.replicas=N`` process (toy ring8, MLP width 64, DRAGAN, batch 128).
+    """N sequential runs vs one ``train.replicas=N`` process (toy ring8, MLP width 64, DRAGAN, batch 128; or
+    ``--arch dcgan``: DCGAN w=32, DRAGAN, batch 64, random 32×32 images).
 
     The throughput of N sequential runs is one run's step time; the replicated step trains N runs at once,
     so the speed-up is N·t(1)/t(N). Both in this process, median over repeats after warm-up, denormals
-    flushed; the sequential runs use one thread (ganbench's threads=auto for 2-D data), the replicated
-    step is timed with 1 thread and with every core.
+    flushed; the sequential runs use one thread for the MLP (ganbench's threads=auto for 2-D data) and every
+    core for the DCGAN, the replicated step is timed with 1 thread and with every core.
     """
     torch.set_flush_denormal(True)
     logging.getLogger("ganbench").setLevel(logging.WARNING)
     load_before = loadavg()
-    t1 = replica_step_time(1, 1, args.steps or 200, args.repeats or 5)
-    rows = []
-    for n in args.n:
-        for threads in sorted({1, os.cpu_count() or 1}):
-            tn = replica_step_time(n, threads, max(5, (args.steps or 200) // n * 2), args.repeats or 5)
-            rows.append({"replicas": n, "threads": threads, "step_ms": tn * 1e3, "per_run_ms": tn * 1e3 / n,
-                         "speedup_vs_sequential": n * t1 / tn})
+    with tempfile.TemporaryDirectory(prefix="bench_replicas_data_") as tmp:
+        images = str(random_image_folder(Path(tmp) / "images", 128)) if args.arch == "dcgan" else None
+        base = replica_overrides(args.arch, images, f"{tmp}/root")
+        steps = args.steps or (200 if args.arch == "mlp" else 3)
+        single_threads = 1 if args.arch == "mlp" else (os.cpu_count() or 1)
+        t1 = replica_step_time(base, 1, single_threads, steps, args.repeats or 5)
+        rows = []
+        for n in args.n:
+            for threads in sorted({1, os.cpu_count() or 1}):
+                tn = replica_step_time(base, n, threads, max(2, steps // n * 2) if args.arch == "mlp" else 2,
+                                       args.repeats or 5)
+                rows.append({"replicas": n, "threads": threads, "step_ms": tn * 1e3, "per_run_ms": tn * 1e3 / n,
+                             "speedup_vs_sequential": n * t1 / tn})
     info = machine()
-    print(f"PyTorch {info['torch']}, {info['cpu']} ({info['cores']} cores); load {load_before} before, "
-          f"{loadavg()} after; one run: {t1 * 1e3:.2f} ms per step (1 thread)")
+    print(f"PyTorch {info['torch']}, {info['cpu']} ({info['cores']} cores); {args.arch}; load {load_before} before, "
+          f"{loadavg()} after; one run: {t1 * 1e3:.2f} ms per step ({single_threads} thread(s))")
     print("| replicas | threads | ms per step | ms per run-step | speed-up vs sequential runs |")
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['replicas']} | {r['threads']} | {r['step_ms']:.2f} | {r['per_run_ms']:.3f} | "
               f"{r['speedup_vs_sequential']:.1f}× |")
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(machine=info, loadavg_before=load_before, loadavg_after=loadavg(),
-                                                   single_step_ms=t1 * 1e3, cases=rows), indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(dict(machine=info, arch=args.arch, loadavg_before=load_before,
+                                                   loadavg_after=loadavg(), single_step_ms=t1 * 1e3, cases=rows),
+                                              indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 
@@ -516,6 +532,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command")
     rep = sub.add_parser("replicas", help="N sequential runs vs one train.replicas=N process")
     rep.add_argument("--n", type=int, nargs="+", default=[50], help="numbers of replicas (default 50)")
+    rep.add_argument("--arch", choices=ARCHS, default="mlp", help="mlp (the toy run, default) or dcgan")
     rep.add_argument("--steps", type=int, help="generator steps per timed block of one run (default 200)")
     rep.add_argument("--repeats", type=int, help="timed blocks (default 5)")
     rep.add_argument("--json", help="also write the figures to this JSON file")
