@@ -237,6 +237,21 @@ def test_replicas_resume_exactly_after_a_crash(tmp_path, monkeypatch):
     assert record["status"] == "completed" and record["step"] == 14
 
 
+def test_completed_seeds_are_left_alone_and_the_others_train(tmp_path):
+    """A second job over seeds 0..2 finds seeds 0 and 1 completed (byte-identical afterwards) and trains
+    seed 2 alone; its record says which were finished."""
+    over = POINTS + ["objective=dragan", "train.iterations=10", "train.ckpt_every=10"]
+    run_train(tmp_path / "seed=0", over + ["train.replicas=2"])
+    before = {s: (tmp_path / f"seed={s}" / "results.json").read_bytes() for s in (0, 1)}
+    out = run_train(tmp_path / "seed=0", over + ["train.replicas=3"])
+    assert sorted((Path(r["run_dir"]).name, r["status"]) for r in out["replicas"]) == [
+        ("seed=0", "completed"), ("seed=1", "completed"), ("seed=2", "completed")]
+    assert all((tmp_path / f"seed={s}" / "results.json").read_bytes() == before[s] for s in (0, 1))
+    run_train(tmp_path / "sep" / "seed=2", over + ["seed=2"])
+    a, b = load_ckpt(tmp_path / "seed=2"), load_ckpt(tmp_path / "sep" / "seed=2")
+    assert max_rel_diff(a["D"], b["D"]) < 1e-5 and torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
 def test_one_diverging_replica_ends_alone(tmp_path):
     from ganbench.train import prepare, run
 
