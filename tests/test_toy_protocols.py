@@ -52,7 +52,8 @@ def test_an_arm_sets_only_what_it_compares(arm, objective, dynamics, pack):
 @pytest.mark.parametrize("preset, facts", [
     ("toy_pacgan", {"train.batch_size": 100, "train.iterations": 400000, "train.replicas": 10, "optimizer.g.lr": 1e-4,
                     "optimizer.g.betas": [0.8, 0.999], "optimizer.d.lr": 1e-4, "metrics.hq_test": "mahalanobis",
-                    "metrics.mode_samples": 2500, "dataset.radius": 1.0, "dataset.std": 0.01, "arch.z_dim": 2}),
+                    "metrics.mode_samples": 2500, "dataset.name": "ring8", "dataset.radius": 1.0, "dataset.std": 0.01,
+                    "arch.z_dim": 2}),
     ("toy_veegan", {"train.batch_size": 500, "train.iterations": 100000, "train.replicas": 5, "optimizer.g.lr": 1e-3,
                     "optimizer.g.betas": [0.5, 0.999], "metrics.hq_test": "euclidean", "dataset.name": "grid25",
                     "dataset.std": 0.05, "arch.depth": 2, "arch.width": 128, "arch.activation": "relu"}),
@@ -69,6 +70,13 @@ def test_presets_hold_the_published_protocol(preset, facts):
         got = OmegaConf.select(cfg, key)
         got = list(got) if not isinstance(got, (int, float, str)) else got
         assert got == value, (preset, key, got)
+
+
+def test_pacgan_geometry_per_dataset():
+    """One dataset node for both sweep values: the ring radius 1, σ 0.01; the grid spacing 2, σ 0.05."""
+    ring = compose(["experiment=toy_pacgan", "dataset=ring8"]).dataset
+    grid = compose(["experiment=toy_pacgan", "dataset=grid25"]).dataset
+    assert (ring.radius, ring.std) == (1.0, 0.01) and (grid.spacing, grid.std) == (2.0, 0.05)
 
 
 def test_pacgan_networks_are_built_as_published():
