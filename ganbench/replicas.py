@@ -4,9 +4,9 @@ A run's tensors have a batch axis, ``(B, *sample)``. N replicas stack N such run
 axis, ``(N, B, *sample)``, and train them as one program:
 
 - ``Replicated`` holds the parameters and buffers of N copies of a network stacked along that axis and
-  applies replica i's weights to replica i's inputs (``torch.func.vmap`` over ``functional_call``: linear
-  layers become batched matrix products, convolutions grouped ones, and batch norm keeps per-replica
-  statistics in per-replica running buffers).
+  applies replica i's weights to replica i's inputs: natively for MLPs (one ``baddbmm`` per linear layer),
+  otherwise by ``torch.func.vmap`` over ``functional_call`` (convolutions become grouped ones, and batch
+  norm keeps per-replica statistics in per-replica running buffers).
 - ``Layout`` is the one place that knows the difference: where the batch axis is, how a loss is
   reduced over the runs, and where random numbers come from. A run draws from torch's global RNG exactly
   as before; replica i draws from its own ``torch.Generator``, whose state is the one the separate run with
@@ -21,6 +21,8 @@ axis, ``(N, B, *sample)``, and train them as one program:
 
 ``split_state`` / ``join_states`` convert between the stacked state of a replicated game and the
 checkpoint of each replica's own run directory, which is exactly the checkpoint its separate run writes.
+A method that is not batched (``not_batched``: its class says ``replicable = False``) trains the job's
+seeds one after another instead (ganbench/train.py ``prepare_in_turn``).
 """
 from __future__ import annotations
 

@@ -69,8 +69,8 @@ class Game:
     """
 
     name = "base"
-    #: Whether the schedule runs as replicas (train.replicas): batches through ``self.layout`` and losses
-    #: backpropagated with ``layout.total`` (ganbench/replicas.py).
+    #: Whether replicas of this schedule are batched (train.replicas): batches through ``self.layout`` and losses
+    #: backpropagated with ``layout.total``; otherwise the seeds train in turn (ganbench/replicas.py).
     replicable = False
     #: Instance noise (Arjovsky & Bottou 2017; Sønderby et al. 2017): Gaussian noise of std σ added to every
     #: input of D, real and fake alike, so that the two distributions overlap. 0 = off.

@@ -18,8 +18,8 @@ class Loss:
     #: True when a higher D output means "more real" (logits, critics); False for an energy or a loss
     #: function on samples (EBGAN, LS-GAN), where lower means more real.
     higher_is_real = True
-    #: Whether the loss runs as replicas (train.replicas): each term a mean over the batch axis (the last
-    #: axis of D's outputs), no state, no extra players (ganbench/replicas.py).
+    #: Whether replicas of this loss are batched (train.replicas): each term a mean over the batch axis (the last
+    #: axis of D's outputs), no state, no extra players; otherwise the seeds train in turn (ganbench/replicas.py).
     replicable = False
 
     def build_players(self, build: Callable[[], Tuple[nn.Module, nn.Module]]) -> Tuple[nn.Module, nn.Module]:

@@ -22,8 +22,8 @@ class Penalty:
     gradient_penalty = False
     #: False for penalties that add no loss term (none, weight clipping): the loop skips their call.
     adds_loss = True
-    #: Whether the penalty runs as replicas (train.replicas): per-run reductions and draws through
-    #: ``self.layout``, no state, D only (ganbench/replicas.py).
+    #: Whether replicas with this penalty are batched (train.replicas): per-run reductions and draws through
+    #: ``self.layout``, no state, D only; otherwise the seeds train in turn (ganbench/replicas.py).
     replicable = False
     every: int = 1
     #: The game's batch layout (one run, or replicas), set when the game is built: where the batch axis
