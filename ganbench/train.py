@@ -456,6 +456,11 @@ class Output:
         return log_seed(self.seed)
 
     @property
+    def prefix(self) -> str:
+        """What a replica's log lines start with (``seed=<s>: ``); nothing for a single run."""
+        return f"seed={self.seed}: " if self.seed is not None else ""
+
+    @property
     def active(self) -> bool:
         return self.status == "running"
 
@@ -548,10 +553,7 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
             if value is not None:
                 out.writer.add_scalar(f"metrics/{name}", value, step)
         shown = {k: v for k, v in values.items() if v is not None}
-        log.info("%sstep %d: %s", prefix_of(out), step, ", ".join(f"{k}={v:.4g}" for k, v in shown.items()) or "no metrics")
-
-    def prefix_of(out: Output) -> str:
-        return f"seed={out.cfg.seed}: " if replicated else ""
+        log.info("%sstep %d: %s", out.prefix, step, ", ".join(f"{k}={v:.4g}" for k, v in shown.items()) or "no metrics")
 
     def check(out: Output, is_log: bool, is_eval: bool, is_final: bool) -> None:
         """A check step's diagnostics, samples and evaluation for one run."""
@@ -569,7 +571,7 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
                 progress.set_postfix({"D": f"{means['loss/D']:.3f}", "G": f"{means['loss/G']:.3f}",
                                       "pen": f"{means['loss/penalty']:.3f}"}, refresh=False)
             elif progress is None:
-                log.info("%sstep %d/%d  D %.4f  G %.4f  pen %.4f  %.1f it/s", prefix_of(out), step,
+                log.info("%sstep %d/%d  D %.4f  G %.4f  pen %.4f  %.1f it/s", out.prefix, step,
                          tc.iterations, means["loss/D"], means["loss/G"], means["loss/penalty"], it_per_s)
         if step % tc.sample_every == 0 or step == tc.iterations:
             if data.kind == "image":
@@ -616,9 +618,9 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
                         out.status, out.diverged_step = "diverged", bad_step
                         with out.logging():
                             log.error("%slosses became NaN/inf at generator step %d: stopping (status diverged)",
-                                      prefix_of(out), bad_step)
+                                      out.prefix, bad_step)
                             if replicated:  # the others go on; this one's record is final now
-                                finish(out, step, tc, wall(out), it_per_s, spec)
+                                finish(out, step, tc, wall(out), it_per_s)
                 if not any(out.active for out in outs):
                     break
                 if is_log:
@@ -671,14 +673,14 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
             out.status = "completed"
         if not (replicated and out.status == "diverged"):  # a diverged replica's record was written then
             with out.logging():
-                finish(out, step, tc, wall(out), it_per_s, spec)
+                finish(out, step, tc, wall(out), it_per_s)
         results.append(RunRecord.read(out.run_dir) or {})
     if any(out.status == "preempted" for out in outs):
         preemption.exit_for_requeue(stop)
     return results[0] if not replicated else replicas_result(start, results)
 
 
-def finish(out: Output, step: int, tc: Any, wall_s: float, it_per_s: Optional[float], spec: Spec) -> None:
+def finish(out: Output, step: int, tc: Any, wall_s: float, it_per_s: Optional[float]) -> None:
     """Write a run's final record and, for a run that ended (completed or diverged), its HParams entry."""
     from .metrics import flatten, log_hparams
     from .metrics.hparams import varied_keys
@@ -695,8 +697,8 @@ def finish(out: Output, step: int, tc: Any, wall_s: float, it_per_s: Optional[fl
         log_hparams(writer, flat, final, step, varied=varied_keys(swept_keys(), list(flat)))
     writer.close()
     record.write(out.status, step, tc.iterations, wall_s, it_per_s, diverged_step=out.diverged_step)
-    log.info("%s%s at generator step %d/%d (%.1f s); results: %s", f"seed={out.seed}: " if out.seed is not None
-             else "", out.status, step, tc.iterations, wall_s, out.run_dir / "results.json")
+    log.info("%s%s at generator step %d/%d (%.1f s); results: %s", out.prefix, out.status, step, tc.iterations,
+             wall_s, out.run_dir / "results.json")
 
 
 def replicas_result(start: Start, results: List[Dict[str, Any]]) -> Dict[str, Any]:
