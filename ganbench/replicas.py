@@ -330,7 +330,7 @@ def not_batched(spec: Any, dynamics: Any, cfg: Any) -> Optional[str]:
 
     A method is batched when its losses reduce per run (means over the batch axis), its random draws go
     through the game's ``Layout`` and it keeps no state beyond the players and their optimizers. The rest
-    (extra players, mixtures, unrolled copies, penalties on both players or with their own state) train their
+    (extra players, mixtures, penalties on both players or with their own state) train their
     seeds one after another in the same job, each exactly as its separate run.
     """
     loss = cfg.objective.get("loss")

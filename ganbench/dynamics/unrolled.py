@@ -71,7 +71,9 @@ class Unrolled(Alternating):
     """
 
     name = "unrolled"
-    replicable = False  # keeps a functional copy of D per step (not stacked)
+    # Batched: the functional copy of a replicated D holds the stacked parameters, the inner Adam step is
+    # elementwise, and the inner gradient is that of the replicas' summed losses (each replica's own).
+    replicable = True
 
     def compile_steps(self) -> None:  # its generator step differentiates through K optimizer steps of D
         Game.compile_steps(self)
@@ -110,7 +112,8 @@ class Unrolled(Alternating):
         """``d_forward`` on the copy ``params``: one pass over [real; fake] unless D has batch norm."""
         if self.d_batchnorm:
             return self.d_out(params, real), self.d_out(params, fake)
-        return self.d_out(params, torch.cat([real, fake])).split(real.shape[0])
+        dim = self.layout.cat_dim
+        return self.d_out(params, torch.cat([real, fake], dim)).split(real.shape[dim], dim)
 
     def fake_batch(self, g_buffers: TensorDict) -> Tensor:
         """G(z) on fresh z, with grad to G's live parameters; G's buffers are the copies ``g_buffers``."""
@@ -145,7 +148,7 @@ class Unrolled(Alternating):
             fake = self.noisy(self.fake_batch(g_buffers))
             state = {**params, **frozen, **buffers}
             real_out, fake_out = self.d_forward_at(state, real, fake)
-            d_loss = self.loss.d_loss(real_out, fake_out)
+            d_loss = self.layout.total(self.loss.d_loss(real_out, fake_out))
             grads = torch.autograd.grad(d_loss, [params[n] for n in names], create_graph=True, allow_unused=True)
             new = {}
             for n, g in zip(names, grads):
