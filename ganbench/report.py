@@ -751,6 +751,20 @@ def toy_method_key(run: Run) -> Tuple[Tuple[str, str], ...]:
     return tuple(sorted((k, v) for k, v in run.overrides.items() if k not in ("seed", "dataset")))
 
 
+def toy_cells(runs: Sequence[Run]):
+    """The runs by method and dataset: ({method key: {dataset: runs}}, {method key: its label}, datasets in
+    column order). A label leaves out the overrides every run shares (experiment=..., a fixed budget): they
+    say nothing about the method."""
+    cells: Dict[Tuple, Dict[str, List[Run]]] = {}
+    for run in runs:
+        cells.setdefault(toy_method_key(run), {}).setdefault(run.label_value("dataset"), []).append(run)
+    shared = set.intersection(*(set(k) for k in cells)) if cells else set()
+    label = {key: " ".join(f"{k}={v}" for k, v in key if (k, v) not in shared) or "all" for key in cells}
+    datasets = sorted({d for c in cells.values() for d in c},
+                      key=lambda d: (TOY_DATASETS.index(d) if d in TOY_DATASETS else len(TOY_DATASETS), d))
+    return cells, label, datasets
+
+
 def _runs_cell(runs: Sequence[Run]) -> str:
     counts = Counter(r.status for r in runs)
     other = ", ".join(f"{c} {s}" for s, c in sorted(counts.items()) if s != "completed")
@@ -770,28 +784,49 @@ def _toy_value(runs: Sequence[Run], metric: str, decimals: int, at_step: Optiona
 def toy_table(runs: Sequence[Run], at_step: Optional[float] = None) -> Tuple[List[List[str]], List[str]]:
     """The published toy layout: a row per method, per dataset the runs and modes, high-quality % and reverse
     KL as mean ± SE over seeds. Returns (rows with the header first, notes: failed runs with their error)."""
-    cells: Dict[Tuple, Dict[str, List[Run]]] = {}
-    for run in runs:
-        cells.setdefault(toy_method_key(run), {}).setdefault(run.label_value("dataset"), []).append(run)
-    # Overrides every run shares (experiment=..., a fixed budget) say nothing about the method.
-    shared = set.intersection(*(set(k) for k in cells)) if cells else set()
-    datasets = sorted({d for c in cells.values() for d in c},
-                      key=lambda d: (TOY_DATASETS.index(d) if d in TOY_DATASETS else len(TOY_DATASETS), d))
+    cells, label, datasets = toy_cells(runs)
     header = ["method"]
     for d in datasets:
         header += [f"{d} runs"] + [f"{d} {title}" for _, title, _ in TOY_COLUMNS]
     rows, notes_out = [header], []
     for key in sorted(cells):
-        label = " ".join(f"{k}={v}" for k, v in key if (k, v) not in shared) or "all"
-        row = [label]
+        row = [label[key]]
         for d in datasets:
             members = sorted(cells[key].get(d, []), key=lambda r: str(r.path))
             row += [_runs_cell(members) if members else "0"]
             row += [_toy_value(members, m, dec, at_step) for m, _, dec in TOY_COLUMNS]
-            notes_out += [f"failed: {label} dataset={d} seed={r.seed or '–'}: {r.error_line()} ({r.path})"
+            notes_out += [f"failed: {label[key]} dataset={d} seed={r.seed or '–'}: {r.error_line()} ({r.path})"
                           for r in members if r.status == "failed"]
         rows.append(row)
     return rows, notes_out
+
+
+def toy_separations(runs: Sequence[Run], at_step: Optional[float] = None) -> List[str]:
+    """Which methods differ beyond their standard errors: per dataset and metric, the best method (by the
+    metric's direction) and every method whose interval mean ± SE does not overlap the best one's, above or
+    below. Non-overlapping ±1 SE intervals are a weak criterion (about p < 0.16 for two equal-size
+    samples), which is what a reader of a mean ± SE table can see; cells with n < 2 take no part."""
+    cells, label, datasets = toy_cells(runs)
+    lines = []
+    for d in datasets:
+        for metric, title, dec in TOY_COLUMNS:
+            stats = {}
+            for key, by_dataset in cells.items():
+                members = [r for r in by_dataset.get(d, []) if r.reached(at_step)]
+                n, mean, se = mean_se([v for v in (r.final(metric, at_step) for r in members) if v is not None])
+                if n >= 2:
+                    stats[key] = (mean, se)
+            if len(stats) < 2:
+                continue
+            higher = metric != "reverse_kl"
+            best = min(stats, key=lambda k: (-stats[k][0] if higher else stats[k][0], label[k]))  # ties: first label
+            bm, bse = stats[best]
+            apart = [k for k, (m, se) in stats.items() if k != best and (m + se < bm - bse or m - se > bm + bse)]
+            within = [k for k in stats if k != best and k not in apart]
+            lines.append(f"{d} {title}: best {label[best]} ({bm:.{dec}f} ± {bse:.{dec}f}); beyond SE from it: "
+                         + (", ".join(sorted(label[k] for k in apart)) or "none")
+                         + "; within SE: " + (", ".join(sorted(label[k] for k in within)) or "none"))
+    return lines
 
 
 def run_toy_table(args: argparse.Namespace, runs: Sequence[Run]) -> str:
@@ -804,9 +839,16 @@ def run_toy_table(args: argparse.Namespace, runs: Sequence[Run]) -> str:
     md = ["# ganbench toy table", "", "Sweeps: " + ", ".join(f"`{d}`" for d in args.sweep_dirs), "",
           TOY_HEADER.replace("final values", f"final values{at}", 1) + ".", "", format_markdown_table(rows), ""]
     md += [f"- {line}" for line in failed]
+    apart = toy_separations(runs, args.at_step)
+    if apart:
+        md += ["Methods whose mean ± SE interval does not overlap the best method's:", ""]
+        md += [f"- {line}" for line in apart] + [""]
     (out / "toy_table.md").write_text("\n".join(md) + "\n")
     lines = [f"{len(runs)} runs; " + TOY_HEADER.replace("final values", f"final values{at}", 1),
-             format_text_table(rows), *failed, f"wrote {out / 'toy_table.md'}"]
+             format_text_table(rows), *failed]
+    if apart:
+        lines += ["beyond standard error (intervals mean ± SE that do not overlap the best method's):", *apart]
+    lines.append(f"wrote {out / 'toy_table.md'}")
     return "\n".join(lines)
 
 

@@ -353,6 +353,21 @@ def test_toy_table_has_the_published_layout(toy_sweep, tmp_path, capsys):
     assert not (out / "report.csv").exists()  # the toy table replaces the general report
 
 
+def test_toy_separations_name_the_methods_beyond_standard_error(tmp_path):
+    root = tmp_path / "s"
+    # ring8 modes: a 8, 8 (8 ± 0); b 7, 8 (7.5 ± 0.5, touches a's interval); c 5, 6 (5.5 ± 0.5, apart).
+    # reverse KL (lower is better): a .1 .1, b .3 .5 (0.4 ± 0.1: apart from a), c .05 .25 (0.15 ± 0.1: within)
+    values = {"a": [(8.0, 0.1), (8.0, 0.1)], "b": [(7.0, 0.3), (8.0, 0.5)], "c": [(5.0, 0.05), (6.0, 0.25)]}
+    for arm, runs in values.items():
+        for seed, (modes, rkl) in enumerate(runs):
+            make_run(root, ["dataset=ring8", f"arm={arm}", f"seed={seed}"], metrics=toy_metrics(modes, 50.0, rkl))
+    lines = report.toy_separations(report.find_runs([root]))
+    assert "ring8 modes: best arm=a (8.0 ± 0.0); beyond SE from it: arm=c; within SE: arm=b" in lines
+    assert "ring8 reverse KL: best arm=a (0.100 ± 0.000); beyond SE from it: arm=b; within SE: arm=c" in lines
+    # equal high-quality % everywhere: the best is the first label, nothing apart
+    assert "ring8 high-quality %: best arm=a (50.0 ± 0.0); beyond SE from it: none; within SE: arm=b, arm=c" in lines
+
+
 def test_toy_table_method_is_every_varying_override_but_seed_and_dataset(tmp_path):
     root = tmp_path / "s"
     for pen in ("none", "r1"):
