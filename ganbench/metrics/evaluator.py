@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ganbench.errors import ConfigError, DataError
-from ganbench.metrics import reference, stacked, toy
+from ganbench.metrics import mnist_score, reference, stacked, toy
 from ganbench.metrics.features import FeatureExtractor, WeightsUnavailable, build_extractor, images_to_uint8
 
 log = logging.getLogger(__name__)
@@ -30,15 +30,19 @@ METRIC_GROUPS: dict[str, tuple[str, ...]] = {
     "modes": ("modes", "hq_pct", "reverse_kl"),
     "energy": ("energy",),
     "stacked": ("stacked_modes", "stacked_kl"),
+    "mnist_is": ("mnist_is", "mnist_is_std"),
 }
 HIGHER_IS_BETTER: dict[str, bool] = {
     "is_mean": True, "is_std": False, "fid": False, "kid_mean": False, "kid_std": False,
     "precision": True, "recall": True, "density": True, "coverage": True,
     "modes": True, "hq_pct": True, "reverse_kl": False, "energy": False,
-    "stacked_modes": True, "stacked_kl": False,
+    "stacked_modes": True, "stacked_kl": False, "mnist_is": True, "mnist_is_std": False,
 }
 EXTRACTOR_GROUPS = ("is", "fid", "kid", "prc", "dc")   # need a FeatureExtractor and an image dataset
 POINT_GROUPS = ("modes", "energy")                       # need a 2-D dataset (modes: one with centres)
+CLASSIFIER_GROUPS = ("stacked", "mnist_is")          # need the MNIST digit classifier
+# mnist_is reads digits: MNIST itself, or an image folder of digits (e.g. the shared mnist-test-png archive).
+MNIST_IS_DATASETS = ("mnist", "folder")
 MIXTURE_DATASETS = ("ring8", "grid25")
 POINT_DATASETS = ("ring8", "grid25", "swissroll")
 MIN_MODE_SAMPLES = 2500      # REFERENCE.md: count modes over ≥ 2,500 samples
@@ -48,12 +52,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def auto_groups(kind: str, name: str, has_centers: bool, prc: bool) -> list[str]:
     """Default metric groups for a dataset: modes (ring8/grid25), energy (other 2-D), stacked
-    (stacked_mnist), fid+kid (mnist: IS is meaningless on digits), is+fid+kid otherwise, + prc/dc if asked."""
+    (stacked_mnist), mnist_is+fid+kid (mnist: Inception's IS is meaningless on digits; the MNIST classifier
+    score, the DRAGAN authors' MNIST score, is the headline), is+fid+kid otherwise, + prc/dc if asked."""
     if kind == "points":
         return ["modes"] if has_centers else ["energy"]
     if name == "stacked_mnist":
         return ["stacked"]
-    groups = ["fid", "kid"] if name == "mnist" else ["is", "fid", "kid"]
+    groups = ["mnist_is", "fid", "kid"] if name == "mnist" else ["is", "fid", "kid"]
     return groups + (["prc", "dc"] if prc else [])
 
 
@@ -106,6 +111,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"metrics.reverse_kl_empty: must be one of {', '.join(toy.KL_EMPTY)}, "
                           f"got {m.get('reverse_kl_empty')!r}")
     need_int(m, "metrics", "stacked_samples", MIN_STACKED_SAMPLES, " (the Stacked-MNIST protocol)")
+    need_int(m, "metrics", "mnist_is_samples", 1, " (samples of the MNIST classifier score)")
+    need_int(m, "metrics", "mnist_is_splits", 1, " (splits of the MNIST classifier score)")
+    if m.mnist_is_splits > m.mnist_is_samples:
+        raise ConfigError(f"metrics.mnist_is_splits: {m.mnist_is_splits} splits need at least as many samples "
+                          f"(metrics.mnist_is_samples={m.mnist_is_samples})")
     if not isinstance(m.get("prc"), bool):
         raise ConfigError(f"metrics.prc: must be true or false, got {m.get('prc')!r}")
     fe = m.get("feature_extractor")
@@ -158,6 +168,9 @@ def _check_groups(groups, kind: str, name: str, has_centers: bool) -> None:
             raise ConfigError(f"metrics.names: 'modes' needs a mixture with centres (ring8, grid25), not {name!r}")
         if g == "stacked" and name != "stacked_mnist":
             raise ConfigError(f"metrics.names: 'stacked' needs dataset stacked_mnist, not {name!r}")
+        if g == "mnist_is" and name not in MNIST_IS_DATASETS:
+            raise ConfigError(f"metrics.names: 'mnist_is' (MNIST classifier score) needs digit images, dataset "
+                              f"{' or '.join(MNIST_IS_DATASETS)}, not {name!r}")
 
 
 @dataclass
@@ -179,6 +192,8 @@ class EvalSettings:
     mode_min_count: int = 1
     reverse_kl_empty: str = "skip"
     stacked_samples: int = MIN_STACKED_SAMPLES
+    mnist_is_samples: int = 10000
+    mnist_is_splits: int = 10
     cache_dir: str = "~/.cache/ganbench/metrics"
 
     @classmethod
@@ -188,7 +203,8 @@ class EvalSettings:
                    batch_size=ev.batch_size, seed=ev.seed, is_splits=m.is_splits, kid_subsets=m.kid_subsets,
                    kid_subset_size=m.kid_subset_size, prc_k=m.prc_k, dc_k=m.dc_k, mode_samples=m.mode_samples,
                    hq_test=m.hq_test, mode_min_count=m.mode_min_count, reverse_kl_empty=m.reverse_kl_empty,
-                   stacked_samples=m.stacked_samples, cache_dir=m.cache_dir)
+                   stacked_samples=m.stacked_samples, mnist_is_samples=m.mnist_is_samples,
+                   mnist_is_splits=m.mnist_is_splits, cache_dir=m.cache_dir)
 
 
 class Evaluator:
@@ -222,9 +238,10 @@ class Evaluator:
                 if g in EXTRACTOR_GROUPS:
                     for n in METRIC_GROUPS[g]:
                         self._fixed_reasons[n] = extractor_error or "no feature extractor"
-        if classifier is None and "stacked" in self.groups:
-            for n in METRIC_GROUPS["stacked"]:
-                self._fixed_reasons[n] = classifier_error or "no digit classifier"
+        for g in CLASSIFIER_GROUPS:
+            if classifier is None and g in self.groups:
+                for n in METRIC_GROUPS[g]:
+                    self._fixed_reasons[n] = classifier_error or "no digit classifier"
         self.reasons.update(self._fixed_reasons)  # known before any evaluation
         self._ref: dict | None = None          # reference features/statistics, loaded or computed once
         self._ref_points: torch.Tensor | None = None
@@ -321,6 +338,12 @@ class Evaluator:
                             for x in self._generate(G, self.s.stacked_samples, z_dim)])
         return stacked.stacked_mode_metrics(digits)
 
+    def _mnist_is(self, G, z_dim: int) -> dict[str, float]:
+        probs = torch.cat([mnist_score.class_probabilities(self.classifier, images_to_uint8(x))
+                           for x in self._generate(G, self.s.mnist_is_samples, z_dim)])
+        mean, std = mnist_score.classifier_score(probs, self.s.mnist_is_splits)
+        return {"mnist_is": mean, "mnist_is_std": std}
+
     def _point_metrics(self, G, z_dim: int) -> dict[str, float | None]:
         pts = torch.cat([x.float().cpu() for x in self._generate(G, self.s.mode_samples, z_dim)])
         out: dict[str, float | None] = {}
@@ -378,6 +401,8 @@ class Evaluator:
                                 self._r[k] = f"reference images unavailable: {err}"
                 if "stacked" in self.groups and self.classifier is not None:
                     values.update(self._stacked_metrics(G, z_dim))
+                if "mnist_is" in self.groups and self.classifier is not None:
+                    values.update(self._mnist_is(G, z_dim))
                 if any(g in POINT_GROUPS for g in self.groups):
                     values.update(self._point_metrics(G, z_dim))
         finally:
@@ -460,6 +485,12 @@ class Evaluator:
             p["stacked"] = {"num_samples": self.s.stacked_samples,
                             "mode": "argmax digit per channel, 1000 modes; stacked_kl = KL(p_modes || uniform_1000)",
                             "classifier": self.classifier_meta}
+        if "mnist_is" in self.groups:
+            p["mnist_is"] = {"num_samples": self.s.mnist_is_samples, "splits": self.s.mnist_is_splits,
+                             "score": "mean over contiguous splits of exp(E_x KL(p(y|x) || p(y))), p(y|x) the digit "
+                                      "classifier's softmax on the sample (channels averaged, resized to 28x28); "
+                                      "std over the splits (DRAGAN authors' MNIST score)",
+                             "classifier": self.classifier_meta}
         return p
 
 
@@ -520,10 +551,12 @@ def build_evaluator(cfg: DictConfig, dataset, device: torch.device | str, run_di
                 kw["extractor_error"] = info["error"] = str(err)
         info["weights"] = getattr(extractor, "weights_path", None)
         kw["extractor_info"] = info
-    if "stacked" in groups:
+    if any(g in CLASSIFIER_GROUPS for g in groups):
         try:
             kw["classifier"], kw["classifier_meta"] = load_or_train_classifier(cfg, device)
         except (FileNotFoundError, OSError, RuntimeError) as err:
-            log.warning("Stacked-MNIST metrics disabled for this run, recorded as null: %s", err)
+            affected = [n for g in groups if g in CLASSIFIER_GROUPS for n in METRIC_GROUPS[g]]
+            log.warning("digit-classifier metrics disabled for this run, recorded as null (%s): %s",
+                        ", ".join(affected), err)
             kw["classifier_error"] = str(err)
     return Evaluator(groups, dataset, device, settings, extractor=extractor, **kw)
