@@ -113,12 +113,23 @@ class Run:
         return steps, times, values
 
     def final(self, metric: str, at_step: Optional[float] = None) -> Optional[float]:
-        """Final value: results.json ``final``, else the last finite curve value (at or before ``at_step``)."""
+        """Final value: results.json ``final``, else the value of the last evaluation (at or before ``at_step``)
+        that reports the metric. A null there (undefined: a reverse KL without high-quality samples) gives
+        None, since an earlier value would describe another state; a NaN (a diverged run's last evaluation)
+        is passed over, as the run's results.json does, for the last finite value."""
         info = (self.results or {}).get("metrics", {}).get(metric)
         if at_step is None and info is not None and "final" in info:
             return _finite(info["final"])
-        _, _, values = self.series(metric, at_step)
-        return values[-1] if values else None
+        last = None
+        for row in self.curve:
+            if metric not in row or "step" not in row or (at_step is not None and float(row["step"]) > at_step):
+                continue
+            value = row[metric]
+            if value is None:
+                last = None
+            elif isinstance(value, (int, float)) and math.isfinite(value):
+                last = float(value)
+        return last
 
     def best(self, metric: str, at_step: Optional[float] = None) -> Optional[float]:
         """Best value: results.json ``best``, else max/min of the curve (up to ``at_step``)."""
@@ -829,6 +840,50 @@ def toy_separations(runs: Sequence[Run], at_step: Optional[float] = None) -> Lis
     return lines
 
 
+#: The budget test of a toy comparison (README, "toy_mode_collapse"): the best method reaches this high-quality %.
+TOY_HQ_TARGET = 80.0
+
+
+def toy_budget_check(runs: Sequence[Run], at_step: Optional[float] = None) -> List[str]:
+    """Whether budget T/2 was enough, read from runs of T steps (T = ``at_step``, else the runs' last step):
+    with a constant learning rate the state at step T/2 of a T-step run is the T/2-step run's, so doubling
+    the budget from T/2 to T is comparing a run with itself at T/2. The test (the toy comparison's budget
+    rule): at T the best method reaches TOY_HQ_TARGET % high-quality samples on every dataset, and no
+    method's mean mode count at T differs from its mean at T/2 by more than its standard error at T."""
+    cells, label, datasets = toy_cells(runs)
+    steps = [float(row["step"]) for r in runs for row in r.curve if "modes" in row and "step" in row]
+    if not steps:
+        return []
+    end = float(at_step) if at_step is not None else max(steps)
+    half = end / 2
+    if not any(s <= half for s in steps):
+        return [f"budget check: no evaluation at or before step {half:g} (half of {end:g}); set eval.every"]
+    moved, best_hq, fine = [], [], True
+    for d in datasets:
+        hq = {}
+        for key, by_dataset in cells.items():
+            members = [r for r in by_dataset.get(d, []) if r.reached(end)]
+            n, now, se = mean_se([v for v in (r.final("modes", end) for r in members) if v is not None])
+            _, then, _ = mean_se([v for v in (r.final("modes", half) for r in members) if v is not None])
+            if n >= 2 and abs(now - then) > se:
+                moved.append(f"{d} {label[key]} {then:.1f} -> {now:.1f} (SE {se:.1f})")
+            hq_n, hq[key], _ = mean_se([v for v in (r.final("hq_pct", end) for r in members) if v is not None])
+            if hq_n == 0:
+                del hq[key]
+        if hq:
+            top = max(hq, key=lambda k: hq[k])
+            fine &= hq[top] >= TOY_HQ_TARGET
+            best_hq.append(f"{d} {hq[top]:.1f} ({label[top]})")
+        else:
+            fine = False
+    verdict = "passes" if fine and not moved else "fails"
+    return [f"budget check: step {half:g} {verdict} the doubling test to step {end:g} (the best method's "
+            f"high-quality % at {end:g} >= {TOY_HQ_TARGET:g} on every dataset, and no mean mode count moves by more "
+            f"than its SE from {half:g} to {end:g})",
+            f"  best high-quality % at {end:g}: " + ", ".join(best_hq),
+            f"  mode counts that moved beyond SE: " + ("; ".join(moved) or "none")]
+
+
 def run_toy_table(args: argparse.Namespace, runs: Sequence[Run]) -> str:
     if not any(m in r.metric_names() for r in runs for m, _, _ in TOY_COLUMNS):
         raise GanbenchError("--table toy: no run has modes, hq_pct or reverse_kl (a ring8/grid25 sweep has them)")
@@ -843,11 +898,14 @@ def run_toy_table(args: argparse.Namespace, runs: Sequence[Run]) -> str:
     if apart:
         md += ["Methods whose mean ± SE interval does not overlap the best method's:", ""]
         md += [f"- {line}" for line in apart] + [""]
+    budget = toy_budget_check(runs, args.at_step)
+    md += budget[:1] + [f"- {line.strip()}" for line in budget[1:]] + ([""] if budget else [])
     (out / "toy_table.md").write_text("\n".join(md) + "\n")
     lines = [f"{len(runs)} runs; " + TOY_HEADER.replace("final values", f"final values{at}", 1),
              format_text_table(rows), *failed]
     if apart:
         lines += ["beyond standard error (intervals mean ± SE that do not overlap the best method's):", *apart]
+    lines += budget
     lines.append(f"wrote {out / 'toy_table.md'}")
     return "\n".join(lines)
 

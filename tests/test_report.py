@@ -368,6 +368,43 @@ def test_toy_separations_name_the_methods_beyond_standard_error(tmp_path):
     assert "ring8 high-quality %: best arm=a (50.0 ± 0.0); beyond SE from it: none; within SE: arm=b, arm=c" in lines
 
 
+def toy_curve(rows):
+    """metrics.jsonl rows (step, modes, hq_pct, reverse_kl)."""
+    return [{"step": st, "wall_time_s": st / 100, "modes": m, "hq_pct": h, "reverse_kl": k} for st, m, h, k in rows]
+
+
+def test_at_step_takes_the_last_evaluation_not_an_older_defined_value(tmp_path):
+    # reverse KL undefined (null) at step 200: as of 200 it has no value, not step 100's 0.3
+    run = make_run(tmp_path / "s", ["dataset=ring8", "seed=0"], results=False,
+                   curve=toy_curve([(100, 8.0, 50.0, 0.3), (200, 0.0, 0.0, None), (300, 8.0, 60.0, 0.2)]))
+    r = report.find_runs([run.parent])[0]
+    assert r.final("reverse_kl", 200) is None and r.final("reverse_kl", 150) == 0.3
+    assert r.final("reverse_kl", 300) == 0.2 and r.final("modes", 250) == 0.0
+
+
+def test_toy_budget_check_is_the_doubling_test_read_at_half_the_steps(tmp_path):
+    root = tmp_path / "s"
+    # a: modes 6, 8 at step 50 -> 8, 8 at 100 (moved 1.0 > SE 0); hq 90 at 100; b: 7, 7 -> 7, 7 (not moved)
+    for arm, rows in {"a": [(6.0, 90.0), (8.0, 90.0)], "b": [(7.0, 20.0), (7.0, 20.0)]}.items():
+        for seed, (half, hq) in enumerate(rows):
+            final = 8.0 if arm == "a" else 7.0
+            make_run(root, ["dataset=ring8", f"arm={arm}", f"seed={seed}"], metrics=toy_metrics(final, hq, 0.1),
+                     curve=toy_curve([(50, half, hq, 0.1), (100, final, hq, 0.1)]))
+    lines = report.toy_budget_check(report.find_runs([root]))
+    assert lines[0].startswith("budget check: step 50 fails the doubling test to step 100")
+    assert lines[1].strip() == "best high-quality % at 100: ring8 90.0 (arm=a)"
+    assert lines[2].strip() == "mode counts that moved beyond SE: ring8 arm=a 7.0 -> 8.0 (SE 0.0)"
+    # as of step 50 there is no evaluation at 25: the check says so instead of guessing
+    assert "no evaluation at or before step 25" in report.toy_budget_check(report.find_runs([root]), 50)[0]
+    # without the move and with hq >= 80 it passes
+    passing = tmp_path / "p"
+    for seed in (0, 1):
+        make_run(passing, ["dataset=ring8", "arm=a", f"seed={seed}"], metrics=toy_metrics(8.0, 85.0, 0.1),
+                 curve=toy_curve([(50, 8.0, 80.0, 0.1), (100, 8.0, 85.0, 0.1)]))
+    assert report.toy_budget_check(report.find_runs([passing]))[0].startswith(
+        "budget check: step 50 passes the doubling test to step 100")
+
+
 def test_toy_table_method_is_every_varying_override_but_seed_and_dataset(tmp_path):
     root = tmp_path / "s"
     for pen in ("none", "r1"):
