@@ -29,6 +29,12 @@ the number of runs with their statuses and modes, high-quality % and reverse KL,
 error over seeds, SE = s/√n with the sample std s. Finished runs (completed, diverged) enter the means;
 a cell whose value comes from k of its N runs says (k/N), e.g. reverse KL averaged over the runs that had
 high-quality samples; failed runs are listed with their error.
+
+``--table bogonet`` prints (and writes to ``bogonet_table.md``) the DRAGAN paper's Table 1 over BogoNet
+instances and a per-instance pairwise table with a sign test (ganbench/report_bogonet.py); ``--judge``
+writes a blind side-by-side judging page and ``--judge-score FILE ...`` turns saved judgements into the
+qualitative score (ganbench/judge.py). The report's figures include, for runs that logged it, the gradient
+norm at real data against steps with the mode metric beside it (ganbench/report_gradnorm.py).
 """
 
 from __future__ import annotations
@@ -46,12 +52,14 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import yaml
 
+from ganbench import judge, report_bogonet, report_gradnorm
 from ganbench.errors import GanbenchError
 
 FINISHED = ("completed", "diverged")
 STATUSES = ("completed", "diverged", "running", "preempted", "failed")
 # Used only when results.json is missing (run still in progress): which way is better.
-LOWER_IS_BETTER = {"fid", "kid_mean", "kid_std", "reverse_kl", "stacked_kl", "mmd", "energy", "is_std"}
+LOWER_IS_BETTER = {"fid", "kid_mean", "kid_std", "reverse_kl", "stacked_kl", "mmd", "energy", "is_std",
+                   "mnist_is_std"}
 IGNORED_OVERRIDE_PREFIXES = ("hydra.", "hydra/")
 CURVE_KEYS = {"step", "images_seen", "wall_time_s"}
 # Prefixes of the averaged generator's metrics (train.g_average: ema_fid, avg_fid).
@@ -63,6 +71,7 @@ METRIC_RANGES: Dict[str, Tuple[Optional[float], Optional[float]]] = {
     "precision": (0.0, 1.0), "recall": (0.0, 1.0), "coverage": (0.0, 1.0), "density": (0.0, None),
     "reverse_kl": (0.0, None), "stacked_kl": (0.0, None), "stacked_modes": (0.0, 1000.0),
     "modes": (0.0, None),   # upper bound: the dataset's number of modes, see metric_bounds
+    "mnist_is": (1.0, 10.0), "mnist_is_std": (0.0, None),   # a classifier score over 10 digit classes
 }
 NUM_MODES = {"ring8": 8, "grid25": 25}
 N1_MARK = "†"
@@ -928,10 +937,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report values as of generator step N (last evaluation at or before N) instead of the end")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the first sweep dir)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    p.add_argument("--table", choices=["toy"], default=None,
+    p.add_argument("--table", choices=["toy", "bogonet"], default=None,
                    help="toy: instead of the report, the published ring/grid layout: a row per method (every "
                    "override but seed and dataset), per dataset (ring8, grid25) the runs and modes, high-quality %% "
-                   "and reverse KL as mean ± standard error (std/√n) over seeds; written to toy_table.md")
+                   "and reverse KL as mean ± standard error (std/√n) over seeds; written to toy_table.md. "
+                   "bogonet: the DRAGAN paper's Table 1 over BogoNet instances (mean and std of the final score "
+                   "and of the area under the score curve per algorithm) and the per-instance pairwise table "
+                   "with a sign test; written to bogonet_table.md")
+    report_bogonet.add_arguments(p)
+    judge.add_arguments(p)
     return p
 
 
@@ -941,6 +955,12 @@ def run_report(args: argparse.Namespace) -> str:
         raise GanbenchError(f"no run directories (with .hydra/overrides.yaml or results.json) under {', '.join(map(str, args.sweep_dirs))}")
     if getattr(args, "table", None) == "toy":
         return run_toy_table(args, runs)
+    if getattr(args, "table", None) == "bogonet":
+        return report_bogonet.run_bogonet_table(args, runs)
+    if getattr(args, "judge", False):
+        return judge.run_judge(args, runs)
+    if getattr(args, "judge_score", None):
+        return judge.run_judge_score(args)
     by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by else None
     if args.metrics:
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -956,6 +976,8 @@ def run_report(args: argparse.Namespace) -> str:
     out = args.out or args.sweep_dirs[0]
     out.mkdir(parents=True, exist_ok=True)
     figures = [] if args.no_figures else plot_figures(out / "figures", groups, metrics)
+    if not args.no_figures:
+        figures += report_gradnorm.plot_grad_norm(out / "figures", groups)
     write_csv(out / "report.csv", groups, metrics, by_keys)
     write_markdown(out / "report.md", groups, metrics, args.sweep_dirs, figures, args.at_step)
 
