@@ -950,6 +950,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_report(args: argparse.Namespace) -> str:
+    report_bogonet.check_args(args)
     runs = find_runs(args.sweep_dirs)
     if not runs:
         raise GanbenchError(f"no run directories (with .hydra/overrides.yaml or results.json) under {', '.join(map(str, args.sweep_dirs))}")

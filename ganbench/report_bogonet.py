@@ -46,11 +46,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score", default=None, metavar="METRIC",
                    help="--table bogonet / --judge: the score (default: the first of " + ", ".join(HEADLINE)
                    + " that some run has)")
-    p.add_argument("--auc-x", choices=sorted(AUC_X), default="time",
+    p.add_argument("--auc-x", choices=sorted(AUC_X), default=None,
                    help="--table bogonet / --judge: x axis of the score curve and its area: time (wall-clock "
                    "minutes, the paper's) or step (thousands of generator steps)")
-    p.add_argument("--instance-key", default=INSTANCE_KEY, metavar="KEY",
+    p.add_argument("--instance-key", default=None, metavar="KEY",
                    help=f"--table bogonet / --judge: the config value naming a BogoNet instance (default {INSTANCE_KEY})")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """One mode per call, and no option of another mode (it would be ignored); fills the defaults of
+    --auc-x (time) and --instance-key (INSTANCE_KEY)."""
+    table, judging, scoring = getattr(args, "table", None), getattr(args, "judge", False), getattr(args, "judge_score", None)
+    if judging and (table or scoring):
+        raise GanbenchError("--judge writes the judging page only; give --table / --judge-score in another call")
+    if scoring and table not in (None, "bogonet"):
+        raise GanbenchError(f"--judge-score goes with --table bogonet (its qual. score column) or alone, not --table {table}")
+    bogonet_mode = table == "bogonet" or judging
+    for flag, value in (("--score", getattr(args, "score", None)), ("--auc-x", getattr(args, "auc_x", None)),
+                        ("--instance-key", getattr(args, "instance_key", None))):
+        if value is not None and not bogonet_mode:
+            raise GanbenchError(f"{flag}: only with --table bogonet or --judge")
+    for flag, value in (("--judge-pair", getattr(args, "judge_pair", None)),
+                        ("--judge-seed", getattr(args, "judge_seed", None))):
+        if value is not None and not judging:
+            raise GanbenchError(f"{flag}: only with --judge")
+    args.auc_x = getattr(args, "auc_x", None) or "time"
+    args.instance_key = getattr(args, "instance_key", None) or INSTANCE_KEY
 
 
 # ---------------------------------------------------------------------------------------------

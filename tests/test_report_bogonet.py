@@ -136,6 +136,21 @@ def test_a_run_without_the_instance_key_is_a_one_line_error(tmp_path, capsys):
     assert report.main([str(tmp_path / "s"), "--table", "bogonet", "--instance-key", "seed"]) == 0
 
 
+@pytest.mark.parametrize("argv,words", [
+    (["--judge", "--table", "bogonet"], ["--judge writes the judging page only"]),
+    (["--judge-score", "x.json", "--table", "toy"], ["--judge-score goes with --table bogonet"]),
+    (["--score", "mnist_is"], ["--score: only with --table bogonet or --judge"]),
+    (["--auc-x", "step"], ["--auc-x: only with"]),
+    (["--table", "bogonet", "--judge-seed", "3"], ["--judge-seed: only with --judge"]),
+])
+def test_options_of_another_mode_are_refused(sweep, capsys, argv, words):
+    before = sorted(p.name for p in sweep.iterdir())
+    assert report.main([str(sweep), *argv]) == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words) and err.count("\n") == 1
+    assert sorted(p.name for p in sweep.iterdir()) == before
+
+
 # --------------------------------------------------------------------------------------------- Figure 1
 def test_gradient_norm_figure_from_a_real_run(tmp_path, capsys):
     """A real 2-D run logs grad/D_real_norm every train.log_every steps; the report draws it with the modes."""
