@@ -86,9 +86,10 @@ def test_presets_define_their_sweeps():
     toy = compose_preset("experiment=toy_mode_collapse")
     params = toy.hydra.sweeper.params
     assert params.dataset.split(",") == ["ring8", "grid25"]
-    assert set(params.objective.split(",")) >= {"vanilla", "minimax", "dragan", "wgan_gp"}
-    assert "seed" not in params and toy.train.replicas == 5  # 5 seeds per job, as replicas
-    assert toy.arch.name == "mlp"
+    assert sorted(params.arm.split(",")) == sorted(
+        ["vanilla", "minimax", "dragan", "wgan", "wgan_gp", "unrolled", "pacgan2", "pacgan4"])
+    assert "seed" not in params and toy.train.replicas == 10  # 10 trials per job, as replicas
+    assert toy.arch.name == "mlp" and "joblib" in toy.hydra.launcher._target_
 
     quick = compose_preset("experiment=quickstart_sweep")
     assert quick.hydra.sweeper.params.objective.split(",") == ["vanilla", "dragan"]

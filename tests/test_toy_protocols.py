@@ -13,7 +13,7 @@ from torch import nn
 
 from conftest import GANBENCH, cli_env, compose
 
-PRESETS = ("toy_pacgan", "toy_veegan", "toy_unrolled")
+PRESETS = ("toy_pacgan", "toy_veegan", "toy_unrolled", "toy_mode_collapse")
 ARMS = ("vanilla", "minimax", "dragan", "wgan", "wgan_gp", "unrolled", "pacgan2", "pacgan4")
 # What an arm may change; everything else is the protocol's.
 ARM_KEYS = ("objective", "penalty", "dynamics", "pack", "arm")
@@ -57,6 +57,11 @@ def test_an_arm_sets_only_what_it_compares(arm, objective, dynamics, pack):
     ("toy_veegan", {"train.batch_size": 500, "train.iterations": 100000, "train.replicas": 5, "optimizer.g.lr": 1e-3,
                     "optimizer.g.betas": [0.5, 0.999], "metrics.hq_test": "euclidean", "dataset.name": "grid25",
                     "dataset.std": 0.05, "arch.depth": 2, "arch.width": 128, "arch.activation": "relu"}),
+    # VEEGAN's protocol scaled down (its YAML says how): batch 100, 10 trials, both datasets
+    ("toy_mode_collapse", {"train.batch_size": 100, "train.replicas": 10, "optimizer.g.lr": 1e-3,
+                           "optimizer.d.lr": 1e-3, "optimizer.d.betas": [0.5, 0.999], "metrics.hq_test": "euclidean",
+                           "metrics.mode_samples": 2500, "arch.depth": 2, "arch.width": 128, "arch.activation": "relu",
+                           "arch.z_dim": 2, "dataset.radius": 2.0, "dataset.std": 0.02}),
     ("toy_unrolled", {"train.batch_size": 512, "train.iterations": 25000, "optimizer.g.lr": 1e-3,
                       "optimizer.d.lr": 1e-4, "optimizer.d.betas": [0.5, 0.999], "arch.z_dim": 256,
                       "arch.activation": "tanh", "arch.depth": 2, "dataset.radius": 1.0, "dataset.std": 0.01}),
