@@ -126,6 +126,24 @@ def test_several_seeds_of_one_instance_are_averaged(tmp_path):
     assert any("several runs" in n for n in res["notes"])
 
 
+def test_near_equal_values_tie_within_the_relative_tolerance(tmp_path, capsys):
+    # Two collapsed runs: 1.0 and 1.0000005 tie under the default 1e-3; 2.0 vs 2.003 differ by 0.15 % > 0.1 %.
+    root = tmp_path / "s"
+    for alg, finals in (("vanilla", [1.0, 2.0]), ("dragan", [1.0000005, 2.003])):
+        for inst, f in enumerate(finals):
+            curve = [{"step": 1, "wall_time_s": 60.0, "mnist_is": 1.0}, {"step": 2, "wall_time_s": 120.0, "mnist_is": f}]
+            bogonet_sweep.make_run(root, [f"objective={alg}", f"arch.seed={inst}", "seed=0"], curve)
+    runs = report.find_runs([root])
+    p = report_bogonet.bogonet(runs, "mnist_is")["pairs"][0]
+    assert (p["kind"], p["wins_a"], p["wins_b"], p["ties"]) == ("final", 1, 0, 1)
+    p = report_bogonet.bogonet(runs, "mnist_is", tie_rtol=0.0)["pairs"][0]
+    assert (p["wins_a"], p["ties"]) == (2, 0)
+    assert report.main([str(root), "--table", "bogonet", "--tie-rtol", "0"]) == 0
+    assert "ties within a relative 0 (--tie-rtol)" in capsys.readouterr().out
+    assert report.main([str(root), "--table", "bogonet", "--tie-rtol", "1.5"]) == 2
+    assert "--tie-rtol: must be in [0, 1), got 1.5" in capsys.readouterr().err
+
+
 def test_a_run_without_the_instance_key_is_a_one_line_error(tmp_path, capsys):
     bogonet_sweep.make_run(tmp_path / "s", ["objective=dragan", "seed=0"],
                            [{"step": 1, "wall_time_s": 1.0, "mnist_is": 2.0}])
@@ -142,6 +160,7 @@ def test_a_run_without_the_instance_key_is_a_one_line_error(tmp_path, capsys):
     (["--score", "mnist_is"], ["--score: only with --table bogonet or --judge"]),
     (["--auc-x", "step"], ["--auc-x: only with"]),
     (["--table", "bogonet", "--judge-seed", "3"], ["--judge-seed: only with --judge"]),
+    (["--judge", "--tie-rtol", "0.01"], ["--tie-rtol: only with --table bogonet"]),
 ])
 def test_options_of_another_mode_are_refused(sweep, capsys, argv, words):
     before = sorted(p.name for p in sweep.iterdir())
