@@ -17,49 +17,20 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ganbench.errors import ConfigError, DataError
 from ganbench.metrics import mnist_score, reference, stacked, toy
 from ganbench.metrics.features import FeatureExtractor, WeightsUnavailable, build_extractor, images_to_uint8
+# The metric names, their directions and the datasets' default groups (imported by name from here too) live in
+# ganbench.metric_catalog, which imports no torch: the process that submits a hyperparameter search reads them.
+from ganbench.metric_catalog import HIGHER_IS_BETTER, METRIC_GROUPS, MIXTURE_DATASETS, POINT_DATASETS, auto_groups
 
 log = logging.getLogger(__name__)
 
-# Selectable groups and the metric names each produces (names as in metrics.jsonl / results.json).
-METRIC_GROUPS: dict[str, tuple[str, ...]] = {
-    "is": ("is_mean", "is_std"),
-    "fid": ("fid",),
-    "kid": ("kid_mean", "kid_std"),
-    "prc": ("precision", "recall"),
-    "dc": ("density", "coverage"),
-    "modes": ("modes", "hq_pct", "reverse_kl"),
-    "energy": ("energy",),
-    "stacked": ("stacked_modes", "stacked_kl"),
-    "mnist_is": ("mnist_is", "mnist_is_std"),
-}
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "is_mean": True, "is_std": False, "fid": False, "kid_mean": False, "kid_std": False,
-    "precision": True, "recall": True, "density": True, "coverage": True,
-    "modes": True, "hq_pct": True, "reverse_kl": False, "energy": False,
-    "stacked_modes": True, "stacked_kl": False, "mnist_is": True, "mnist_is_std": False,
-}
 EXTRACTOR_GROUPS = ("is", "fid", "kid", "prc", "dc")   # need a FeatureExtractor and an image dataset
 POINT_GROUPS = ("modes", "energy")                       # need a 2-D dataset (modes: one with centres)
 CLASSIFIER_GROUPS = ("stacked", "mnist_is")          # need the MNIST digit classifier
 # mnist_is reads digits: MNIST itself, or an image folder of digits (e.g. the shared mnist-test-png archive).
 MNIST_IS_DATASETS = ("mnist", "folder")
-MIXTURE_DATASETS = ("ring8", "grid25")
-POINT_DATASETS = ("ring8", "grid25", "swissroll")
 MIN_MODE_SAMPLES = 2500      # REFERENCE.md: count modes over ≥ 2,500 samples
 MIN_STACKED_SAMPLES = 26000  # REFERENCE.md: Stacked-MNIST modes over ≥ 26,000 samples
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def auto_groups(kind: str, name: str, has_centers: bool, prc: bool) -> list[str]:
-    """Default metric groups for a dataset: modes (ring8/grid25), energy (other 2-D), stacked
-    (stacked_mnist), mnist_is+fid+kid (mnist: Inception's IS is meaningless on digits; the MNIST classifier
-    score, the DRAGAN authors' MNIST score, is the headline), is+fid+kid otherwise, + prc/dc if asked."""
-    if kind == "points":
-        return ["modes"] if has_centers else ["energy"]
-    if name == "stacked_mnist":
-        return ["stacked"]
-    groups = ["mnist_is", "fid", "kid"] if name == "mnist" else ["is", "fid", "kid"]
-    return groups + (["prc", "dc"] if prc else [])
 
 
 def _is_int(v) -> bool:
