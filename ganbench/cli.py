@@ -56,8 +56,10 @@ def override_key(item: str) -> str:
 
 
 # Keys that never name a run directory: train.replicas trains each seed into the directory its own run
-# would use (ganbench/replicas.py), so the directory must not depend on how many seeds shared a process.
-UNNAMED_KEYS = ("train.replicas",)
+# would use (ganbench/replicas.py), so the directory must not depend on how many seeds shared a process;
+# search.* say what a hyperparameter search reads from the runs (its seeds train like replicas), not what
+# is trained.
+UNNAMED_KEYS = ("train.replicas", "search.metric", "search.value", "search.seeds")
 
 
 def swept_first(override_dirname: str, swept: List[str]) -> str:
@@ -203,12 +205,22 @@ def task(cfg: DictConfig) -> Optional[dict]:
     fail; only then are ``.hydra/``, ``train.log`` and the run's files written. A start that fails leaves
     an existing run untouched and a new directory with at most a ``failed`` results.json.
     """
-    from . import rundir
-    from .results import RESULTS, write_json_atomic
-
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides: List[str] = list(hydra_cfg.overrides.task)
+    from . import search
+
+    if search.is_search(hydra_cfg):
+        # A trial of hydra/sweeper=optuna: its seeds' runs, and the value the search reads from them.
+        return search.run_trial(cfg, run_dir, overrides, lambda c, d, o: train_job(c, hydra_cfg, d, o))
+    return train_job(cfg, hydra_cfg, run_dir, overrides)
+
+
+def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Optional[dict]:
+    """The job ``task`` runs, in ``run_dir`` with ``overrides`` (those of the command line or of the sweep)."""
+    from . import rundir
+    from .results import RESULTS, write_json_atomic
+
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
     key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
     # train.replicas=N: N runs, each in its own directory (ganbench/replicas.py), each locked and written

@@ -17,6 +17,8 @@ usage: ganbench [key=value ...]            train one run; re-running the same co
        ganbench --cfg job [key=value ...]  print the composed config, values resolved (nothing runs)
        ganbench restart=true ...           start a run over: its old directory is moved to <dir>.old-<time>
        ganbench seed=0 train.replicas=10   seeds 0..9 trained together in one process, each in its own seed=<s>/
+       ganbench -m hydra/sweeper=optuna experiment=tune_dragan_grid25
+                                           hyperparameter search (Optuna, stored in optuna.db: re-run to resume)
        ganbench-report DIR [--metrics a,b] tables and figures (mean and 95% interval over seeds) of runs
        tensorboard --logdir outputs        curves, sample grids, 2-D density plots, the HParams tab
 
@@ -33,6 +35,7 @@ top-level keys:
        train.iterations=100000  train.batch_size=64  train.log_every  train.ckpt_every  train.sample_every
        train.g_average=none|ema|uniform  train.replicas=1|N  train.compile=false|true  pack=1|m
        eval.every=auto|N  metrics.names=auto|[is,fid,kid,modes,...]
+       search.metric=NAME  search.value=final|best  search.seeds=1|N      (hydra/sweeper=optuna)
 """
 
 FOOTER = """\

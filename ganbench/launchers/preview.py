@@ -9,7 +9,7 @@ only by seed are printed once, with their seeds in the header. Nothing is writte
 from __future__ import annotations
 
 import sys
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -44,6 +44,9 @@ def sweep_configs(
     """YAML of each distinct run of the sweep (runs that differ only by seed are shown once)."""
     if cfg_type not in CFG_TYPES:
         raise ValueError(f"--cfg {cfg_type}: expected one of {', '.join(CFG_TYPES)}")
+    search = search_preview(config_dir, overrides, cfg_type, resolve, config_name)
+    if search is not None:
+        return search
     jobs = expand_sweep(config_dir, overrides, config_name)
     seeds: dict = {}
     for job in jobs:
@@ -66,6 +69,38 @@ def sweep_configs(
                 header += f"  (seeds {','.join(job_seeds)})"
             out.append(header + "\n" + OmegaConf.to_yaml(cfg, resolve=resolve))
     return "\n".join(out)
+
+
+def search_preview(config_dir: str, overrides: Sequence[str], cfg_type: str, resolve: bool,
+                   config_name: str = "config") -> Optional[str]:
+    """For hydra/sweeper=optuna: the search space and the config every trial shares (its fixed overrides
+    applied, the searched keys at their config values); None for other sweepers."""
+    from ganbench.search import SWEEPER_TARGET  # noqa: PLC0415
+
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(list(overrides))
+    plain = [o.input_line for o in parsed if not o.is_sweep_override()]
+    with _initialized(config_dir):
+        primary = compose(config_name=config_name, overrides=plain, return_hydra_config=True)
+        if str(primary.hydra.sweeper.get("_target_")) != SWEEPER_TARGET:
+            return None
+        params = {str(k): str(v) for k, v in (primary.hydra.sweeper.get("params") or {}).items() if v is not None}
+        params.update({o.key_or_group: o.input_line.split("=", 1)[1] for o in parsed if o.is_sweep_override()})
+        every = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
+        fixed = [o.input_line for o in every if not o.is_sweep_override()]
+        cfg = compose(config_name=config_name, overrides=plain + fixed, return_hydra_config=cfg_type != "job")
+    space = [o for o in every if o.is_sweep_override()]
+    sweeper = primary.hydra.sweeper
+    lines = [f"# hyperparameter search (hydra/sweeper=optuna): {sweeper.n_trials} trials in batches of "
+             f"{sweeper.n_jobs}, search.metric={OmegaConf.select(primary, 'search.metric')} "
+             f"({OmegaConf.select(primary, 'search.value')}), sampler {sweeper.sampler._target_.rsplit('.', 1)[-1]}"]
+    lines += [f"#   {o.input_line}" for o in space] or ["#   (no search space: give ranges in hydra.sweeper.params)"]
+    for name, extra in (sweeper.get("studies") or {}).items():
+        lines.append(f"#   study {name}: " + " ".join(f"{k}={v}" for k, v in (extra or {}).items() if v is not None))
+    if cfg_type == "hydra":
+        cfg = OmegaConf.create({"hydra": cfg.hydra})
+    lines.append("# the config every trial shares (searched keys at their config values):")
+    return "\n".join(lines) + "\n" + OmegaConf.to_yaml(cfg, resolve=resolve)
 
 
 def wants_preview(argv: Sequence[str]) -> bool:
