@@ -42,6 +42,8 @@ INSTANCE_KEY = "arch.seed"
 # mode metrics of Stacked MNIST and the toys.
 HEADLINE = ("is_mean", "mnist_is", "stacked_modes", "modes", "hq_pct", "fid", "energy")
 TIE_RTOL = 1e-3
+# The table warns when the algorithms' median time spans differ by more than this factor (our choice: 25 %).
+SPAN_RATIO = 1.25
 AUC_X = {"time": ("wall-clock minutes", 1 / 60), "step": ("thousands of generator steps", 1 / 1000)}
 
 
@@ -149,7 +151,9 @@ def cell_values(members, metric: str, x: str, at_step: Optional[float] = None) -
     done = [r for r in members if r.reached(at_step)]
     finals = [v for v in (r.final(metric, at_step) for r in done) if v is not None]
     aucs = [v for v in (run_auc(r, metric, x, at_step) for r in done) if v is not None]
-    return {"final": _mean(finals), "auc": _mean(aucs), "runs": len(members), "finished": len(done)}
+    spans = [xs[-1] - xs[0] for xs in (curve(r, metric, x, at_step)[0] for r in done) if len(xs) > 1]
+    return {"final": _mean(finals), "auc": _mean(aucs), "span": _mean(spans), "runs": len(members),
+            "finished": len(done)}
 
 
 def pick_score(runs, requested: Optional[str]) -> str:
@@ -220,6 +224,13 @@ def bogonet(runs, metric: str, x: str = "time", instance_key: str = INSTANCE_KEY
         several = [i for i, c in values[a].items() if c["runs"] > 1]
         if several:
             notes.append(f"{a}: instance(s) {', '.join(several)} have several runs; their mean is the cell's value")
+    spans = {a: sorted(c["span"] for c in values[a].values() if c["span"] is not None) for a in algs}
+    medians = {a: v[len(v) // 2] for a, v in spans.items() if v}
+    if x == "time" and len(medians) > 1 and min(medians.values()) > 0 \
+            and max(medians.values()) > SPAN_RATIO * min(medians.values()):
+        notes.append("the curves span different wall-clock times (median minutes from first to last evaluation: "
+                     + ", ".join(f"{a} {m:.3g}" for a, m in medians.items()) + "): at equal scores a slower "
+                     "algorithm gets a larger area under --auc-x time; --auc-x step compares at equal steps")
     absent = {a: [i for i in instances if i not in values[a]] for a in algs}
     for a, lst in absent.items():
         if lst:

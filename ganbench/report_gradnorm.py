@@ -50,7 +50,7 @@ def _safe(text: str) -> str:
 def plot_grad_norm(out_dir: Path, groups) -> list:
     """Write figures/grad_norm_<group>.png for every group with a run that logged the norm; returns the
     report's Figure records."""
-    from ganbench.report import Figure  # noqa: PLC0415 - report imports this module
+    from ganbench.report import Figure, metric_bounds  # noqa: PLC0415 - report imports this module
 
     todo = []
     for g in groups:
@@ -84,9 +84,14 @@ def plot_grad_norm(out_dir: Path, groups) -> list:
                 ax2.plot(ms, mv, color="tab:blue", marker="o", markersize=3, linewidth=1.2, label=m)
                 ax2.set_ylabel(m, color="tab:blue", fontsize=8)
                 ax2.tick_params(axis="y", labelcolor="tab:blue", labelsize=7)
-                lo = 0.0 if m in ("modes", "stacked_modes", "hq_pct") else None
-                if lo is not None:
-                    ax2.set_ylim(bottom=lo)
+                # The metric's own range (modes 0..number of modes, mnist_is 1..10, ...), no offset notation:
+                # autoscaling would blow a flat collapsed curve (1 ± 1e-6) up to full height.
+                ax2.ticklabel_format(axis="y", useOffset=False, style="plain")
+                lo, hi = metric_bounds(m, [run])
+                top = max(mv) if hi is None else hi
+                bottom = min(mv) if lo is None else lo
+                pad = 0.05 * (top - bottom) if top > bottom else 1.0
+                ax2.set_ylim(bottom - pad, top + pad)
             else:
                 notes.append(f"seed={run.seed}: no mode metric ({', '.join(MODE_METRICS)}) in metrics.jsonl")
                 title += ", no mode metric"

@@ -59,6 +59,10 @@ def test_table_one_columns_by_hand(sweep):
     # wgan_gp: 1.5 throughout on instances 0-3: AUC 2 min · 1.5 = 3; not run on 4 and 5.
     assert by[WGAN][1:6] == ["4", "1.500", "0.000", "3.00", "0.00"]
     assert any("objective=wgan_gp: not run on instance(s) 4, 5" == n for n in res["notes"])
+    # dragan's curves span 6 - 2 = 4 minutes, the others' 3 - 1 = 2: the time AUC also measures speed.
+    note = next(n for n in res["notes"] if "span different wall-clock times" in n)
+    assert f"{DRAGAN} 4, {VANILLA} 2, {WGAN} 2" in note
+    assert not any("wall-clock" in n for n in bogonet(sweep, x="step")["notes"])
 
 
 def test_pairwise_table_and_sign_tests_by_hand(sweep):
