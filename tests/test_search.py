@@ -206,6 +206,7 @@ def _other_search_db(path: Path, name: str, fingerprint=None) -> bytes:
 
 
 def test_a_storage_file_of_another_search_is_refused_and_left_untouched(tmp_path):
+    """The command: one line, exit 1, the file byte-identical (and its mtime unchanged), nothing else written."""
     sweep = tmp_path / "s"
     db = sweep / "optuna.db"
     before = _other_search_db(db, "elsewhere")
@@ -218,27 +219,46 @@ def test_a_storage_file_of_another_search_is_refused_and_left_untouched(tmp_path
     assert db.read_bytes() == before and db.stat().st_mtime_ns == stamp
     assert sorted(p.name for p in sweep.iterdir()) == ["optuna.db"]
 
-    # the same study name, another search (here: another metric)
-    db.unlink()
-    other = {"metric": "reverse_kl", "value": "final", "seeds": 1, "direction": "minimize", "space": {}, "fixed": {}}
-    before = _other_search_db(db, "s", other)
-    done = search(sweep, LR)
-    assert done.returncode == 1 and len(error_lines(done)) == 1
-    assert "study 's' is a different search (direction: minimize there, maximize here)" in done.stderr
-    assert db.read_bytes() == before
 
-    # not an Optuna database at all
-    db.write_bytes(b"not a database" * 100)
-    done = search(sweep, LR)
-    assert done.returncode == 1 and len(error_lines(done)) == 1 and "it was left untouched" in done.stderr
-    assert db.read_bytes() == b"not a database" * 100
+def test_the_storage_check_names_what_differs(tmp_path):
+    """check_storage (what the command runs before anything is written), on files it must refuse or accept."""
+    from ganbench.errors import ConfigError
+    from ganbench.search import check_storage
+
+    ours = {"metric": "hq_pct", "value": "final", "seeds": 1, "direction": "maximize",
+            "space": {"objective.lr": "log"}, "fixed": {"train.iterations": "40"}}
+    db = tmp_path / "a.db"
+    before = _other_search_db(db, "s", dict(ours, metric="reverse_kl", direction="minimize"))
+    with pytest.raises(ConfigError, match=r"study 's' is a different search \(direction: minimize there, maximize "
+                                          r"here\); use another hydra.sweep.dir"):
+        check_storage(db, {"s": ours})
+    db2 = tmp_path / "b.db"
+    _other_search_db(db2, "s", dict(ours, fixed={"train.iterations": "80"}))
+    with pytest.raises(ConfigError, match=r"\(fixed.train.iterations: 80 there, 40 here\)"):
+        check_storage(db2, {"s": ours})
+    db3 = tmp_path / "c.db"
+    _other_search_db(db3, "s")  # made without ganbench (no fingerprint), with trials
+    with pytest.raises(ConfigError, match="was not made by ganbench's search"):
+        check_storage(db3, {"s": ours})
+    junk = tmp_path / "d.db"
+    junk.write_bytes(b"not a database" * 100)
+    with pytest.raises(ConfigError, match="it was left untouched"):
+        check_storage(junk, {"s": ours})
+    assert db.read_bytes() == before and junk.read_bytes() == b"not a database" * 100
+    # this search's own file, and one whose study was created but got neither its fingerprint nor a trial
+    check_storage(db, {"s": dict(ours, metric="reverse_kl", direction="minimize")})
+    empty = tmp_path / "e.db"
+    optuna.create_study(storage=f"sqlite:///{empty}", study_name="s")
+    check_storage(empty, {"s": ours})
+    check_storage(tmp_path / "absent.db", {"s": ours})
 
 
 # ------------------------------------------------------------------------------------ trials end to end
 
 
-@pytest.mark.parametrize("seeds_args, jobs_per_trial", [(["search.seeds=2"], 1), (["train.replicas=2"], 1)])
-def test_a_trial_averages_its_seeds(tmp_path, seeds_args, jobs_per_trial):
+@pytest.mark.slow
+@pytest.mark.parametrize("seeds_args", [["search.seeds=2"], ["train.replicas=2"]])
+def test_a_trial_averages_its_seeds(tmp_path, seeds_args):
     """Two trials of two seeds each: seeds in turn (search.seeds) or replicas in one process
     (train.replicas). Each trial's value is the mean of its two seeds' results.json values; each seed has
     its own run directory and train.log; the study maximises hq_pct."""
@@ -374,6 +394,7 @@ def test_a_killed_search_resumes_and_trains_no_run_twice(tmp_path):
     assert f"{n_complete} of 6 trials finished" in done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_studies_get_the_same_budget_and_the_report_compares_their_best(tmp_path):
     """hydra.sweeper.studies: one study per arm, n_trials each, one storage; the report's comparison lists
     each study's best trial with the mean ± std over its seeds and draws the budget curve."""
