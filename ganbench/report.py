@@ -950,13 +950,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_report(args: argparse.Namespace) -> str:
-    if getattr(args, "table", None) is None:
+    report_bogonet.check_args(args)
+    if getattr(args, "table", None) is None and not getattr(args, "judge", False) and not getattr(args, "judge_score", None):
         from ganbench.report_search import find_storage, run_search_report
 
         db = find_storage(args.sweep_dirs)
         if db is not None:  # a hyperparameter search (hydra/sweeper=optuna): its trials, best, importances
             return run_search_report(args, db)
-    report_bogonet.check_args(args)
     runs = find_runs(args.sweep_dirs)
     if not runs:
         raise GanbenchError(f"no run directories (with .hydra/overrides.yaml or results.json) under {', '.join(map(str, args.sweep_dirs))}")

@@ -287,6 +287,10 @@ def run_search_report(args: Any, db: Path) -> str:
     """The report of the search stored in ``db``; writes search_report.md and the figures."""
     from ganbench.report import format_markdown_table, format_text_table
 
+    for flag, attr in (("--by", "by"), ("--sort", "sort"), ("--metrics", "metrics"), ("--at-step", "at_step")):
+        if getattr(args, attr, None) is not None:
+            raise GanbenchError(f"{flag}: not used by the report of a search ({db}); for the table of its runs, give "
+                                f"their folders: ganbench-report {db.parent}/*/")
     reports = load_reports(db)
     out = Path(args.out) if getattr(args, "out", None) else db.parent
     out.mkdir(parents=True, exist_ok=True)

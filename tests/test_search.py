@@ -311,6 +311,15 @@ def test_failed_trials_are_recorded_as_failed_and_the_search_goes_on(tmp_path):
         assert t.user_attrs["failure"] == "seed=0: failed: dataset.std: must be a number > 0 (got -1.0)"
     assert "sweep of 2 runs" in done.stdout and "2 failed" in done.stdout
 
+    # the report lists them with their reasons; run-table options are refused on a search, in one line
+    from ganbench.report import main as report_main
+
+    assert report_main([str(sweep), "--no-figures"]) == 0
+    text = (sweep / "search_report.md").read_text()
+    assert "best: none (no trial completed)" in text and "importance: needs 2 completed trials (has 0)" in text
+    assert "failed: trial 1: seed=0: failed: dataset.std: must be a number > 0 (got -1.0)" in text
+    assert report_main([str(sweep), "--sort", "hq_pct"]) == 2
+
 
 def _fresh_starts(run_dir: Path) -> int:
     """Trainings of this directory that started from step 0: starts, less resumes and completed re-runs."""
