@@ -55,9 +55,11 @@ def _get(tree: Dict[str, Any], dotted: str, default: Any = None) -> Any:
 
 def _first_difference(a: Any, b: Any, prefix: str) -> str:
     if isinstance(a, dict) and isinstance(b, dict):
-        # A group's name first: a checkpoint of another dataset is named as such, not by a derived key.
-        # Keys the checkpoint lacks were added to ganbench after it was written: not a difference.
-        for key in sorted(set(a), key=lambda k: (k != "name", k)):
+        # A group's name first: a checkpoint of another dataset is named as such, not by a derived key; then
+        # the node's own values before its sub-nodes, so that a shared key (arch.width) is named rather than
+        # the side that reads it (arch.g.width). Keys the checkpoint lacks were added to ganbench after it was
+        # written: not a difference.
+        for key in sorted(set(a), key=lambda k: (k != "name", isinstance(a.get(k), dict), k)):
             found = _first_difference(a.get(key), b.get(key), f"{prefix}.{key}")
             if found:
                 return found

@@ -123,6 +123,10 @@ def mark_swept_keys(argv: List[str]) -> None:
 
 if not OmegaConf.has_resolver("gb.dirname"):
     OmegaConf.register_new_resolver("gb.dirname", run_dirname)
+if not OmegaConf.has_resolver("gb.shared"):
+    from .config import arch_shared  # light: omegaconf only (the submitting process imports no torch)
+
+    OmegaConf.register_new_resolver("gb.shared", arch_shared)
 
 
 def _run_and_report(func: Any) -> Any:

@@ -240,18 +240,21 @@ def validate_top(cfg: DictConfig) -> None:
         raise ConfigError(f"resume: must be a path to a checkpoint (got {resume!r})")
 
 
-def check_arch_fits_data(arch: Any, dataset: DictConfig) -> None:
-    """arch=dcgan needs images whose side is a power of two >= 8; 2-D points need arch=mlp."""
-    if getattr(arch, "name", None) != "dcgan":
-        return
-    kind, name = dataset.get("kind"), dataset.get("name")
-    if kind == "points":
-        raise ConfigError(f"arch=dcgan needs image data, but dataset={name} is 2-D points; use arch=mlp")
-    resolution = dataset.get("resolution")
-    if isinstance(resolution, int) and not isinstance(resolution, bool) and resolution > 0:
-        from .archs.dcgan import _num_upsamplings
-
-        _num_upsamplings(resolution)
+def arch_shared(keys: Any, default: Any, *, _parent_: Any) -> Any:
+    """The ``gb.shared`` resolver of the arch sides' YAML files: ``${gb.shared:KEY,DEFAULT}`` in a side node
+    (``arch.g`` or ``arch.d``) is the pair's ``arch.KEY`` when the pair's ``base`` family is this side's family
+    (``name``) and sets KEY to a non-null value, else DEFAULT. KEY may be a list: the first non-null of them
+    (``${gb.shared:[d_depth,depth],3}``). So a pair's shared keys reach only the sides of its own family:
+    ``arch=dcgan arch/g=mlp`` gives an MLP G with the MLP defaults, never DCGAN's width or latent size."""
+    side = _parent_
+    pair = side._get_parent() if isinstance(side, DictConfig) else None
+    if not isinstance(pair, DictConfig) or pair.get("base") is None or pair.get("base") != side.get("name"):
+        return default
+    for key in ([keys] if isinstance(keys, str) else list(keys)):
+        value = pair.get(key)
+        if value is not None:
+            return value
+    return default
 
 
 #: Methods that read unpacked batches next to D's packed ones (they are refused with pack > 1, in one line):
@@ -326,11 +329,12 @@ def validate(cfg: DictConfig) -> Spec:
     opt_g = structured(OPTIMIZERS[opt_name], opt.get("g"), "optimizer.g")
     opt_d = structured(OPTIMIZERS[opt_name], opt.get("d"), "optimizer.d")
 
-    from .archs import arch_config
+    from .archs import check_fits
 
-    check_arch_fits_data(arch_config(cfg.arch), cfg.dataset)
+    pack = check_pack(cfg, train, loss, pen_name)
+    check_fits(cfg.arch, cfg.dataset, pack, penalty.gradient_penalty)
     spec = Spec(train=train, loss=loss, n_dis=common.n_dis, penalty=penalty, optimizer=opt_name,
-                opt_g=opt_g, opt_d=opt_d, pack=check_pack(cfg, train, loss, pen_name))
+                opt_g=opt_g, opt_d=opt_d, pack=pack)
     if train.replicas > 1 and train.compile:
         raise ConfigError("train.compile: not available with train.replicas > 1 (the replicated step is not "
                           "compiled yet); use one of the two")

@@ -6,7 +6,7 @@ import textwrap
 from pathlib import Path
 from typing import List
 
-GROUPS = ("dataset", "arch", "objective", "penalty", "optimizer", "dynamics", "arm", "experiment")
+GROUPS = ("dataset", "arch", "arch/g", "arch/d", "objective", "penalty", "optimizer", "dynamics", "arm", "experiment")
 
 COMMANDS = """\
 usage: ganbench [key=value ...]            train one run; re-running the same command resumes it

@@ -28,8 +28,12 @@ from .base import ACTIVATIONS, dcgan_init, mirror_of_discriminator
 def _mirror(layer: nn.Module, bias: bool) -> nn.Module:
     if isinstance(layer, nn.Linear):
         return nn.Linear(layer.out_features, layer.in_features, bias=bias)
+    # A convolution of kernel k, stride s, padding p maps an even side n to n/s; its transpose gives
+    # (n/s − 1)s − 2p + k, which is n again with the output padding (k − 2p) mod s (0 for DCGAN's 4×4
+    # kernels with padding 1, 1 for 5×5 kernels with padding 2).
+    (k, _), (st, _), (pad, _) = layer.kernel_size, layer.stride, layer.padding
     return nn.ConvTranspose2d(layer.out_channels, layer.in_channels, layer.kernel_size, layer.stride,
-                              layer.padding, bias=bias)
+                              layer.padding, output_padding=(k - 2 * pad) % st, bias=bias)
 
 
 def _norm_like(norm: Optional[nn.Module], channels: int) -> Optional[nn.Module]:
