@@ -28,15 +28,25 @@ def log_config(writer: SummaryWriter, cfg: DictConfig, step: int) -> None:
     writer.add_text("config", "```\n" + text + "\n```", step)
 
 
+def log_architecture(writer: SummaryWriter, description: Dict, step: int) -> None:
+    """The networks the run trains (``ganbench.archs.describe``: each side's family and keys, BogoNet's draw)."""
+    text = OmegaConf.to_yaml(OmegaConf.create(description))
+    writer.add_text("architecture", "```\n" + text + "\n```", step)
+
+
 def log_scalars(writer: SummaryWriter, values: Dict[str, float], step: int) -> None:
     for tag, value in values.items():
         writer.add_scalar(tag, value, step)
 
 
 @torch.no_grad()
-def log_image_grid(writer: SummaryWriter, G: nn.Module, z: Tensor, step: int, tag: str = "images/samples") -> None:
-    """The fixed-z samples as one grid (torchvision.utils.make_grid), generator in eval mode."""
-    from torchvision.utils import make_grid
+def log_image_grid(writer: SummaryWriter, G: nn.Module, z: Tensor, step: int, tag: str = "images/samples",
+                   png: Optional[Path] = None) -> None:
+    """The fixed-z samples as one grid (torchvision.utils.make_grid), generator in eval mode; with ``png``,
+    also written there as a PNG file (atomically: the previous grid or the new one, never a torn file)."""
+    import os
+
+    from torchvision.utils import make_grid, save_image
 
     was_training = G.training
     G.eval()
@@ -44,6 +54,12 @@ def log_image_grid(writer: SummaryWriter, G: nn.Module, z: Tensor, step: int, ta
     G.train(was_training)
     grid = make_grid(images, nrow=int(len(images) ** 0.5), normalize=True, value_range=(-1, 1))
     writer.add_image(tag, grid, step)
+    if png is not None:
+        from .rundir import guarded_write
+
+        tmp = png.with_name(f".{png.name}.{os.getpid()}.tmp")
+        guarded_write(tmp, lambda f: save_image(grid, f, format="png"))
+        os.replace(tmp, png)
 
 
 @torch.no_grad()

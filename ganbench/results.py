@@ -49,6 +49,8 @@ class RunRecord:
         self.higher_is_better: Dict[str, bool] = {}
         self.reasons: Dict[str, str] = {}
         self.protocol: Dict[str, Any] = {}
+        # The networks as built (ganbench.archs.describe): each side's family and keys, BogoNet's draw.
+        self.architecture: Optional[Dict[str, Any]] = None
         jsonl = run_dir / METRICS
         kept: List[str] = []
         if jsonl.exists():
@@ -138,6 +140,7 @@ class RunRecord:
             "it_per_s": None if it_per_s is None else round(it_per_s, 3),
             "metrics": metrics,
             "protocol": dict(self.protocol, best=best, torch=torch.__version__, python=platform.python_version()),
+            "architecture": self.architecture,
             "config": self.config,
             "overrides": self.overrides,
         }

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from . import board, checkpoint, preemption
-from .archs import build as build_arch
+from .archs import build as build_arch, describe as describe_arch, one_line as arch_line
 from .config import Spec, validate
 from .data import build_dataset
 from .dynamics import Game, Players, build_dynamics
@@ -438,9 +438,13 @@ class Output:
         self.record = RunRecord(member.run_dir, member.config, overrides, resume_step=step,
                                 best_samples=self.evaluator.s.num_samples if self.image_metrics else None)
         self.record.protocol = self.evaluator.protocol()
+        # The networks as built (BogoNet's drawn sides included), for results.json, train.log and TensorBoard.
+        self.record.architecture = describe_arch(cfg.arch, data.shape, start.spec.penalty.gradient_penalty,
+                                                 packed_shape(data.shape, start.spec.pack))
         self.writer = board.open_writer(member.run_dir, step)
         if step == 0:
             board.log_config(self.writer, cfg, 0)
+            board.log_architecture(self.writer, self.record.architecture, 0)
         # Fixed latents for samples: their own generator, so they are identical across resumes.
         fixed = torch.Generator().manual_seed(cfg.seed + 1)
         n_vis = tc.sample_grid if data.kind == "image" else max(tc.sample_grid * 40, 1000)
@@ -449,6 +453,8 @@ class Output:
         self.status, self.diverged_step = "running", None
         # A replica's own log lines (those logged inside ``self.logging()``) go to its train.log only.
         self.seed = cfg.seed if start.replicated else None
+        with self.logging():
+            log.info("%s%s", self.prefix, arch_line(self.record.architecture))
 
     def logging(self) -> contextlib.AbstractContextManager:
         from .rundir import log_seed
@@ -575,7 +581,8 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
                          tc.iterations, means["loss/D"], means["loss/G"], means["loss/penalty"], it_per_s)
         if step % tc.sample_every == 0 or step == tc.iterations:
             if data.kind == "image":
-                board.log_image_grid(out.writer, G_k, out.z_fixed, step)
+                # samples.png: the latest grid as a file too (the DRAGAN paper's sample figures, e.g. Figure 12).
+                board.log_image_grid(out.writer, G_k, out.z_fixed, step, png=out.run_dir / "samples.png")
             else:
                 # With pack > 1, D judges packs of m points (a function on ℝ^{m·d}), so it has no level sets
                 # over the plane: the plot shows the points only.
