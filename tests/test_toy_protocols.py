@@ -116,5 +116,5 @@ def test_scaled_protocol_sweep_and_its_toy_table(tmp_path):
     report = subprocess.run([str(GANBENCH.with_name("ganbench-report")), str(sweep), "--table", "toy"], cwd=tmp_path,
                             env=cli_env(), capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr
-    rows = [line for line in report.stdout.splitlines() if "arm=" in line]
+    rows = [line for line in report.stdout.splitlines() if line.startswith("arm=")]  # the table rows
     assert len(rows) == 2 and any("pacgan2" in r for r in rows) and all("±" in r for r in rows), report.stdout
