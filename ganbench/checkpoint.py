@@ -16,13 +16,33 @@ IDENTITY_KEYS = ("seed", "dataset", "arch", "objective", "penalty", "optimizer",
                  "train.g_average", "train.ema_beta", "pack")
 
 
-def save(state: Dict[str, Any], path: Path) -> None:
-    """Write ``state`` to ``path`` atomically: a reader sees the old file or the new one, never a torn one."""
+def previous_path(path: Path) -> Path:
+    """Where ``save(..., keep_previous=True)`` keeps the checkpoint it replaced: ``last.pt`` -> ``prev.pt``."""
+    return path.with_name("prev.pt")
+
+
+def save(state: Dict[str, Any], path: Path, keep_previous: bool = False) -> None:
+    """Write ``state`` to ``path`` atomically: a reader sees the old file or the new one, never a torn one.
+
+    ``keep_previous``: the file it replaces stays as ``previous_path(path)``. A replicated job writes its
+    seeds' checkpoints one after another; a kill between two writes leaves some seeds one checkpoint ahead,
+    and their previous checkpoints let the job resume every seed at the common step.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     from .rundir import guarded_write
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     guarded_write(tmp, lambda f: torch.save(state, f))
+    if keep_previous and path.exists():
+        prev = previous_path(path)
+        prev_tmp = prev.with_name(f".{prev.name}.{os.getpid()}.tmp")
+        try:  # a hard link: ``path`` exists at every instant, so a kill here loses nothing
+            if prev_tmp.exists():
+                prev_tmp.unlink()
+            os.link(path, prev_tmp)
+            os.replace(prev_tmp, prev)
+        except OSError:  # a file system without hard links: a kill in the gap leaves only prev.pt, which resume reads
+            os.replace(path, prev)
     os.replace(tmp, path)
 
 

@@ -290,6 +290,23 @@ def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
     return start
 
 
+def rewound(entry, step: int):
+    """A replica's resume entry at ``step``: its own checkpoint if it is there, else the previous one
+    (``checkpoint.save(..., keep_previous=True)``) when that is at ``step``; otherwise unchanged, and the
+    caller names the mismatch."""
+    i, run_dir_i, cfg_i, config_i, state, at, previous = entry
+    prev = checkpoint.previous_path(run_dir_i / CHECKPOINT)
+    if at == step or not prev.exists():
+        return entry
+    prev_state = checkpoint.load(prev)
+    checkpoint.check_matches(prev_state.get("config") or {}, config_i, prev)
+    if resume_point(prev_state, prev)[0] != step:
+        return entry
+    log.info("%s: its checkpoint at step %d was written after the job's last complete set of checkpoints; "
+             "continuing from its previous one, at step %d, with the other seeds", run_dir_i.name, at, step)
+    return (i, run_dir_i, cfg_i, config_i, prev_state, step, previous)
+
+
 def resume_point(state: Dict[str, Any], source: Path):
     """(generator step, wall seconds before, RNG states) of a checkpoint."""
     try:
@@ -323,6 +340,8 @@ def prepare_replicas(cfg: DictConfig, spec: Spec, dynamics: Game, run_dir: Path,
         config_i = OmegaConf.to_container(cfg_i, resolve=True)
         previous = RunRecord.read(run_dir_i) if not fresh else None
         own = run_dir_i / CHECKPOINT
+        if not own.exists() and checkpoint.previous_path(own).exists():
+            own = checkpoint.previous_path(own)  # killed between keep_previous's two renames
         state = None
         if own.exists() and not fresh:
             state = checkpoint.load(own)
@@ -337,6 +356,9 @@ def prepare_replicas(cfg: DictConfig, spec: Spec, dynamics: Game, run_dir: Path,
         behind = [e for e in entries if (e[6] or {}).get("status") == "diverged"]
         finished += [e[1] for e in behind]
         entries = [e for e in entries if e not in behind]
+        steps = {e[5] for e in entries}
+    if len(steps) > 1:  # killed between two seeds' checkpoint writes: those ahead go back one checkpoint
+        entries = [rewound(e, min(steps)) for e in entries]
         steps = {e[5] for e in entries}
     if len(steps) > 1:
         at = ", ".join(f"{e[1].name} at {e[5]}" for e in entries)
@@ -545,7 +567,7 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
             own = split_state(state, k) if replicated else state
             rng = replica_rng_state(game.layout, k, device) if replicated else checkpoint.rng_state()
             checkpoint.save(dict(own, step=step, wall_time_s=wall(out), rng=rng, config=out.member.config),
-                            out.run_dir / CHECKPOINT)
+                            out.run_dir / CHECKPOINT, keep_previous=replicated)
 
     def evaluate(out: Output, G_k: nn.Module, G_avg_k: Optional[nn.Module], final: bool) -> None:
         ev = out.evaluator

@@ -4,6 +4,7 @@ The equivalence tests compare each replica with the separate run of its seed: bi
 the same random streams, parameters equal to float rounding (1e-5 relative) after 100 steps, exact resume,
 per-replica divergence; and the files each replica writes are those its separate run writes.
 """
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from conftest import (FAST, GANBENCH, POINTS, assert_same_tensors, cli_env, comp
                       results, run_train)
 from toy_game import crash_at
 
-from ganbench.errors import ConfigError
+from ganbench.errors import CheckpointError, ConfigError
 from ganbench.replicas import Layout, Replicated, join_states, replica_dirs, replica_overrides, split_state
 
 
@@ -240,6 +241,61 @@ def test_replicas_resume_exactly_after_a_crash(tmp_path, monkeypatch):
     assert record["status"] == "completed" and record["step"] == 14
 
 
+@pytest.mark.parametrize("links", [True, False], ids=["hard-link", "no-hard-links"])
+def test_a_kill_between_two_replicas_checkpoint_writes_resumes_all_at_the_common_step(tmp_path, monkeypatch, links, caplog):
+    """The job dies after seed=0's checkpoint at step 8 is written and before seed=1's and seed=2's: seed=0
+    is one checkpoint ahead. The rerun takes seed=0's previous checkpoint (prev.pt, step 4) and continues all
+    three from step 4, exactly as the uninterrupted job; seed=0's metrics after step 4 are dropped."""
+    import os
+
+    from ganbench import checkpoint
+
+    over = POINTS + ["objective=wgan_gp", "train.iterations=12", "train.ckpt_every=4", "train.replicas=3",
+                     "eval.every=4"]
+    run_train(tmp_path / "straight" / "seed=0", over)
+    original, writes = checkpoint.save, []
+
+    def save(state, path, keep_previous=False):
+        if state["step"] == 8 and writes:
+            raise RuntimeError("killed")  # the process dies right after the first replica's write at step 8
+        if state["step"] == 8:
+            writes.append(path)
+        return original(state, path, keep_previous)
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "save", save)
+        if not links:
+            def no_link(*_):
+                raise OSError("hard links not supported")
+            m.setattr(os, "link", no_link)
+        with pytest.raises(RuntimeError, match="killed"):
+            run_train(tmp_path / "split" / "seed=0", over)
+    steps = [load_ckpt(tmp_path / "split" / f"seed={s}")["step"] for s in (0, 1, 2)]
+    assert steps == [8, 4, 4]
+    assert torch.load(tmp_path / "split" / "seed=0" / "checkpoints" / "prev.pt", weights_only=True)["step"] == 4
+    with caplog.at_level("INFO", logger="ganbench"):
+        run_train(tmp_path / "split" / "seed=0", over)
+    for seed in (0, 1, 2):
+        a, b = load_ckpt(tmp_path / "straight" / f"seed={seed}"), load_ckpt(tmp_path / "split" / f"seed={seed}")
+        for key in ("G", "D", "opt_G", "opt_D", "rng", "step", "d_step"):
+            assert_same_tensors(a[key], b[key], key)
+        rows = [json.loads(x)["step"] for x in (tmp_path / "split" / f"seed={seed}" / "metrics.jsonl").read_text().splitlines()]
+        assert rows == sorted(set(rows)), rows  # no step twice: the lost continuation's rows are gone
+        assert results(tmp_path / "split" / f"seed={seed}")["status"] == "completed"
+    assert "seed=0: its checkpoint at step 8 was written after" in caplog.text
+    assert "continuing from its previous one, at step 4" in caplog.text
+
+
+def test_replicas_whose_checkpoints_cannot_be_brought_to_one_step_are_refused(tmp_path):
+    """Seeds two checkpoints apart (one continued separately): no common step; one line names each seed's."""
+    over = POINTS + ["objective=dragan", "train.iterations=8", "train.ckpt_every=4", "train.replicas=2"]
+    run_train(tmp_path / "seed=0", over)
+    single = [o for o in over if not o.startswith("train.replicas")]
+    run_train(tmp_path / "seed=1", single + ["seed=1", "train.iterations=16"])
+    with pytest.raises(CheckpointError, match=r"different steps \(seed=0 at 8, seed=1 at 16\)"):
+        run_train(tmp_path / "seed=0", [o for o in over if o != "train.iterations=8"] + ["train.iterations=20"])
+
+
 def test_completed_seeds_are_left_alone_and_the_others_train(tmp_path):
     """A second job over seeds 0..2 finds seeds 0 and 1 completed (byte-identical afterwards) and trains
     seed 2 alone; its record says which were finished."""
@@ -375,11 +431,6 @@ def test_cli_refusal_is_one_line_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, open: the replicas' checkpoints are written one after another, so a SIGKILL that lands between "
-    "two writes leaves them at different steps (seed=0 at 80, the others at 60) and the job refuses to resume "
-    "as replicas ('continue them separately, or restart=true'); the test kills right after seed=2's write and "
-    "now loses that race. Fix: keep each replica's previous checkpoint and resume all at the common step."))
 def test_replicas_resume_after_sigkill(tmp_path):
     args = ARGS[:-5] + ["train.iterations=400", "train.ckpt_every=20", "train.progress=false", "threads=1",
                         "device=cpu", "eval.every=0", "metrics.names=[]", "train.replicas=3"]
