@@ -262,7 +262,7 @@ def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
     log_sizes(G, D)
 
     # ---- resume: the run's own checkpoint, else resume=<path> ----
-    own = run_dir / CHECKPOINT
+    own = own_checkpoint(run_dir)
     own_exists = own.exists() and not fresh
     given = Path(cfg.resume).expanduser() if cfg.resume else None
     if own_exists and given is not None and given.resolve() != own.resolve():
@@ -288,6 +288,14 @@ def prepare(cfg: DictConfig, run_dir: Path, fresh: bool = False) -> Start:
     game.g_step = step
     log.info("resumed from %s at generator step %d", source, step)
     return start
+
+
+def own_checkpoint(run_dir: Path) -> Path:
+    """The run's own checkpoint: ``last.pt``, or ``prev.pt`` when a kill between ``keep_previous``'s two
+    renames (a file system without hard links) left only that one."""
+    own = run_dir / CHECKPOINT
+    prev = checkpoint.previous_path(own)
+    return prev if not own.exists() and prev.exists() else own
 
 
 def rewound(entry, step: int):
@@ -339,9 +347,7 @@ def prepare_replicas(cfg: DictConfig, spec: Spec, dynamics: Game, run_dir: Path,
         cfg_i = replica_config(cfg, cfg.seed + i)
         config_i = OmegaConf.to_container(cfg_i, resolve=True)
         previous = RunRecord.read(run_dir_i) if not fresh else None
-        own = run_dir_i / CHECKPOINT
-        if not own.exists() and checkpoint.previous_path(own).exists():
-            own = checkpoint.previous_path(own)  # killed between keep_previous's two renames
+        own = own_checkpoint(run_dir_i)
         state = None
         if own.exists() and not fresh:
             state = checkpoint.load(own)
