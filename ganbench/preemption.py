@@ -25,10 +25,18 @@ Signals and what happens at the safe point:
 - SIGINT (Ctrl-C, caught by the training loop itself) never requeues.
 - Outside SLURM: print one line and exit with status 128 + signal; rerunning the same command
   resumes from the checkpoint in the run directory.
+- The launcher gone: in a worker process of a local parallel launcher (``hydra/launcher=joblib``'s loky
+  workers, any ``multiprocessing`` child) a watchdog thread notices when the process that started the
+  worker has exited (``ganbench -m`` killed by PID rather than by process group, a crash, the OOM
+  killer). Nobody collects the job's result any more, so training on to the end of the job would only
+  burn the cores a rerun needs: the job checkpoints at the next safe point, records "preempted", and
+  the worker exits (status 128 + SIGHUP). Rerunning the sweep resumes it. Plain runs and SLURM jobs have
+  no such parent and are not watched (``nohup ganbench ...`` outlives its shell, as it should).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -38,6 +46,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
 SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+# How often the launcher watchdog looks for its parent: a second is nothing next to a training step and
+# keeps the orphan's extra work under a second of training plus one checkpoint.
+PARENT_POLL_S = 1.0
 
 
 @dataclass
@@ -48,10 +59,16 @@ class StopRequest:
     signum: Optional[int] = None
     installed: bool = False
     previous: Dict[int, object] = field(default_factory=dict)
+    orphaned_from: Optional[int] = None  # the launcher's PID, once it has exited (watch_parent)
+    watch: Optional[threading.Event] = None  # set to end the watchdog thread
 
     @property
     def signal_name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else "stop request"
+        if self.signum:
+            return signal.Signals(self.signum).name
+        if self.orphaned_from is not None:
+            return f"the exit of the launcher process {self.orphaned_from}"
+        return "stop request"
 
 
 def install() -> StopRequest:
@@ -63,6 +80,7 @@ def install() -> StopRequest:
     stop = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         # Signals can only be caught in the main thread; off it, the previous handlers stay.
+        watch_parent(stop)
         return stop
 
     def _handler(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -73,11 +91,38 @@ def install() -> StopRequest:
     for sig in SIGNALS:
         stop.previous[sig] = signal.signal(sig, _handler)
     stop.installed = True
+    watch_parent(stop)
     return stop
 
 
+def watch_parent(stop: StopRequest, poll_s: float = PARENT_POLL_S) -> Optional[threading.Thread]:
+    """In a ``multiprocessing`` child (a joblib/loky worker), request a stop once its parent has exited.
+
+    The parent is gone when ``os.getppid()`` no longer names it (the kernel reparents an orphan to init or
+    to a subreaper). Returns the daemon thread, or None outside a worker process. ``uninstall`` ends it.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None or stop.watch is not None:
+        return None
+    parent_pid = parent.pid
+    stop.watch = done = threading.Event()
+
+    def _poll() -> None:
+        while not done.wait(poll_s):
+            if os.getppid() != parent_pid:
+                stop.orphaned_from = parent_pid
+                stop.requested = True
+                return
+
+    thread = threading.Thread(target=_poll, name="ganbench-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def uninstall(stop: StopRequest) -> None:
-    """Restore the handlers that were in place before ``install``."""
+    """Restore the handlers that were in place before ``install``, and end the parent watchdog."""
+    if stop.watch is not None:
+        stop.watch.set()
     if stop.installed:
         for sig, handler in stop.previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
@@ -129,6 +174,13 @@ def exit_for_requeue(stop: StopRequest) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     code = 128 + (stop.signum or signal.SIGTERM)
+
+    if stop.signum is None and stop.orphaned_from is not None:
+        # No one is left to collect a result or an exception: the worker process ends here, its
+        # checkpoint and "preempted" record written (the kernel drops the run directory's flock).
+        print(f"ganbench: stopped on {stop.signal_name}; checkpoint saved; rerun the sweep to resume",
+              file=sys.stderr, flush=True)
+        os._exit(128 + signal.SIGHUP)
 
     if stop.signum == signal.SIGUSR2 and submitit_handler is not None:
         # Re-pickles the job, requeues it (time-out countdown included) and calls sys.exit.

@@ -696,6 +696,7 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
             out.writer.close()
         if progress is not None:
             progress.close()
+        preemption.uninstall(stop)
         if oom:
             raise oom from ex
         raise
@@ -712,6 +713,8 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
         results.append(RunRecord.read(out.run_dir) or {})
     if any(out.status == "preempted" for out in outs):
         preemption.exit_for_requeue(stop)
+    # A launcher's worker process runs further jobs: leave it with its own handlers and no watchdog.
+    preemption.uninstall(stop)
     return results[0] if not replicated else replicas_result(start, results)
 
 

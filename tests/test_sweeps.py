@@ -214,6 +214,116 @@ def test_signal_checkpoints_and_rerun_resumes_exactly(tmp_path, sig):
     assert len(raw) == len(set(raw)), "duplicated TensorBoard steps"
 
 
+ORPHAN_CHILD = r"""
+import multiprocessing as mp, os, sys, time
+from pathlib import Path
+from ganbench import preemption
+
+def child(out):
+    stop = preemption.StopRequest()
+    assert preemption.watch_parent(stop, poll_s=0.05) is not None
+    time.sleep(0.5)  # the parent is alive: no stop yet
+    Path(out, "ready").write_text(f"{os.getpid()} {stop.requested}")
+    end = time.time() + 30
+    while not stop.requested and time.time() < end:
+        time.sleep(0.02)
+    Path(out, "stopped").write_text(f"{stop.requested} {stop.orphaned_from} {stop.signal_name}")
+
+if __name__ == "__main__":
+    out = sys.argv[1]
+    mp.set_start_method("spawn")
+    proc = mp.Process(target=child, args=(out,))
+    proc.start()
+    end = time.time() + 60
+    while not Path(out, "ready").exists() and time.time() < end:
+        time.sleep(0.02)
+    Path(out, "parent").write_text(str(os.getpid()))
+    os._exit(0)  # the parent dies without a word to its child (no join, no terminate)
+"""
+
+
+def test_parent_watchdog_stops_an_orphaned_worker(tmp_path):
+    """A multiprocessing child whose parent exits gets a stop request; before that it gets none."""
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN_CHILD)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _wait_for(lambda: (tmp_path / "stopped").exists(), 30, "the orphan's stop request")
+    child_pid, requested_early = (tmp_path / "ready").read_text().split()
+    assert requested_early == "False"
+    requested, orphaned_from, *name = (tmp_path / "stopped").read_text().split()
+    assert requested == "True" and orphaned_from == (tmp_path / "parent").read_text()
+    assert " ".join(name) == f"the exit of the launcher process {orphaned_from}"
+
+
+def test_parent_watchdog_is_off_outside_worker_processes():
+    """A plain run (its parent a shell, or nohup's init) is never stopped for its parent's exit."""
+    from ganbench import preemption
+
+    stop = preemption.install()
+    try:
+        assert stop.watch is None and not stop.requested
+    finally:
+        preemption.uninstall(stop)
+
+
+@pytest.mark.slow
+def test_killing_the_joblib_launcher_stops_its_workers(tmp_path):
+    """SIGTERM to `ganbench -m` alone (not its process group): the loky workers checkpoint, record
+    "preempted" and exit instead of training on unobserved; rerunning the sweep resumes both runs.
+
+    Without the watchdog the orphans train on to step 3,000 (~20-40 s here) and end "completed"."""
+    sweep = tmp_path / "sweep"
+    iterations = 3000
+    args = ["-m", "experiment=quickstart", "objective=vanilla,dragan", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            f"hydra.sweep.dir={sweep}", f"train.iterations={iterations}", "train.log_every=10",
+            "train.ckpt_every=100000", "train.sample_every=100000", "eval.every=0", "train.progress=false"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as err:  # the workers inherit it: their last line lands here
+        proc = subprocess.Popen([sys.executable, "-m", "ganbench.cli", *args], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    workers = []
+    try:
+        logs = lambda: sorted(sweep.glob("*/seed=0/train.log"))  # noqa: E731
+        _wait_for(lambda: len(logs()) == 2 and all("step 20/" in p.read_text() for p in logs()), 300,
+                  "both jobs to train")
+        workers = [int((p.parent / ".ganbench.lock").read_text()) for p in logs()]
+        assert proc.pid not in workers and len(set(workers)) == 2
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+        def gone(pid):  # exited: no such process, or a zombie that no init reaps in a container
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+            except (FileNotFoundError, ProcessLookupError):
+                return True
+
+        _wait_for(lambda: all(gone(pid) for pid in workers), 15, "the orphaned workers to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    runs = [p.parent for p in logs()]
+    for run in runs:
+        first = results(run)
+        assert first["status"] == "preempted" and 20 <= first["step"] < iterations, first
+        assert (run / "checkpoints" / "last.pt").exists()
+    said = stderr.read_text()
+    assert said.count(f"stopped on the exit of the launcher process {proc.pid}; checkpoint saved") == 2, said[-2000:]
+
+    done = ganbench(args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for run in runs:
+        final = results(run)
+        assert final["status"] == "completed" and final["step"] == iterations, final
+        assert "resumed from" in (run / "train.log").read_text()
+
+
 def test_slurm_collection_fails_lost_jobs_and_keeps_the_others(tmp_path, monkeypatch):
     """Without sacct, a job SLURM no longer runs and that left no result fails; the rest are collected."""
     from types import SimpleNamespace
