@@ -272,9 +272,9 @@ def test_killing_the_joblib_launcher_stops_its_workers(tmp_path):
     """SIGTERM to `ganbench -m` alone (not its process group): the loky workers checkpoint, record
     "preempted" and exit instead of training on unobserved; rerunning the sweep resumes both runs.
 
-    Without the watchdog the orphans train on to step 3,000 (~20-40 s here) and end "completed"."""
+    Without the watchdog the orphans train on to step 1,500 (~15-20 s here) and end "completed"."""
     sweep = tmp_path / "sweep"
-    iterations = 3000
+    iterations = 1500
     args = ["-m", "experiment=quickstart", "objective=vanilla,dragan", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
             f"hydra.sweep.dir={sweep}", f"train.iterations={iterations}", "train.log_every=10",
             "train.ckpt_every=100000", "train.sample_every=100000", "eval.every=0", "train.progress=false"]
