@@ -22,8 +22,8 @@ SEEDS = (0, 1, 2, 3, 4)
 MODES = 8            # ring8
 MIN_HQ_PCT = 80.0    # the bar the README promises
 # Runs at a time: all of them. Each uses one thread (threads=auto is 1 for 2-D data); two at a time would
-# leave a core idle while the fifth runs alone (measured on 2 cores, 2,000 steps each: 2 at once 31.5 s,
-# 3 at once 47.4 s, i.e. no loss from sharing a core), so five at once save half a round (~2 min in CI).
+# leave a core idle while the fifth runs alone (2,000 steps each on 2 cores: 2 at once 31.5 s, 3 at once
+# 47.4 s). The gain in CI is small: this fixture took 718 s two at a time, 672 s and 697 s five at once.
 JOBS = len(SEEDS)
 
 
