@@ -58,6 +58,19 @@ def test_splits_are_contiguous_with_the_authors_boundaries():
         classifier_score(onehot([0, 1], 2), splits=3)
 
 
+def test_splits_keep_the_remainder():
+    # N = 5, S = 2: the splits cover all 5 samples, [e0, e1 | e0, e0, e1] (a 3-2 cut, [e0, e1, e0 | e0, e1],
+    # gives the same two splits). By hand: the [e0, e1] split has p(y) = (1/2, 1/2), KL = log 2 per sample,
+    # score 2; the [e0, e0, e1] split has p(y) = (2/3, 1/3), KLs log(3/2), log(3/2), log 3, score
+    # exp((2 log 1.5 + log 3)/3) = 6.75^(1/3) = 1.88988. Mean (2 + 6.75^(1/3))/2 = 1.94494, std (ddof 0)
+    # (2 - 6.75^(1/3))/2. Splits of ⌊N/S⌋ = 2 samples that drop the last one score [e0, e1], [e0, e0]: 2 and 1,
+    # mean 1.5.
+    mean, std = classifier_score(onehot([0, 1, 0, 0, 1], 2), splits=2)
+    assert mean == pytest.approx(1.94494, abs=5e-6)
+    assert mean == pytest.approx((2 + 6.75 ** (1 / 3)) / 2, rel=1e-12)
+    assert std == pytest.approx((2 - 6.75 ** (1 / 3)) / 2, rel=1e-12)
+
+
 class BrightnessLogits(torch.nn.Module):
     """'Reads' digit d from a 28×28 image of mean intensity d/10 + 0.05, as sharp logits (50 on the digit)."""
 
