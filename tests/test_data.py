@@ -327,6 +327,35 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
     assert torch.equal(build_dataset(folder_cfg(src, root), CPU, 0).real_uint8(), ref)
 
 
+class _Payload:
+    """Unpickling this runs ``open(marker, "w")``: the code a planted cache file could run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_planted_cache_is_refused_without_running_code_or_unsafe_advice(tmp_path, caplog):
+    """A cache file that holds more than tensors (here a pickle whose loading would create a marker) is
+    rebuilt; the warning names the file and says why, without torch's advice to load it with
+    weights_only=False."""
+    src = make_source(tmp_path, "zip")
+    root = tmp_path / "root"
+    ref = build_dataset(folder_cfg(src, root), CPU, 0).real_uint8()
+    (cache_file,) = (root / "cache").iterdir()
+    marker = tmp_path / "MARKER"
+    torch.save({"images": _Payload(marker)}, cache_file)
+    with caplog.at_level("WARNING", logger="ganbench.data"):
+        again = build_dataset(folder_cfg(src, root), CPU, 0).real_uint8()
+    assert torch.equal(again, ref) and not marker.exists()
+    (warning,) = [r.getMessage() for r in caplog.records if "unreadable cache" in r.getMessage()]
+    assert str(cache_file) in warning and "refused" in warning and "io.open" in warning
+    assert "weights_only=False" not in warning and "will likely succeed" not in warning and "\n" not in warning
+    torch.load(cache_file, weights_only=True)  # rebuilt: a plain cache file again
+
+
 def test_parallel_decode_matches_serial(tmp_path, monkeypatch):
     files = {f"d/{i:03d}.png": _encode((30 + i % 5, 40), "RGB", (i, 2 * i, 255 - i), "PNG") for i in range(130)}
     src = make_source(tmp_path, "tar", files)

@@ -14,10 +14,13 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from ganbench.errors import one_line_error
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +80,15 @@ def load_or_build(path: Path | None, build: Callable[[], dict], what: str) -> di
     if path is not None and path.is_file():
         t0 = time.perf_counter()
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's pickle-protocol notes: the warning below says it all
+                obj = torch.load(path, map_location="cpu", weights_only=True)
             log.info("loaded %s from cache %s in %.2fs", what, path, time.perf_counter() - t0)
             return obj
         except Exception as e:  # truncated/corrupt file from an older crash or another version
-            log.warning("ignoring unreadable cache %s (%s: %s); rebuilding", path, type(e).__name__, e)
+            # one_line_error drops torch's advice to retry with weights_only=False: a cache file that holds
+            # more than tensors is not ours (it would run code if unpickled), so it is rebuilt, never trusted.
+            log.warning("ignoring unreadable cache %s (%s); rebuilding", path, one_line_error(e))
     t0 = time.perf_counter()
     obj = build()
     log.info("decoded %s in %.1fs", what, time.perf_counter() - t0)
