@@ -73,6 +73,43 @@ def test_saddle_g_loss_differentiates_the_real_term():
     assert G.x.item() == pytest.approx(TH - lr_G * (-psi1 + 2 * eta * (TH - A)), abs=1e-6)
 
 
+class Batches:
+    """Real data drawn from a fixed sequence: the n-th batch is n rows of ``values[n]``."""
+
+    kind = "points"
+    sample_device = torch.device("cpu")
+
+    def __init__(self, *values):
+        self.values = list(values)
+
+    def sample(self, n, generator=None):
+        return torch.full((n, 1), self.values.pop(0))
+
+
+def test_lsgan_qi_margin_pairs_each_inner_steps_own_batches():
+    """objective=lsgan_qi (relu L, λ = 1, Δ = s|x − x̃|, s = 0.1), G = θ, D(v) = ψv, K = 1, SGD inner steps.
+
+    θ = 0.5, ψ = 1, D's lr 0.1, η = 0.5, G's lr 0.1; the D step's real batch is at x₁ = 3, the inner step's at
+    x₂ = 0.3 (every fake is θ). L(v) = ψv for v, ψ > 0.
+    D's own step: Δ₁ = 0.25, hinge 0.25 + ψ(x₁ − θ) > 0 active, ∂L_D/∂ψ = x₁ + (x₁ − θ) = 5.5, ψ' = 0.45.
+    The inner step with its own pair: Δ₂ = 0.02, hinge 0.02 + ψ'(x₂ − θ) = −0.07 inactive, so ∂L_D/∂ψ = x₂:
+    ψ¹ = ψ' − ηx₂ = 0.3, independent of θ; L_G = ψ¹θ, dL_G/dθ = ψ¹ = 0.3, θ' = 0.5 − 0.1·0.3 = 0.47.
+    The inner step with the D step's Δ₁ = 0.25 (the wrong pairing): hinge 0.16 active, ψ¹ = ψ' − η(2x₂ − θ),
+    dψ¹/dθ = η, dL_G/dθ = 0.4 + 0.5·0.5 = 0.65, θ' = 0.435.
+    """
+    from ganbench.objectives.loss_sensitive import LossSensitive
+
+    G, D = Point(0.5), Linear1(1.0)
+    players = Players(G, D, torch.optim.SGD(G.parameters(), lr=0.1), torch.optim.SGD(D.parameters(), lr=0.1))
+    game = DYNAMICS["unrolled"](k=1, inner="sgd", inner_lr=0.5)
+    game.bind(players, LossSensitive(margin_scale=0.1), NoPenalty(), 1, Batches(3.0, 0.3), 4)
+    game.step()
+    assert D.y.item() == pytest.approx(0.45, abs=1e-7)  # D's own step, on the outer pair
+    assert G.x.item() == pytest.approx(0.47, abs=1e-6)
+    # The generator step's terms read the outer D step's real batch again (x₁, not the inner x₂).
+    assert torch.equal(game.real, torch.full((4, 1), 3.0))
+
+
 def test_adam_unroll_by_hand():
     """The same game with D's optimizer Adam(lr, β₁, β₂, ε) and inner=adam, K=1.
 

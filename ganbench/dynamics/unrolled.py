@@ -41,7 +41,9 @@ class Unrolled(Alternating):
 
     Each inner step draws a fresh real batch and a fresh fake batch (with grad) and descends the
     objective's plain L_D: Metz et al. unroll D's loss, so a penalty, its lazy schedule and weight
-    clipping are not applied to the unrolled copy (instance noise is, as D's own inputs get it).
+    clipping are not applied to the unrolled copy (instance noise is, as D's own inputs get it). A loss that
+    reads the step's inputs (``game.real`` / ``game.fake``: lsgan_qi's margin Δ(x_i, G(z_i))) reads the inner
+    step's own batches there, the outer D step's again once the unroll is done.
     ``inner=sgd``: u(g) = g (plain SGD, no momentum or weight decay). ``inner=adam`` (Metz et al.'s
     choice): a differentiable Adam step continuing D's moment estimates from ``opt_D``'s state, with
     opt_D's betas, eps and weight decay; at inner step j (t = opt_D's step count + j + 1)
@@ -143,33 +145,41 @@ class Unrolled(Alternating):
                     zeros = torch.zeros_like(params[n])
                     moments[n] = (zeros, zeros, 0.0)
         real = None
-        for _ in range(self.k):
-            real = self.noisy(self.real_batch())
-            fake = self.noisy(self.fake_batch(g_buffers))
-            state = {**params, **frozen, **buffers}
-            real_out, fake_out = self.d_forward_at(state, real, fake)
-            d_loss = self.layout.total(self.loss.d_loss(real_out, fake_out))
-            grads = torch.autograd.grad(d_loss, [params[n] for n in names], create_graph=True, allow_unused=True)
-            new = {}
-            for n, g in zip(names, grads):
-                q, group = params[n], groups[n]
-                if g is None:  # the loss does not depend on this parameter: its gradient is 0
-                    g = torch.zeros_like(q)
-                lr = self.inner_lr if self.inner_lr is not None else group["lr"]
-                if self.inner == "sgd":
-                    new[n] = q - lr * g
-                    continue
-                beta1, beta2 = group["betas"]
-                if group["weight_decay"]:
-                    g = g + group["weight_decay"] * q
-                m, v, t = moments[n]
-                t += 1
-                m = beta1 * m + (1 - beta1) * g
-                v = beta2 * v + (1 - beta2) * g * g
-                moments[n] = (m, v, t)
-                bc1, bc2 = 1 - beta1 ** t, 1 - beta2 ** t
-                new[n] = q - (lr / bc1) * m / (_sqrt0(v) / bc2 ** 0.5 + group["eps"])
-            params = new
+        # A loss may read the step's inputs besides D's outputs (lsgan_qi's margin Δ(x_i, G(z_i))): during the
+        # unroll these are each inner step's own batches, so that Δ pairs the very samples whose L(x) and
+        # L(G(z)) the hinge compares; afterwards they are the outer D step's again, for the generator step.
+        outer = self.real, self.fake
+        try:
+            for _ in range(self.k):
+                real = self.noisy(self.real_batch())
+                fake = self.noisy(self.fake_batch(g_buffers))
+                self.real, self.fake = real, fake
+                state = {**params, **frozen, **buffers}
+                real_out, fake_out = self.d_forward_at(state, real, fake)
+                d_loss = self.layout.total(self.loss.d_loss(real_out, fake_out))
+                grads = torch.autograd.grad(d_loss, [params[n] for n in names], create_graph=True, allow_unused=True)
+                new = {}
+                for n, g in zip(names, grads):
+                    q, group = params[n], groups[n]
+                    if g is None:  # the loss does not depend on this parameter: its gradient is 0
+                        g = torch.zeros_like(q)
+                    lr = self.inner_lr if self.inner_lr is not None else group["lr"]
+                    if self.inner == "sgd":
+                        new[n] = q - lr * g
+                        continue
+                    beta1, beta2 = group["betas"]
+                    if group["weight_decay"]:
+                        g = g + group["weight_decay"] * q
+                    m, v, t = moments[n]
+                    t += 1
+                    m = beta1 * m + (1 - beta1) * g
+                    v = beta2 * v + (1 - beta2) * g * g
+                    moments[n] = (m, v, t)
+                    bc1, bc2 = 1 - beta1 ** t, 1 - beta2 ** t
+                    new[n] = q - (lr / bc1) * m / (_sqrt0(v) / bc2 ** 0.5 + group["eps"])
+                params = new
+        finally:
+            self.real, self.fake = outer
         return {**params, **frozen, **buffers}, real
 
     def g_outputs(self, real_out: Tensor):

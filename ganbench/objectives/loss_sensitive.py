@@ -19,7 +19,8 @@ class LossSensitive(Loss):
     L_D = E_x L(x) + λ E_{x,z} (Δ(x, G(z)) + L(x) - L(G(z)))₊,   L_G = E_z L(G(z)),
     Δ(x, x̃) = s·‖x - x̃‖₁ (``distance_reduce=sum``, the L1 norm, as nn.PairwiseDistance(1) in Qi's code; or
     the mean over dimensions), real and fake paired row by row: the D step's batches ``game.real[i]`` and
-    ``game.fake[i]`` (the fake is detached, so Δ is a constant margin for D). The Lipschitz regularisation of
+    ``game.fake[i]`` (the fake is detached, so Δ is a constant margin for D; in dynamics=unrolled's inner
+    steps the game sets them to each inner step's own batches). The Lipschitz regularisation of
     L_θ is weight decay on D's optimizer (the recipe sets ``optimizer.d.weight_decay``), not a term here.
     """
 
