@@ -385,6 +385,43 @@ def test_folder_errors(tmp_path):
         build_dataset(folder_cfg(bad, tmp_path / "root", channels=2), CPU, 0)
 
 
+def test_tar_made_with_dash_C_dot_is_read(tmp_path):
+    """``tar -C dir .`` names every member ``./train/...``: the leading ``.`` is no hidden folder."""
+    tree = make_source(tmp_path, "dir")
+    tgz = tmp_path / "dot.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tf:
+        tf.add(tree, arcname=".")  # what tar -C <tree> -czf dot.tar.gz . writes
+    with tarfile.open(tgz) as tf:
+        assert all(n == "." or n.startswith("./") for n in tf.getnames())
+    names, arr = archive.decode_source(tgz, None, 32, 3, workers=1)
+    assert names == ["./" + rel for rel, *_ in sorted(TREE)]  # hidden files and __MACOSX still skipped
+    assert np.array_equal(arr, archive.decode_source(tree, None, 32, 3, workers=1)[1])
+    ds = build_dataset(folder_cfg(tgz, tmp_path / "root", split="train"), CPU, 0)
+    assert ds.num_images == 4
+    assert archive.wanted("./a.png", None) and not archive.wanted("./.hidden/a.png", None)
+
+
+@pytest.mark.parametrize("kind", ["dir", "zip", "tgz"])
+def test_unknown_folder_split_names_the_key_and_the_splits(tmp_path, kind):
+    """The zip and tgz put every image under top/ (the shared folder is skipped); hidden folders and
+    __MACOSX hold no split."""
+    src = make_source(tmp_path, kind)
+    with pytest.raises(DataError) as info:
+        build_dataset(folder_cfg(src, tmp_path / "root", split="nosuch"), CPU, 0)
+    assert str(info.value) == (f"dataset.split=nosuch: no images under a 'nosuch' sub-folder of {src}; its splits "
+                               "(top-level folders with images): test, train; or dataset.split=null for every image")
+    assert not (tmp_path / "root" / "cache").exists()
+
+
+def test_unknown_split_of_a_folder_without_sub_folders(tmp_path):
+    flat = make_source(tmp_path, "dir", {"a.png": _encode((8, 8), "RGB", (1, 2, 3), "PNG")})
+    with pytest.raises(DataError, match=r"^dataset.split=train: .* it has no image sub-folders; or dataset.split=null"):
+        build_dataset(folder_cfg(flat, tmp_path / "root", split="train"), CPU, 0)
+    empty = make_source(tmp_path / "e", "dir", {"x/notes.txt": b""})
+    with pytest.raises(DataError, match=r"^dataset.split=train: .* it holds no images \(.png.*\) at all$"):
+        build_dataset(folder_cfg(empty, tmp_path / "root", split="train"), CPU, 0)
+
+
 def test_image_sample_on_meta_device_has_no_host_sync(tmp_path):
     ds = build_dataset(folder_cfg(make_source(tmp_path, "zip"), tmp_path / "root"), torch.device("meta"), 0)
     x = ds.sample(8)
@@ -521,9 +558,11 @@ def test_mnist_train_download_failure_is_one_line(mnist_root, monkeypatch):
     assert "dataset=folder dataset.path=/path/to/images.tar.gz dataset.split=train " in msg
 
 
-def test_torchvision_split_must_be_train_or_test(tmp_path):
-    with pytest.raises(ConfigError, match="dataset.split"):
-        build_dataset(load_cfg("cifar10", root=str(tmp_path), split="val"), CPU, 0)
+@pytest.mark.parametrize("name", ["cifar10", "mnist"])
+def test_torchvision_split_must_be_train_or_test(tmp_path, name):
+    with pytest.raises(ConfigError) as info:
+        build_dataset(load_cfg(name, root=str(tmp_path), split="nosuch"), CPU, 0)
+    assert str(info.value) == "dataset.split: must be train or test (got 'nosuch')"
 
 
 # ---------------------------------------------------------------- stacked MNIST

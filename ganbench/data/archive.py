@@ -28,7 +28,12 @@ _CHUNK = 512  # images per decode task: large enough to amortise pickling, small
 
 
 class NoImagesError(DataError):
-    """The source holds no image matching the split filter."""
+    """The source holds no image matching the split filter; ``folders``: the splits it offers instead
+    (split_folders), set when a split was asked for."""
+
+    def __init__(self, message: str, folders: list[str] | None = None):
+        super().__init__(message)
+        self.folders = folders
 
 
 def is_archive(path: Path) -> bool:
@@ -36,15 +41,48 @@ def is_archive(path: Path) -> bool:
     return name.endswith(".zip") or name.endswith(TAR_SUFFIXES)
 
 
+def _parts(member: str) -> list[str]:
+    """The path components of an archive member, without ``.`` and empty ones: ``tar -C dir .`` names every
+    member ``./train/a.png``, and that leading ``.`` is the current directory, not a hidden folder."""
+    return [p for p in member.replace("\\", "/").split("/") if p not in ("", ".")] or [""]
+
+
 def wanted(member: str, split: str | None) -> bool:
     """True for an image file whose directory components include ``split`` (any depth), skipping
     hidden files and macOS resource forks."""
-    parts = member.replace("\\", "/").strip("/").split("/")
+    parts = _parts(member)
     if not parts[-1].lower().endswith(IMAGE_EXTENSIONS):
         return False
     if any(p.startswith(".") or p == "__MACOSX" for p in parts):
         return False
     return split is None or split in parts[:-1]
+
+
+def member_names(path: Path) -> Iterator[str]:
+    """Names of the files in a directory or archive (relative, '/'-separated), without reading them."""
+    if path.is_dir():
+        for dirpath, _, filenames in os.walk(path):
+            for fname in filenames:
+                yield os.path.relpath(os.path.join(dirpath, fname), path).replace(os.sep, "/")
+    elif path.name.lower().endswith(".zip"):
+        with zipfile.ZipFile(path) as zf:
+            yield from (info.filename for info in zf.infolist() if not info.is_dir())
+    elif path.name.lower().endswith(TAR_SUFFIXES):
+        with tarfile.open(path, mode="r|*") as tf:
+            yield from (member.name for member in tf if member.isfile())
+
+
+def split_folders(path: Path) -> list[str] | None:
+    """The splits a source offers: the top-level folders that hold images, below the folder every image
+    shares if there is one (``cifar10/train/...`` and ``cifar10/test/...`` offer train and test); None when
+    it holds no image at all."""
+    dirs = [_parts(name)[:-1] for name in member_names(path) if wanted(name, None)]
+    if not dirs:
+        return None
+    depth = 0  # components shared by every image's folder
+    while all(len(d) > depth for d in dirs) and len({d[depth] for d in dirs}) == 1:
+        depth += 1
+    return sorted({d[depth] for d in dirs if len(d) > depth})
 
 
 def iter_images(path: Path, split: str | None) -> Iterator[tuple[str, bytes]]:
@@ -153,8 +191,13 @@ def decode_source(path: Path, split: str | None, resolution: int, channels: int,
 
     all_names = [n for chunk_names, _ in results for n in chunk_names]
     if not all_names:
-        where = f" under a '{split}' sub-folder" if split else ""
-        raise NoImagesError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {path}{where}")
+        if not split:
+            raise NoImagesError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {path}")
+        folders = split_folders(path)
+        found = (f"its splits (top-level folders with images): {', '.join(folders)}" if folders else
+                 "it has no image sub-folders" if folders is not None else
+                 f"it holds no images ({', '.join(IMAGE_EXTENSIONS)}) at all")
+        raise NoImagesError(f"no images under a '{split}' sub-folder of {path}; {found}", folders)
     arrays = np.concatenate([arr for _, arr in results])
     order = sorted(range(len(all_names)), key=all_names.__getitem__)
     return [all_names[i] for i in order], arrays[np.asarray(order)]

@@ -322,7 +322,14 @@ def build_folder(cfg, device, seed=0):
     o = options_folder(cfg)
     path, split = o["path"], o["split"]
     fmt = (o["resolution"], o["channels"], o["workers"])
-    data = load_folder(cfg, path, split, *fmt)
+    try:
+        data = load_folder(cfg, path, split, *fmt)
+    except NoImagesError as e:
+        if split is None:
+            raise
+        # The key the user set, and the splits this source does offer (e.folders).
+        raise NoImagesError(f"dataset.split={split}: {e}" + ("; or dataset.split=null for every image"
+                                                              if e.folders is not None else ""), e.folders) from None
 
     def load_split(other: str) -> torch.Tensor:
         try:
