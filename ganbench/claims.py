@@ -24,10 +24,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ganbench import report
-from ganbench.errors import ConfigError
+from ganbench.errors import ConfigError, GanbenchError
 
 REPRODUCED, NOT_REPRODUCED, NO_DATA = "reproduced", "not reproduced", "not enough data"
 VALUES = ("final", "best", "auc")
@@ -438,3 +439,16 @@ def section(runs: Sequence["report.Run"], at_step: Optional[float] = None,
 
 def _md(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def log_verdicts(run_dir, logger) -> None:
+    """Log the verdicts of the claims a finished run carries, checked over that run alone: the GMM lab's
+    report (one run holds every method's numbers). A malformed list is a warning here: the run itself
+    succeeded, and ganbench-report names the key."""
+    try:
+        text, _ = section([report.load_run(Path(run_dir))], budget=False)
+    except GanbenchError as err:
+        logger.warning("claims: %s", err)
+        return
+    for line in text:
+        logger.info("%s", line)

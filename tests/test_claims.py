@@ -375,3 +375,95 @@ def test_no_claims_no_section(tmp_path):
     (run / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
     (run / "results.json").write_text(json.dumps({"status": "completed", "metrics": {}}))
     assert claims.section(report.find_runs([tmp_path])) == ([], [])
+
+
+# ---------------------------------------------------------------------------------------------
+# the comparison presets
+
+COMPARISON_PRESETS = ("toy_mode_collapse", "toy_mode_collapse_converged", "toy_veegan", "toy_pacgan", "toy_unrolled",
+                      "mnist_one_hidden_layer", "bogonet", "fgan_stability", "gmm_heatmap", "gmm_trajectory",
+                      "dragan_vs_wgangp_cifar10", "hard_dcgan_variants", "stacked_mnist")
+# The GMM lab's metrics (README, "Outputs"): <method>_<name> per method, and the discriminator-only count.
+GMM_NAMES = {"heatmap": ("success", "mode_collapse", "disc_collapse", "vanishing_grad", "final_tv"),
+             "trajectory": ("final_tv", "mode_gap", "collapsed_intervals", "first_collapse_step")}
+
+
+def _compose(preset):
+    from hydra import compose, initialize_config_dir
+
+    import ganbench.cli as cli
+
+    with initialize_config_dir(cli.config_dir(), version_base="1.3"):
+        return compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+
+
+def _swept(cfg):
+    """{key: its sweep values} of the preset's hydra.sweeper.params (None for a range: any value)."""
+    from omegaconf import OmegaConf
+
+    node = cfg.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(node, resolve=False) if node else {}
+    return {k: None if str(v).startswith("range(") else [x.strip() for x in str(v).split(",")] for k, v in params.items()}
+
+
+def _arms(claim):
+    """The arms a claim names (``best`` is not an arm)."""
+    spec = claim.spec
+    names = [spec.get("arm"), *([spec["than"]] if isinstance(spec.get("than"), str) else spec.get("than") or []),
+             *(spec.get("arms") or []), *([spec["over"]] if isinstance(spec.get("over"), str) else spec.get("over") or [])]
+    return [n for n in names if n not in (None, "best")]
+
+
+@pytest.mark.parametrize("preset", COMPARISON_PRESETS)
+def test_every_comparison_preset_states_well_formed_claims(preset):
+    from omegaconf import OmegaConf
+
+    from ganbench.metric_catalog import METRIC_GROUPS, produced_metrics
+
+    cfg = _compose(preset)
+    parsed = claims.parse_all(OmegaConf.to_container(cfg.claims, resolve=True))
+    assert parsed, preset
+    if cfg.task == "gmm":
+        known = {f"{m}_{n}" for m in cfg.gmm.methods for n in GMM_NAMES[cfg.gmm.mode]} | {"d_only_collapsed_intervals"}
+        produced = known
+    else:
+        known = {n for names in METRIC_GROUPS.values() for n in names}
+        produced = set(produced_metrics(cfg))
+    swept = _swept(cfg)
+    for c in parsed:
+        assert c.statement and c.source, c.id
+        metrics = [c.spec[k] for k in ("metric",) if k in c.spec] + list(c.spec.get("metrics") or [])
+        for metric in metrics:
+            alternatives = [metric] if isinstance(metric, str) else list(metric)
+            assert all(m in known for m in alternatives), (preset, c.id, alternatives)
+            assert alternatives[0] in produced, (preset, c.id, alternatives[0], sorted(produced))  # the shipped protocol
+        arms = _arms(c)
+        if arms:   # every arm it names is one the sweep runs, under the key the claim reads
+            assert swept.get(c.arm_key), (preset, c.id, c.arm_key)
+            assert set(arms) <= set(swept[c.arm_key]), (preset, c.id, arms, swept[c.arm_key])
+        for key, value in c.where.items():
+            assert key in swept and value in swept[key], (preset, c.id, key, value)
+        if "per" in c.spec:
+            assert c.spec["per"] in swept, (preset, c.id)
+
+
+def test_a_gmm_run_logs_its_claims_verdicts(tmp_path, caplog):
+    import logging
+
+    from conftest import compose
+
+    from ganbench.gmm import run
+
+    cfg = compose(["experiment=gmm_heatmap", "gmm.grid=3", "gmm.inits=4", "gmm.iterations=50", "gmm.backend=torch",
+                   "gmm.compile=false"])
+    with caplog.at_level(logging.INFO, logger="ganbench.gmm"):
+        run(cfg, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [c["id"] for c in saved["config"]["claims"]][0] == "unrolled_between_first_order_and_optimal"
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("claims of experiment=") and "(1 runs)" in line for line in lines)
+    verdicts = [line for line in lines if line.startswith("claim unrolled_between_first_order_and_optimal (Li et al.")]
+    assert len(verdicts) == 1
+    m = saved["metrics"]
+    ordered = m["first_order_success"]["final"] < m["unrolled_success"]["final"] < m["optimal_success"]["final"]
+    assert (": reproduced:" in verdicts[0]) == ordered and (": not reproduced:" in verdicts[0]) != ordered

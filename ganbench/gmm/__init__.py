@@ -73,7 +73,11 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
         record.protocol = protocol
         record.add(spec.iterations, 0, wall, values, higher_is_better, reasons)
         steps = spec.iterations * len(spec.methods)
-        return record.write("completed", spec.iterations, spec.iterations, wall, steps / wall if wall > 0 else None)
+        results = record.write("completed", spec.iterations, spec.iterations, wall, steps / wall if wall > 0 else None)
+        from ..claims import log_verdicts
+
+        log_verdicts(run_dir, log)   # the preset's paper claims, checked over this run (train.log)
+        return results
     except Exception as ex:
         record.write("failed", 0, spec.iterations, time.perf_counter() - start, None,
                      error=f"{type(ex).__name__}: {ex}")
