@@ -8,7 +8,7 @@
 
 Time the whole default experiment as a process with any external timer; from empty caches (a new machine:
 no inductor kernels, no built C loop):
-  TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) GANBENCH_CACHE_DIR=$(mktemp -d) \
+  TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) GANBENCH_CACHE=$(mktemp -d) \
       /usr/bin/time -v ganbench experiment=gmm_heatmap hydra.run.dir=/tmp/gmm_bench
 Threads: torch's default (all cores) unless --threads is given; subnormals are flushed as in the lab.
 """

@@ -1,6 +1,7 @@
 """The GMM-GAN lab: closed forms against autograd, finite differences and quadrature; the dynamics against a
 plain-Python scalar re-implementation; the paper's phenomena (discriminator collapse, convergence of the
 optimal dynamics); config validation; the CLI end to end on a tiny grid."""
+import hashlib
 import json
 import math
 import os
@@ -542,3 +543,67 @@ def test_backend_native_fails_with_one_line_when_it_cannot_build(monkeypatch):
     assert choose_backend("auto", "first_order", torch.device("cpu"), torch.float32, "analytic", f32) == "torch"
     with pytest.raises(ConfigError, match=r"^gmm\.backend: native requested but no C compiler .* allowed: auto"):
         choose_backend("native", "first_order", torch.device("cpu"), torch.float32, "analytic", f32)
+
+
+# ------------------------------------------------------------------ the C library's cache cannot run planted code
+_LOAD = ("import sys; from ganbench.gmm import native; lib = native.library(); "
+         "print(lib._name if lib is not None else 'NONE: ' + native.unavailable_reason())")
+
+
+def _load_in_fresh_process(cache: Path) -> str:
+    """native.library() in a new interpreter (dlopen would hand this process its already loaded copy)."""
+    env = {**os.environ, "GANBENCH_CACHE": str(cache)}
+    out = subprocess.run([sys.executable, "-c", _LOAD], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _planted_library(tmp_path: Path, marker: Path) -> bytes:
+    """A valid shared library whose constructor (run by dlopen) creates ``marker``."""
+    src = tmp_path / "evil.c"
+    src.write_text('#include <stdio.h>\n__attribute__((constructor)) static void planted(void) {\n'
+                   f'    FILE *f = fopen("{marker}", "w"); if (f) fclose(f);\n}}\n'
+                   'void gmm_run(void) {}\n')
+    subprocess.run([native.compiler(), "-shared", "-fPIC", str(src), "-o", str(tmp_path / "evil.so")], check=True)
+    return (tmp_path / "evil.so").read_bytes()
+
+
+@needs_native
+def test_replaced_native_library_is_rebuilt_not_loaded(tmp_path):
+    cache = tmp_path / "cache"
+    built = Path(_load_in_fresh_process(cache))
+    assert built.parent == cache / "native" and (built.parent.stat().st_mode & 0o777) == 0o700
+    digest = built.with_name(built.name + ".sha256")
+    assert digest.read_text().strip() == hashlib.sha256(built.read_bytes()).hexdigest()
+    marker = tmp_path / "MARKER"
+    built.write_bytes(_planted_library(tmp_path, marker))   # another valid library under the cached name
+    assert _load_in_fresh_process(cache) == str(built)
+    assert not marker.exists()                                # its constructor never ran
+    assert digest.read_text().strip() == hashlib.sha256(built.read_bytes()).hexdigest()
+    assert b"gmm_run" in built.read_bytes() and built.read_bytes() != (tmp_path / "evil.so").read_bytes()
+
+
+def test_native_cache_folder_writable_by_others_is_recreated(tmp_path, monkeypatch):
+    """Files in a folder others could write may be planted: the folder is emptied and made 0700."""
+    monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "native"
+    folder.mkdir(parents=True)
+    folder.chmod(0o777)
+    (folder / "gmm_native_0123456789abcdef.so").write_bytes(b"planted")
+    assert native.cache_dir() == folder
+    assert folder.stat().st_mode & 0o777 == 0o700 and list(folder.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the folder to another user")
+def test_native_cache_folder_of_another_user_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_failed", None)
+    folder = tmp_path / "cache" / "native"
+    folder.mkdir(parents=True, mode=0o700)
+    (folder / "planted.so").write_bytes(b"planted")
+    os.chown(folder, 65534, 65534)
+    assert native.library() is None
+    reason = native.unavailable_reason()
+    assert reason.startswith(f"the C kernel has no safe place: cache folder {folder} is owned by uid 65534")
+    assert (folder / "planted.so").exists()    # someone else's files are not deleted

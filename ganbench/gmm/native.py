@@ -33,6 +33,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..errors import GanbenchError
 from .dynamics import State
 
 log = logging.getLogger("ganbench.gmm")
@@ -268,13 +269,46 @@ def _cpu_flags() -> str:
 
 
 def cache_dir() -> Path:
-    """Where the built library is kept: $GANBENCH_CACHE_DIR, else ~/.cache/ganbench (keyed by a hash)."""
-    root = os.environ.get("GANBENCH_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ganbench")
-    return Path(root)
+    """Where the built library is kept: ``${GANBENCH_CACHE:-~/.cache/ganbench}/native``, a folder only the user
+    can write (mode 0700, ``cachedir.private_dir``), keyed by a hash of compiler, flags, CPU and source."""
+    from ..cachedir import private_dir
+
+    return private_dir("native")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _build(cc: str, source: str, target: Path) -> None:
+    """Compile ``source`` to ``target`` and record its sha256 in ``target.sha256`` (both atomic: concurrent runs
+    never load a half-written file)."""
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src = Path(tmp) / "gmm_native.c"
+        src.write_text(source)
+        built = Path(tmp) / target.name
+        subprocess.run([cc, *FLAGS, str(src), "-o", str(built), "-lm"], check=True, capture_output=True, text=True)
+        digest = Path(tmp) / "digest"
+        digest.write_text(_digest(built.read_bytes()) + "\n")
+        os.replace(built, target)
+        os.replace(digest, target.with_name(target.name + ".sha256"))
+
+
+def _verified(target: Path) -> bool:
+    """True when ``target`` exists and its bytes have the sha256 recorded when it was built."""
+    try:
+        recorded = target.with_name(target.name + ".sha256").read_text().strip()
+        return _digest(target.read_bytes()) == recorded
+    except OSError:
+        return False
 
 
 def library() -> Optional[ctypes.CDLL]:
-    """The built kernel, or None (no C compiler, or the build failed: the reason is logged once)."""
+    """The built kernel, or None (no C compiler, or the build failed: the reason is logged once).
+
+    The library is loaded only when its bytes match the sha256 recorded at its build; any other file under its
+    name (replaced, truncated, left without a digest by an older ganbench) is rebuilt first, since loading a
+    shared library runs its constructors."""
     global _lib, _failed
     with _lock:
         if _lib is not None or _failed is not None:
@@ -286,21 +320,17 @@ def library() -> Optional[ctypes.CDLL]:
         source = _source()
         # -march=native: a library built on another CPU (a shared home directory) must not be reused.
         key = hashlib.sha256((cc + " ".join(FLAGS) + _cpu_flags() + source).encode()).hexdigest()[:16]
-        target = cache_dir() / f"gmm_native_{key}.so"
         try:
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-                    src = Path(tmp) / "gmm_native.c"
-                    src.write_text(source)
-                    built = Path(tmp) / target.name
-                    subprocess.run([cc, *FLAGS, str(src), "-o", str(built), "-lm"], check=True,
-                                   capture_output=True, text=True)
-                    os.replace(built, target)  # atomic: concurrent runs never load a half-written file
+            target = cache_dir() / f"gmm_native_{key}.so"
+            if not _verified(target):
+                if target.exists():
+                    log.warning("%s does not match the sha256 recorded at its build; rebuilding it", target)
+                _build(cc, source, target)
             lib = ctypes.CDLL(str(target))
-        except (OSError, subprocess.CalledProcessError) as ex:
+        except (OSError, subprocess.CalledProcessError, GanbenchError) as ex:
             detail = getattr(ex, "stderr", "") or str(ex)
-            _failed = f"building the C kernel failed: {detail.strip().splitlines()[0] if detail.strip() else ex}"
+            what = "the C kernel has no safe place" if isinstance(ex, GanbenchError) else "building the C kernel failed"
+            _failed = f"{what}: {detail.strip().splitlines()[0] if detail.strip() else ex}"
             log.warning("%s; using the tensor version", _failed)
             return None
         lib.gmm_run.restype = None
