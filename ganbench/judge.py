@@ -31,6 +31,7 @@ import html
 import json
 import math
 import random
+import re
 import secrets
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -274,15 +275,47 @@ def _write_atomic(path: Path, text: str) -> None:
 # scoring
 
 
-def _load(path: Path) -> dict:
+def _read_json(path: Path, what: str):
     try:
-        record = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
-        raise GanbenchError(f"--judge-score {path}: not a readable JSON file ({type(err).__name__}: {err})") from None
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        raise GanbenchError(f"{what}: not a readable JSON file ({type(err).__name__}: {reason})") from None
+
+
+def _load(path: Path) -> dict:
+    """A saved judgement: {"format": FORMAT, "page_id": the page's hex id, "judge": name, "points":
+    {instance: {"A": a, "B": b} or null}}; the splits are checked against the key in qualitative_scores."""
+    record = _read_json(path, f"--judge-score {path}")
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise GanbenchError(f"--judge-score {path}: not a judgement saved from a ganbench judging page "
                             f"(format {FORMAT!r})")
+    page_id = record.get("page_id")
+    # The id names the key file to read, so it must be the page's hex hash and never a path.
+    if not isinstance(page_id, str) or not re.fullmatch(r"[0-9a-f]{1,64}", page_id):
+        got = "has no page_id" if page_id is None else f"page_id is {json.dumps(page_id)[:40]}"
+        raise GanbenchError(f"--judge-score {path}: {got}; expected the judging page's id (hex digits, as in "
+                            f"page-<id>.html)")
+    if not isinstance(record.get("judge"), (str, type(None))):
+        raise GanbenchError(f"--judge-score {path}: judge is {json.dumps(record['judge'])[:40]}, expected a name")
+    if not isinstance(record.get("points"), (dict, type(None))):
+        raise GanbenchError(f"--judge-score {path}: points is {json.dumps(record['points'])[:40]}, expected an object "
+                            f"{{instance: {{\"A\": points, \"B\": points}}}}")
     return record
+
+
+def _load_key(path: Path) -> dict:
+    """The sides' key written by --judge: {"pair": [a, b], "sides": [{"instance", "A", "B"}, ...], ...}."""
+    key = _read_json(path, f"--judge-score: key {path}")
+    pair = key.get("pair") if isinstance(key, dict) else None
+    sides = key.get("sides") if isinstance(key, dict) else None
+    ok = (isinstance(pair, list) and len(pair) == 2 and all(isinstance(a, str) for a in pair) and isinstance(sides, list)
+          and all(isinstance(s, dict) and all(isinstance(s.get(k), str) for k in ("instance", "A", "B"))
+                  and {s["A"], s["B"]} == set(pair) for s in sides))
+    if not ok:
+        raise GanbenchError(f"--judge-score: key {path}: not a key written by --judge (a pair of algorithms and, per "
+                            f"instance, which one is A and which B)")
+    return key
 
 
 def qualitative_scores(folder: Path, files: Sequence[Path]) -> dict:
@@ -295,11 +328,10 @@ def qualitative_scores(folder: Path, files: Sequence[Path]) -> dict:
                             f"score one page's judgements at a time")
     page_id = ids.pop()
     key_path = Path(folder) / "judge" / f"key-{page_id}.json"
-    try:
-        key = json.loads(key_path.read_text())
-    except (OSError, ValueError):
+    if not key_path.is_file():
         raise GanbenchError(f"--judge-score: no key {key_path} for page {page_id} (the page's sides are unknown; "
-                            f"give --out/the sweep the page was written for)") from None
+                            f"give --out/the sweep the page was written for)")
+    key = _load_key(key_path)
     pair, sides = key["pair"], key["sides"]
     judges: Dict[str, Dict[str, float]] = {}
     per_instance: Dict[str, Dict[str, float]] = {s["instance"]: {a: 0.0 for a in pair} for s in sides}
@@ -315,6 +347,7 @@ def qualitative_scores(folder: Path, files: Sequence[Path]) -> dict:
                 raise GanbenchError(f"--judge-score {path}: instance {s['instance']} is not judged")
             a_pts, b_pts = p.get("A"), p.get("B")
             ok = (isinstance(a_pts, (int, float)) and isinstance(b_pts, (int, float))
+                  and not isinstance(a_pts, bool) and not isinstance(b_pts, bool)
                   and any(math.isclose(a_pts, c) for c in CHOICES) and math.isclose(a_pts + b_pts, POINTS))
             if not ok:
                 raise GanbenchError(f"--judge-score {path}: instance {s['instance']}: A and B must split "

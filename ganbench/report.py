@@ -58,6 +58,7 @@ import yaml
 
 from ganbench import claims, judge, report_bogonet, report_gradnorm
 from ganbench.errors import GanbenchError
+from ganbench.results import record_problem, row_problem
 
 FINISHED = ("completed", "diverged")
 STATUSES = ("completed", "diverged", "running", "preempted", "failed")
@@ -295,25 +296,113 @@ def normalized_auc(steps: Sequence[float], values: Sequence[float]) -> Optional[
 # loading
 
 
-def _read_json(path: Path) -> Optional[dict]:
+class MalformedRun(GanbenchError):
+    """A run's file that the report cannot use: the file and what is wrong with it (one line)."""
+
+    def __init__(self, file: Path, problem: str):
+        super().__init__(f"{file}: {problem}")
+        self.file, self.problem = Path(file), problem
+
+
+def _read_text(path: Path) -> str:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # absent, or caught mid-write by a run still in progress
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise MalformedRun(path, "is not UTF-8 text") from None
+    except OSError as err:
+        raise MalformedRun(path, f"cannot be read ({err.strerror or type(err).__name__})") from None
 
 
-def _read_jsonl(path: Path) -> List[dict]:
+def _read_results(path: Path) -> Optional[dict]:
+    """results.json, parsed and checked (ganbench.results.record_problem); None when there is none (a run
+    still in progress). It is written atomically (temp file + rename), so one that does not parse is
+    damaged, not caught mid-write: MalformedRun."""
+    if not path.exists():
+        return None
+    text = _read_text(path)
+    if not text.strip():
+        raise MalformedRun(path, "is empty")
+    try:
+        record = json.loads(text)
+    except ValueError as err:
+        raise MalformedRun(path, f"is not valid JSON ({err})") from None
+    problem = record_problem(record)
+    if problem:
+        raise MalformedRun(path, problem)
+    return dict(record, metrics=record.get("metrics") or {})
+
+
+def _read_curve(path: Path) -> List[dict]:
+    """metrics.jsonl's rows, each checked (ganbench.results.row_problem); [] when there is none.
+
+    A row is appended in one write ending with a newline, so a last line without its newline is a write cut
+    short by a kill (or one in progress): it is left out when it does not parse, as RunRecord does on
+    resume. Any other line that does not parse, or that parses to something other than a row, is
+    MalformedRun. Blank lines are passed over."""
+    if not path.exists():
+        return []
+    *lines, last = _read_text(path).split("\n")   # last: "" when the file ends with its newline
     rows = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return rows
-    for line in lines:
+    for number, line in enumerate(lines + [last], 1):
+        if not line.strip():
+            continue
         try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # a half-written last line of a running job
+            row = json.loads(line)
+        except ValueError as err:
+            if number == len(lines) + 1:
+                continue   # the unterminated last line: a torn write
+            raise MalformedRun(path, f"line {number} is not valid JSON ({err})") from None
+        problem = row_problem(row)
+        if problem:
+            raise MalformedRun(path, f"line {number}: {problem}")
+        rows.append(row)
     return rows
+
+
+def _read_yaml(path: Path, shape: type, what: str):
+    """A file of Hydra's .hydra folder, parsed (yaml.safe_load: plain data, no objects) and of ``shape``."""
+    try:
+        data = yaml.safe_load(_read_text(path))
+    except (yaml.YAMLError, ValueError) as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        reason = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise MalformedRun(path, f"is not valid YAML ({reason}{where})") from None
+    if not isinstance(data, shape):
+        raise MalformedRun(path, f"is {_yaml_kind(data)}, expected {what}")
+    return data
+
+
+def _yaml_kind(data) -> str:
+    if data is None:
+        return "empty"
+    kinds = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return kinds.get(type(data), f"a {type(data).__name__}")
+
+
+def _read_overrides(path: Path) -> List[str]:
+    """.hydra/overrides.yaml: Hydra's list of the command line's overrides (``key=value`` strings)."""
+    items = _read_yaml(path, list, "a list of overrides (key=value)")
+    for item in items:
+        if not isinstance(item, str):
+            raise MalformedRun(path, f"holds {item!r}, expected overrides (key=value strings)")
+    return items
+
+
+def _read_choices(path: Path) -> Dict[str, str]:
+    """hydra.runtime.choices of .hydra/hydra.yaml: each config group's chosen option."""
+    node = _read_yaml(path, dict, "a mapping (Hydra's hydra.yaml)")
+    for key in ("hydra", "runtime", "choices"):
+        node = node.get(key)
+        if node is None:
+            return {}
+        if not isinstance(node, dict):
+            where = {"hydra": "hydra", "runtime": "hydra.runtime", "choices": "hydra.runtime.choices"}[key]
+            raise MalformedRun(path, f"{where} is {_yaml_kind(node)}, expected a mapping")
+    for group, option in node.items():
+        if isinstance(option, (dict, list)):
+            raise MalformedRun(path, f"hydra.runtime.choices.{group} is {_yaml_kind(option)}, expected an option name")
+    return {str(k): str(v) for k, v in node.items()}
 
 
 def _parse_overrides(items: Iterable[str]) -> Dict[str, str]:
@@ -330,21 +419,21 @@ def _parse_overrides(items: Iterable[str]) -> Dict[str, str]:
 
 
 def load_run(path: Path) -> Run:
-    """Read one run directory (overrides, results.json, metrics.jsonl, Hydra's choices)."""
+    """Read one run directory (overrides, results.json, metrics.jsonl, Hydra's choices); MalformedRun when
+    one of the files it reads does not parse or has the wrong shape."""
     hydra_dir = path / ".hydra"
-    results = _read_json(path / "results.json")
+    results = _read_results(path / "results.json")
     overrides_list: List[str] = []
     if (hydra_dir / "overrides.yaml").exists():
-        overrides_list = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
+        overrides_list = _read_overrides(hydra_dir / "overrides.yaml")
     elif results and results.get("overrides"):
         overrides_list = list(results["overrides"])
     choices: Dict[str, str] = {}
     if (hydra_dir / "hydra.yaml").exists():
-        hydra_cfg = yaml.safe_load((hydra_dir / "hydra.yaml").read_text()) or {}
-        choices = {k: str(v) for k, v in (hydra_cfg.get("hydra", {}).get("runtime", {}).get("choices") or {}).items()}
+        choices = _read_choices(hydra_dir / "hydra.yaml")
     config = (results or {}).get("config") or {}
     if not config and (hydra_dir / "config.yaml").exists():
-        config = yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {}
+        config = _read_yaml(hydra_dir / "config.yaml", dict, "a mapping (the run's composed config)")
     status = (results or {}).get("status") or "running"
     if status not in STATUSES:
         status = "failed"
@@ -353,14 +442,15 @@ def load_run(path: Path) -> Run:
         overrides=_parse_overrides(overrides_list),
         status=status,
         results=results,
-        curve=_read_jsonl(path / "metrics.jsonl"),
+        curve=_read_curve(path / "metrics.jsonl"),
         choices=choices,
         config=config,
     )
 
 
-def find_runs(sweep_dirs: Sequence[Path]) -> List[Run]:
-    """Every run directory under ``sweep_dirs`` (a run dir itself may be passed too)."""
+def find_runs(sweep_dirs: Sequence[Path], skipped: Optional[List[MalformedRun]] = None) -> List[Run]:
+    """Every run directory under ``sweep_dirs`` (a run dir itself may be passed too). A run with a
+    malformed file raises MalformedRun; given a list ``skipped``, it is left out and its error appended."""
     runs = []
     for root in sweep_dirs:
         if not root.is_dir():
@@ -372,7 +462,12 @@ def find_runs(sweep_dirs: Sequence[Path]) -> List[Run]:
                                  and ".old-" not in d)
             here = Path(dirpath)
             if (here / ".hydra" / "overrides.yaml").exists() or "results.json" in filenames:
-                runs.append(load_run(here))
+                try:
+                    runs.append(load_run(here))
+                except MalformedRun as err:
+                    if skipped is None:
+                        raise
+                    skipped.append(err)
                 dirnames[:] = []
     return runs
 
@@ -931,8 +1026,49 @@ def run_toy_table(args: argparse.Namespace, runs: Sequence[Run]) -> str:
 # command line
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, ``ganbench-report: error: ...`` and exit status 2, instead of
+    the usage block before it (``--help`` prints that)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _step(text: str) -> float:
+    """--at-step: a generator step, a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a generator step, a number >= 0 (got {text!r})")
+    return value
+
+
+def check_out(out: Optional[Path]) -> None:
+    """--out: an existing folder, or a new one in an existing folder. A missing parent is refused rather than
+    made (a typo would plant a tree of folders), so that a failed call writes nothing."""
+    if out is None:
+        return
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise GanbenchError(f"--out {out}: exists and is not a directory (give a folder for the report)")
+        folder = out
+    else:
+        folder = out.parent
+        if not folder.is_dir():
+            why = "is not a directory" if folder.exists() else "does not exist (create it first)"
+            raise GanbenchError(f"--out {out}: its parent {folder} {why}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise GanbenchError(f"--out {out}: {folder} is not writable")
+
+
+def warn(line: str) -> None:
+    print(f"ganbench-report: warning: {line}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="ganbench-report",
         description="Summarise ganbench sweeps: per group of runs (all overrides but seed), mean ± std "
         "and 95 % CI of each metric's final and best value and its normalised AUC.",
@@ -941,9 +1077,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default=None, help="comma-separated keys to group by (default: all overrides but seed)")
     p.add_argument("--sort", default=None, metavar="METRIC", help="sort groups best-first by this metric's final mean")
     p.add_argument("--metrics", default=None, help="comma-separated metrics to report (default: all found)")
-    p.add_argument("--at-step", type=float, default=None, metavar="N",
+    p.add_argument("--at-step", type=_step, default=None, metavar="N",
                    help="report values as of generator step N (last evaluation at or before N) instead of the end")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: the first sweep dir)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder, existing or new in an existing folder (default: the first sweep dir)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--table", choices=["toy", "bogonet"], default=None,
                    help="toy: instead of the report, the published ring/grid layout: a row per method (every "
@@ -959,14 +1096,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_report(args: argparse.Namespace) -> str:
     report_bogonet.check_args(args)
+    check_out(args.out)
     if getattr(args, "table", None) is None and not getattr(args, "judge", False) and not getattr(args, "judge_score", None):
         from ganbench.report_search import find_storage, run_search_report
 
         db = find_storage(args.sweep_dirs)
         if db is not None:  # a hyperparameter search (hydra/sweeper=optuna): its trials, best, importances
             return run_search_report(args, db)
-    runs = find_runs(args.sweep_dirs)
+    skipped: List[MalformedRun] = []
+    runs = find_runs(args.sweep_dirs, skipped)
+    for err in skipped:
+        warn(f"{err}; run skipped")
     if not runs:
+        if skipped:
+            raise GanbenchError(f"no readable run under {', '.join(map(str, args.sweep_dirs))}: all {len(skipped)} "
+                                f"have a malformed file (warnings above)")
         raise GanbenchError(f"no run directories (with .hydra/overrides.yaml or results.json) under {', '.join(map(str, args.sweep_dirs))}")
     if getattr(args, "table", None) == "toy":
         return run_toy_table(args, runs)
@@ -994,14 +1138,19 @@ def run_report(args: argparse.Namespace) -> str:
     out.mkdir(parents=True, exist_ok=True)
     figures = [] if args.no_figures else plot_figures(out / "figures", groups, metrics)
     if not args.no_figures:
-        figures += report_gradnorm.plot_grad_norm(out / "figures", groups)
+        unreadable: List[str] = []
+        figures += report_gradnorm.plot_grad_norm(out / "figures", groups, unreadable)
+        for line in unreadable:
+            warn(line)
     write_csv(out / "report.csv", groups, metrics, by_keys)
     write_markdown(out / "report.md", groups, metrics, args.sweep_dirs, figures, args.at_step, claim_md)
 
     table = format_text_table(table_rows(groups, metrics, ("final",)))
     counts = Counter(r.status for r in runs)
     summary = ", ".join(f"{c} {s}" for s, c in sorted(counts.items()))
-    lines = [f"{len(runs)} runs in {len(groups)} groups ({summary}); final values, mean ± std over seeds", table]
+    left_out = f"; {len(skipped)} run(s) skipped, malformed (warnings above)" if skipped else ""
+    lines = [f"{len(runs)} runs in {len(groups)} groups ({summary}){left_out}; final values, mean ± std over seeds",
+             table]
     lines += notes(groups, metrics, ("final",))
     lines += claim_text
     lines.append(f"wrote {out / 'report.md'}, {out / 'report.csv'}"
@@ -1010,12 +1159,24 @@ def run_report(args: argparse.Namespace) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Exit status 0; 2 with one line for bad input (a flag, no readable run); 1 with one line for anything
+    unexpected (its traceback with HYDRA_FULL_ERROR=1, as for ganbench). A malformed run is a warning."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:   # --help (0), or argparse's one-line error (2)
+        return done.code if isinstance(done.code, int) else 2
     try:
         print(run_report(args))
     except GanbenchError as err:
         print(f"ganbench-report: error: {err}", file=sys.stderr)
         return 2
+    except Exception as ex:  # noqa: BLE001 - one line instead of a traceback, as ganbench does
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        from ganbench.errors import one_line_error  # noqa: PLC0415 - only for the unexpected
+
+        print(f"ganbench-report: error: {one_line_error(ex)} (HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 

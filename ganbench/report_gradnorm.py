@@ -9,6 +9,7 @@ The paper plots the squared norm; ganbench logs the norm (its square shows the s
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -47,14 +48,24 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", text)[:120] or "all"
 
 
-def plot_grad_norm(out_dir: Path, groups) -> list:
+def plot_grad_norm(out_dir: Path, groups, unreadable: Optional[List[str]] = None) -> list:
     """Write figures/grad_norm_<group>.png for every group with a run that logged the norm; returns the
-    report's Figure records."""
+    report's Figure records. A run whose event files cannot be read (OSError) gets no panel; given a list
+    ``unreadable``, a line saying so is appended to it instead of raising."""
     from ganbench.report import Figure, metric_bounds  # noqa: PLC0415 - report imports this module
 
     todo = []
     for g in groups:
-        per_run = [(r, grad_norm_series(r.path)) for r in g.runs]
+        per_run = []
+        for r in g.runs:
+            try:
+                per_run.append((r, grad_norm_series(r.path)))
+            except OSError as err:
+                if unreadable is None:
+                    raise
+                name = os.fsdecode(err.filename) if err.filename is not None else f"{r.path}/events.out.tfevents.*"
+                unreadable.append(f"{name}: cannot be read ({err.strerror or type(err).__name__}); no "
+                                  f"gradient-norm panel for this run")
         per_run = [(r, s) for r, s in per_run if s[0]]
         if per_run:
             todo.append((g, per_run))

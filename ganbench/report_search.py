@@ -66,9 +66,15 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return str(x)
 
 
+def _seed_values(trial: Any) -> list:
+    """The trial's seed values as recorded; [] when the record is not a list (a damaged storage)."""
+    given = trial.user_attrs.get("seed_values")
+    return given if isinstance(given, list) else []
+
+
 def _spread(trial: Any) -> str:
     """mean ± sample std of the trial's seeds (a failed trial: of the seeds that had a value, "k of n")."""
-    given = trial.user_attrs.get("seed_values") or []
+    given = _seed_values(trial)
     values = [v for v in given if isinstance(v, (int, float))]
     n, m, s = mean_std(values)
     of = f"{n} of {len(given)} seeds" if n < len(given) else f"{n} seed{'s' if n != 1 else ''}"
@@ -87,7 +93,8 @@ class StudyReport:
 
         self.study = study
         self.name = study.study_name
-        self.fingerprint = study.user_attrs.get(FINGERPRINT) or {}
+        fingerprint = study.user_attrs.get(FINGERPRINT)
+        self.fingerprint = fingerprint if isinstance(fingerprint, dict) else {}   # damaged: the plain "value"
         self.metric = self.fingerprint.get("metric", "value")
         self.kind = self.fingerprint.get("value", "")
         self.trials = study.get_trials(deepcopy=False)
@@ -175,8 +182,7 @@ def plot_study(out_dir: Path, rep: StudyReport) -> List[Path]:
     written = []
     ylabel = f"{rep.metric} ({rep.kind})"
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    spreads = [mean_std([v for v in (t.user_attrs.get("seed_values") or []) if isinstance(v, (int, float))])[2]
-               for t in rep.complete]
+    spreads = [mean_std([v for v in _seed_values(t) if isinstance(v, (int, float))])[2] for t in rep.complete]
     ax.errorbar([t.number for t in rep.complete], [t.value for t in rep.complete],
                 yerr=[0.0 if math.isnan(s) else s for s in spreads], fmt="o", ms=4, capsize=2,
                 label="completed trial (bar: ±1 sample std over its seeds)")

@@ -27,6 +27,88 @@ def _finite_or_none(value: Any) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
+# ---------------------------------------------------------------------------------------------
+# reading: what a reader (ganbench-report) may rely on, checked before it is used
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number (Python's bool is an int, but ``true`` is not a number)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    """A parsed JSON value for a message: its kind and, for a scalar, the value (cut to 40 characters)."""
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    kind = kinds.get(type(value), "a number" if _is_number(value) else type(value).__name__)
+    if value is None or isinstance(value, (dict, list)):
+        return kind
+    text = json.dumps(value)
+    return f"{kind} ({text if len(text) <= 40 else text[:39] + '…'})"
+
+
+def _typed(value: Any, kinds: str) -> bool:
+    """Whether ``value`` is one of ``kinds``, e.g. "a number or null"."""
+    ok = {"number": _is_number, "string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool),
+          "object": lambda v: isinstance(v, dict), "list": lambda v: isinstance(v, list), "null": lambda v: v is None}
+    return any(ok[k.split()[-1]](value) for k in kinds.split(" or "))
+
+
+# results.json's keys a reader uses, with the JSON types RunRecord.write and a failed start (cli.py) give them.
+RECORD_TYPES = {"step": "a number or null", "iterations": "a number or null", "diverged_step": "a number or null",
+                "error": "a string or null", "wall_time_s": "a number or null", "it_per_s": "a number or null",
+                "metrics": "an object or null", "config": "an object or null", "overrides": "a list or null"}
+METRIC_ENTRY_TYPES = {"final": "a number or null", "best": "a number or null", "final_step": "a number or null",
+                      "best_step": "a number or null", "higher_is_better": "a boolean", "reason": "a string or null"}
+
+
+def record_problem(record: Any) -> Optional[str]:
+    """What makes a parsed results.json unusable for a reader, or None: it must be an object with a string
+    ``status``; the keys of RECORD_TYPES, where present, of those types; each ``metrics`` entry an object
+    whose keys of METRIC_ENTRY_TYPES are of those types; ``overrides`` a list of strings."""
+    if not isinstance(record, dict):
+        return f"is {_shown(record)}, expected a JSON object"
+    if "status" not in record:
+        return "has no status"
+    if not isinstance(record["status"], str):
+        return f"status is {_shown(record['status'])}, expected a string"
+    for key, kinds in RECORD_TYPES.items():
+        if key in record and not _typed(record[key], kinds):
+            return f"{key} is {_shown(record[key])}, expected {kinds}"
+    for name, entry in (record.get("metrics") or {}).items():
+        if not isinstance(entry, dict):
+            return f"metrics.{name} is {_shown(entry)}, expected an object (final, best, ...)"
+        for key, kinds in METRIC_ENTRY_TYPES.items():
+            if key in entry and not _typed(entry[key], kinds):
+                return f"metrics.{name}.{key} is {_shown(entry[key])}, expected {kinds}"
+    for item in record.get("overrides") or []:
+        if not isinstance(item, str):
+            return f"overrides holds {_shown(item)}, expected strings (key=value)"
+    return None
+
+
+# metrics.jsonl's bookkeeping columns; every other key of a row is a metric.
+ROW_NUMBERS = ("step", "images_seen", "wall_time_s", "eval_samples")
+
+
+def row_problem(row: Any) -> Optional[str]:
+    """What makes a parsed metrics.jsonl line unusable for a reader, or None: an object (RunRecord.add's
+    row) with a finite number ``step``; ``images_seen``, ``wall_time_s`` and ``eval_samples`` numbers where
+    present; every other value, a metric, a number or null (add writes a non-finite value as null)."""
+    if not isinstance(row, dict):
+        return f"is {_shown(row)}, expected a JSON object"
+    if "step" not in row:
+        return "has no step"
+    if not _is_number(row["step"]) or not math.isfinite(row["step"]):
+        return f"step is {_shown(row['step'])}, expected a finite number"
+    for key in ROW_NUMBERS[1:]:
+        if key in row and not _is_number(row[key]):
+            return f"{key} is {_shown(row[key])}, expected a number"
+    for key, value in row.items():
+        if key not in ROW_NUMBERS and value is not None and not _is_number(value):
+            return f"metric {key} is {_shown(value)}, expected a number or null"
+    return None
+
+
 class RunRecord:
     """Keeps final and best values of every metric and writes them with the run's status.
 
