@@ -27,8 +27,10 @@ SCHEDULE = [f"train.iterations={ITERATIONS}", f"train.log_every={LOG_EVERY}", "t
             "train.sample_every=1000", "eval.every=0"]
 OBJECTIVES = ["vanilla", "dragan", "wgan_gp"]
 # Each objective as one run, and DRAGAN as 3 replicas (each replica's draws come from its own generator).
-CASES = [(o, []) for o in OBJECTIVES] + [("dragan", ["train.replicas=3"])]
-IDS = OBJECTIVES + ["dragan-replicas"]
+# ... and the averaged generator (torch's AveragedModel reads its count on the host at every update).
+CASES = [(o, []) for o in OBJECTIVES] + [("dragan", ["train.replicas=3"]), ("dragan", ["train.g_average=ema"]),
+                                         ("vanilla", ["train.g_average=uniform", "train.replicas=2"])]
+IDS = OBJECTIVES + ["dragan-replicas", "dragan-ema", "vanilla-uniform-replicas"]
 HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__")
 # torch.optim's _get_value reads the step counter with .item(): that counter is a CPU tensor for the
 # (default) non-capturable, non-fused optimizers, so it never waits on a device. Everything else counts.

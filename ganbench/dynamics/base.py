@@ -31,10 +31,54 @@ def make_average(G: nn.Module, kind: str, beta: float) -> Optional[nn.Module]:
     """Averaged generator weights (DRAGAN paper §2.2): EMA θ̄ ← βθ̄ + (1-β)θ, or uniform θ̄_T = (1/T)Σθ_t."""
     if kind == "none":
         return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-    fn = get_ema_multi_avg_fn(beta) if kind == "ema" else None
-    return AveragedModel(G, multi_avg_fn=fn, use_buffers=True)
+    return Average(G, get_ema_multi_avg_fn(beta) if kind == "ema" else None)
+
+
+class Average(torch.optim.swa_utils.AveragedModel):
+    """torch's AveragedModel (its state_dict, so checkpoints are unchanged) with an update that never waits on
+    the device: torch's ``update_parameters`` branches on ``bool(n_averaged == 0)`` every call (a host read of a
+    device tensor) and copies its count to the device. Here the count's buffer lives on G's device and is only
+    written (``add_``); the branch reads a host copy of it, set again whenever a state is loaded.
+
+    The update, over parameters and buffers (``use_buffers=True``): the first call copies θ; a later one, with
+    n earlier updates, is EMA θ̄ ← βθ̄ + (1-β)θ (``ema_fn``, torch's foreach lerp per dtype group) or uniform
+    θ̄ ← θ̄ + (θ - θ̄)/(n+1) (``ema_fn`` None: tensor by tensor, n on the device, as torch does on the CPU; its
+    foreach path would divide integer buffers, BatchNorm's counter, with addcdiv, which raises).
+    """
+
+    def __init__(self, G: nn.Module, ema_fn: Any):
+        device = next(iter(G.parameters())).device
+        super().__init__(G, device=device, multi_avg_fn=ema_fn, use_buffers=True)
+        self.count = 0  # host copy of n_averaged
+        self.register_load_state_dict_post_hook(Average._reload_count)
+
+    @staticmethod
+    def _reload_count(module: "Average", _incompatible: Any) -> None:
+        module.count = int(module.n_averaged)  # once per load, not per step
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        from itertools import chain
+
+        averaged = [p.detach() for p in chain(self.module.parameters(), self.module.buffers())]
+        current = [p.detach() for p in chain(model.parameters(), model.buffers())]
+        if self.count == 0:
+            torch._foreach_copy_(averaged, current)
+        elif self.multi_avg_fn is None:
+            for a, c in zip(averaged, current):
+                a.copy_(a + (c - a) / (self.n_averaged + 1))
+        else:
+            groups: Dict[Any, Any] = {}
+            for a, c in zip(averaged, current):
+                pair = groups.setdefault(a.dtype, ([], []))
+                pair[0].append(a)
+                pair[1].append(c)
+            for avg, cur in groups.values():
+                self.multi_avg_fn(avg, cur, self.count)
+        self.n_averaged.add_(1)
+        self.count += 1
 
 
 def has_batchnorm(module: nn.Module) -> bool:

@@ -52,9 +52,10 @@ class MixtureG(nn.Module):
             self._eval_calls = 0
         return super().train(mode)
 
-    def chunks(self, n: int) -> List[Tensor]:
-        """Row indices of component i in a training batch of n (contiguous, sizes differ by at most 1)."""
-        return list(torch.arange(n).tensor_split(len(self.components)))
+    def chunks(self, batch: Tensor) -> Tuple[Tensor, ...]:
+        """Component i's rows of a training batch: contiguous views (sizes differ by at most 1). Views, not
+        index tensors: an index built on the host would be copied to the device, and wait for it, every step."""
+        return batch.tensor_split(len(self.components))
 
     def draw(self, n: int) -> Tensor:
         """Component of each of n mixture samples: inverse CDF of Categorical(w) at seeded uniforms."""
@@ -66,7 +67,7 @@ class MixtureG(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         if self.training:
-            return torch.cat([G(z[idx.to(z.device)]) for G, idx in zip(self.components, self.chunks(z.shape[0]))])
+            return torch.cat([G(chunk) for G, chunk in zip(self.components, self.chunks(z))])
         comp = self.draw(z.shape[0]).to(z.device)
         out = None
         for i, G in enumerate(self.components):
@@ -165,10 +166,9 @@ class Mixture(Loss):
                w: Tensor, u: Tensor) -> Tensor:
         """Σ_i Σ_j w_i u_j φ(D_j(G_i rows of the fake batch), D_j(real)); outputs of shape (B, K)."""
         total = fake_out.new_zeros(())
-        for i, rows in enumerate(self.G.chunks(fake_out.shape[0])):
-            rows = rows.to(fake_out.device)
+        for i, rows in enumerate(self.G.chunks(fake_out)):
             for j in range(real_out.shape[1]):
-                total = total + w[i] * u[j] * phi(fake_out[rows, j], real_out[:, j])
+                total = total + w[i] * u[j] * phi(rows[:, j], real_out[:, j])
         return total
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
