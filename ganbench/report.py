@@ -18,6 +18,9 @@ a curve; failed runs are listed with their one-line error.
 Which runs enter the statistics: finished runs (status ``completed`` or ``diverged``) with a finite
 value. Runs that are still ``running`` (or have no results.json yet), ``preempted`` or ``failed`` are
 counted in the status columns only. A diverged run keeps the values its last evaluations produced.
+A run with a malformed file (results.json, a metrics.jsonl line or a .hydra/*.yaml that does not parse or
+has the wrong shape: ganbench.results.record_problem / row_problem) is left out with one warning line
+naming the file and what is wrong (MalformedRun); the rest is reported.
 
 ``--at-step N`` reports every value as of generator step N (the last evaluation at or before N, from
 metrics.jsonl); runs still in progress that were evaluated at or past N count too. This gives the
