@@ -153,6 +153,20 @@ def test_a_torn_last_line_is_a_write_cut_short_not_a_malformed_file(sweep, capsy
     assert report.find_runs([bad])[0].curve == [{"step": 0, "wall_time_s": 0.0, "modes": 1.0}]
 
 
+@pytest.mark.parametrize("body", [{"status": "completed", "metrics": None, "config": None, "overrides": None},
+                                  {"status": "completed"}, {"status": "interrupted-by-a-newer-ganbench"}])
+def test_records_of_the_allowed_shapes_are_read_not_skipped(sweep, capsys, body):
+    """null or absent optional keys are no metrics, no config; an unknown status string counts as failed."""
+    root, bad = sweep
+    (bad / RESULTS).write_text(json.dumps(body))
+    assert report.main([str(root), "--no-figures"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    status = "failed" if body["status"] != "completed" else "completed"
+    assert out.startswith(f"4 runs in 3 groups (3 completed, 1 {status}); final values" if status == "failed" else
+                          "4 runs in 3 groups (4 completed); final values")
+
+
 def test_find_runs_raises_on_a_malformed_run_unless_asked_to_skip(sweep):
     root, bad = sweep
     (bad / RESULTS).write_text("[]")
