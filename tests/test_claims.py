@@ -22,8 +22,9 @@ def make_run(root, overrides, config_claims, metrics=None, curve=None, status="c
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({**(config or {}), "claims": config_claims}))
     if curve is not None:
         (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in curve))
-    body = {"status": status, "step": 100, "iterations": 100, "metrics": {
-        k: {"final": v, "best": v, "higher_is_better": k not in report.LOWER_IS_BETTER} for k, v in (metrics or {}).items()}}
+    entries = {k: {"final": v, "best": v, "higher_is_better": k not in report.LOWER_IS_BETTER}
+               for k, v in (metrics or {}).items()}
+    body = {"status": status, "step": 100, "iterations": 100, "metrics": entries}
     (run / "results.json").write_text(json.dumps(body))
     return run
 
@@ -94,6 +95,8 @@ def test_better_follows_a_lower_is_better_metric(tmp_path):
     assert v.status == "reproduced" and "lower is better" in v.numbers
     flipped = claim(better={**node["better"], "arm": "vanilla", "than": "pacgan2"})
     assert verdict(flipped, runs).status == "not reproduced"
+    assert verdict(claim(better={**node["better"], "by": "mean"}), runs).status == "reproduced"      # 0.2 < 1.0
+    assert verdict(claim(better={**flipped["better"], "by": "mean"}), runs).status == "not reproduced"
 
 
 def test_better_than_several_arms_needs_every_one(tmp_path):
@@ -177,12 +180,13 @@ def test_order_of_metrics_in_one_run_as_the_gmm_lab_reports_them(tmp_path):
 
 
 def test_at_least_for_the_best_arm_and_a_named_arm(tmp_path):
-    node = claim(at_least={"metric": "modes", "arm": "best", "value": 20})
-    runs = sweep(tmp_path, {"dragan": [20, 22], "vanilla": [4, 5]}, [node])
+    node = claim(at_least={"metric": "modes", "arm": "best", "value": 21})
+    runs = sweep(tmp_path, {"dragan": [4, 5], "vanilla": [20, 22], "wgan": [1, 2]}, [node])
     v = verdict(node, runs)
-    assert v.status == "reproduced" and "best arm dragan 21" in v.numbers and ">= 20" in v.numbers
-    assert verdict(claim(at_least={"metric": "modes", "arm": "vanilla", "value": 20}), runs).status == "not reproduced"
-    assert verdict(claim(at_least={"metric": "modes", "arm": "wgan", "value": 20}), runs).status == "not enough data"
+    assert v.status == "reproduced" and "best arm vanilla 21" in v.numbers and ">= 21" in v.numbers   # 21 >= 21
+    assert verdict(claim(at_least={"metric": "modes", "arm": "best", "value": 21.5}), runs).status == "not reproduced"
+    assert verdict(claim(at_least={"metric": "modes", "arm": "dragan", "value": 20}), runs).status == "not reproduced"
+    assert verdict(claim(at_least={"metric": "modes", "arm": "wgan_gp", "value": 20}), runs).status == "not enough data"
     assert verdict(claim(at_least={"metric": "hq_pct", "arm": "best", "value": 80}), runs).status == "not enough data"
 
 
@@ -288,8 +292,9 @@ def test_wins_count_and_share(tmp_path):
       "at_least": {"metric": "m", "value": 1}}, "claims[0] (x).value: unknown option 'last'"),
     ({"id": "x", "statement": "s", "source": "p", "at_least": {"metric": "m", "value": "high"}},
      "claims[0] (x).at_least.value: must be a number"),
-    ({"id": "x", "statement": "s", "source": "p", "events": {"metric": "m", "kind": "spike", "size": 1, "arm": "a",
-                                                              "in_at_least": 1}}, "events.kind: unknown option 'spike'"),
+    ({"id": "x", "statement": "s", "source": "p",
+      "events": {"metric": "m", "kind": "spike", "size": 1, "arm": "a", "in_at_least": 1}},
+     "events.kind: unknown option 'spike'"),
     ({"id": "x", "statement": "s", "source": "p", "order": {"metric": "m", "arms": ["a"], "by": "mean"}},
      "order.arms: a list of 2 or more"),
 ])
@@ -340,7 +345,8 @@ def test_toy_report_prints_the_budget_check_beside_the_claims(tmp_path, capsys):
     out = capsys.readouterr().out
     claims_at = out.index("claims of experiment=toy")
     assert out.index("budget check: step 50 fails the doubling test to step 100", claims_at) > claims_at
-    assert "ring8 arm=dragan 5.5 -> 11.0 (SE 1.0); ring8 arm=vanilla 2.5 -> 5.0 (SE 1.0)" in out   # dragan (5+6)/2 -> (10+12)/2, s = √2, SE = s/√2 = 1
+    # dragan: (5 + 6)/2 = 5.5 at step 50, (10 + 12)/2 = 11 at 100, s = √2, SE = s/√2 = 1; vanilla likewise
+    assert "ring8 arm=dragan 5.5 -> 11.0 (SE 1.0); ring8 arm=vanilla 2.5 -> 5.0 (SE 1.0)" in out
     # --table toy: the claims follow its own budget check, which is not repeated
     assert report.main([str(root), "--table", "toy"]) == 0
     out = capsys.readouterr().out
@@ -403,14 +409,17 @@ def _swept(cfg):
 
     node = cfg.hydra.sweeper.get("params")
     params = OmegaConf.to_container(node, resolve=False) if node else {}
-    return {k: None if str(v).startswith("range(") else [x.strip() for x in str(v).split(",")] for k, v in params.items()}
+    return {k: None if str(v).startswith("range(") else [x.strip() for x in str(v).split(",")]
+            for k, v in params.items()}
 
 
 def _arms(claim):
     """The arms a claim names (``best`` is not an arm)."""
+    def listed(value):
+        return [value] if isinstance(value, str) else list(value or [])
+
     spec = claim.spec
-    names = [spec.get("arm"), *([spec["than"]] if isinstance(spec.get("than"), str) else spec.get("than") or []),
-             *(spec.get("arms") or []), *([spec["over"]] if isinstance(spec.get("over"), str) else spec.get("over") or [])]
+    names = [spec.get("arm"), *listed(spec.get("than")), *listed(spec.get("arms")), *listed(spec.get("over"))]
     return [n for n in names if n not in (None, "best")]
 
 
@@ -436,7 +445,8 @@ def test_every_comparison_preset_states_well_formed_claims(preset):
         for metric in metrics:
             alternatives = [metric] if isinstance(metric, str) else list(metric)
             assert all(m in known for m in alternatives), (preset, c.id, alternatives)
-            assert alternatives[0] in produced, (preset, c.id, alternatives[0], sorted(produced))  # the shipped protocol
+            # the first alternative is one the preset as shipped records
+            assert alternatives[0] in produced, (preset, c.id, alternatives[0], sorted(produced))
         arms = _arms(c)
         if arms:   # every arm it names is one the sweep runs, under the key the claim reads
             assert swept.get(c.arm_key), (preset, c.id, c.arm_key)
