@@ -77,6 +77,8 @@ class Cell:
 
     def text(self, with_se: bool = True) -> str:
         n, mean, se = self.stats
+        if self.runs == 0:
+            return f"{self.name}: no run"
         if n == 0:
             return f"{self.name} – (0/{self.runs} runs with a value)"
         body = f"{mean:.4g}" if (n == 1 or not with_se) else f"{mean:.4g} ± {se:.2g}"

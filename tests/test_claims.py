@@ -82,7 +82,10 @@ def test_better_lacks_data_with_one_seed_or_a_missing_arm(tmp_path):
     assert v.status == "not enough data" and "fewer than 2 values: dragan" in v.numbers
     runs = sweep(tmp_path / "b", {"vanilla": [4, 5, 6]}, [BETTER_SE])
     v = verdict(BETTER_SE, runs)
-    assert v.status == "not enough data" and "dragan – (0/0 runs with a value)" in v.numbers
+    assert v.status == "not enough data" and "dragan: no run vs vanilla 5 ± 0.58 (n=3)" in v.numbers
+    make_run(tmp_path / "b", ["experiment=toy", "arm=dragan", "seed=0"], [BETTER_SE], {"hq_pct": 1.0})
+    v = verdict(BETTER_SE, report.find_runs([tmp_path / "b"]))
+    assert v.status == "not enough data" and "dragan – (0/1 runs with a value)" in v.numbers
 
 
 def test_better_follows_a_lower_is_better_metric(tmp_path):
