@@ -16,6 +16,19 @@ IDENTITY_KEYS = ("seed", "dataset", "arch", "objective", "penalty", "optimizer",
                  "train.g_average", "train.ema_beta", "pack")
 
 
+#: The checkpoint layout this ganbench writes and reads. A file without the key is format 1 (written before it
+#: existed). Raise it when a change makes older ganbench versions misread new checkpoints.
+FORMAT = 1
+
+
+def check_format(state: Dict[str, Any], path: Path, error: type = CheckpointError) -> None:
+    """Refuse a checkpoint written by a newer ganbench, whose layout this one may misread."""
+    written = state.get("format", 1)
+    if not isinstance(written, int) or written > FORMAT:
+        raise error(f"checkpoint {path} was written by a newer ganbench (checkpoint format {written!r}; this one "
+                    f"reads format {FORMAT} and older): upgrade ganbench to use it")
+
+
 def previous_path(path: Path) -> Path:
     """Where ``save(..., keep_previous=True)`` keeps the checkpoint it replaced: ``last.pt`` -> ``prev.pt``."""
     return path.with_name("prev.pt")
@@ -32,6 +45,7 @@ def save(state: Dict[str, Any], path: Path, keep_previous: bool = False) -> None
     from .rundir import guarded_write
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    state = {**state, "format": FORMAT}
     guarded_write(tmp, lambda f: torch.save(state, f))
     if keep_previous and path.exists():
         prev = previous_path(path)
@@ -59,6 +73,7 @@ def load(path: Path) -> Dict[str, Any]:
         ) from None
     if not isinstance(state, dict) or "step" not in state or "G" not in state:
         raise CheckpointError(f"{path} is not a ganbench checkpoint; it was left in place")
+    check_format(state, path)
     return state
 
 
