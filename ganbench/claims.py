@@ -424,7 +424,7 @@ def section(runs: Sequence["report.Run"], at_step: Optional[float] = None,
     for claims, members, experiment in sets:
         verdicts = [evaluate(c, members, at_step) for c in claims]
         counts = ", ".join(f"{sum(v.status == s for v in verdicts)} {s}" for s in (REPRODUCED, NOT_REPRODUCED, NO_DATA))
-        head = f"claims of experiment={experiment}{at} ({len(members)} runs): {counts}"
+        head = f"claims of experiment={experiment}{at} ({len(members)} run{'s' * (len(members) != 1)}): {counts}"
         text.append(head)
         md += [f"## Claims of experiment={experiment}", "", head + ".", "",
                "| claim | source | statement | verdict | numbers |", "|---|---|---|---|---|"]

@@ -474,7 +474,7 @@ def test_a_gmm_run_logs_its_claims_verdicts(tmp_path, caplog):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [c["id"] for c in saved["config"]["claims"]][0] == "unrolled_between_first_order_and_optimal"
     lines = [r.getMessage() for r in caplog.records]
-    assert any(line.startswith("claims of experiment=") and "(1 runs)" in line for line in lines)
+    assert any(line.startswith("claims of experiment=") and "(1 run)" in line for line in lines)
     verdicts = [line for line in lines if line.startswith("claim unrolled_between_first_order_and_optimal (Li et al.")]
     assert len(verdicts) == 1
     m = saved["metrics"]
