@@ -25,6 +25,9 @@ class Penalty:
     #: Whether replicas with this penalty are batched (train.replicas): per-run reductions and draws through
     #: ``self.layout``, no state, D only; otherwise the seeds train in turn (ganbench/replicas.py).
     replicable = False
+    #: Whether ``every`` applies (a term that can be skipped and reweighted). Weight clipping (a projection
+    #: after every D step) and no penalty have none: ``every`` other than 1 would be silently ignored.
+    lazy = True
     every: int = 1
     #: The game's batch layout (one run, or replicas), set when the game is built: where the batch axis
     #: is, and each run's random stream (not a config key).
@@ -33,6 +36,9 @@ class Penalty:
     def __post_init__(self) -> None:
         if self.every < 1:
             raise ConfigError(f"every: must be an integer >= 1 (got {self.every})")
+        if not self.lazy and self.every != 1:
+            raise ConfigError(f"every: penalty={self.name} has no term to apply every N steps; must be 1 "
+                              f"(got {self.every})")
 
     def __call__(self, D: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
         """The weighted penalty: a scalar (one per replica, shape (N,), when the game runs replicas: reduce

@@ -15,6 +15,7 @@ class WeightClip(Penalty):
     name = "weight_clip"
     replicable = True
     adds_loss = False
+    lazy = False  # clips after every D step
     clip: float = 0.01
 
     def __post_init__(self) -> None:
