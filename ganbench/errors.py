@@ -131,10 +131,29 @@ def _dotted_keys(node: Any, prefix: str = "", depth: int = 3) -> List[str]:
     return out
 
 
+#: Config nodes whose keys are names, not settings (``arch.g.families``: a weight per BogoNet family), with
+#: what one name is: an unknown key there is a name that does not exist, and adding it (``+key=``) cannot help.
+NAME_MAPS = {"families": "family"}
+
+
+def unknown_name_message(full_key: str, allowed: Iterable[str]) -> str:
+    """``arch.g.families.foo: 'foo' is not a family; allowed families: dcgan, resnet, mlp`` (NAME_MAPS)."""
+    allowed = [str(a) for a in allowed]
+    parent, _, name = full_key.rpartition(".")
+    nodes = parent.rpartition(".")[2]
+    close = did_you_mean(name, allowed)
+    hint = f" (did you mean '{close}'?)" if close else ""
+    return f"{full_key}: '{name}' is not a {NAME_MAPS.get(nodes, 'name')}{hint}; allowed {nodes}: {', '.join(allowed)}"
+
+
 def _could_not_override(ex: BaseException, key: str) -> str:
     """Hydra's "Could not override 'x.y'": the allowed keys of x (from the OmegaConf error's parent node)."""
     cause = ex.__cause__
     parent = getattr(cause, "parent_node", None)
+    # A mapping value (x.y={foo:1}) fails on a key inside it: name that key (x.y.foo), whose parent is x.y.
+    inner = str(getattr(cause, "full_key", None) or "")
+    if inner.startswith(key + "."):
+        key = inner
     try:
         allowed = [str(k) for k in parent.keys()] if parent is not None else []
         root = parent._get_root() if parent is not None else None
@@ -142,6 +161,8 @@ def _could_not_override(ex: BaseException, key: str) -> str:
         allowed, root = [], None
     if not allowed:
         return f"{key}: unknown key (add it with +{key}=... only if you mean to)"
+    if key.rpartition(".")[0].rpartition(".")[2] in NAME_MAPS:
+        return unknown_name_message(key, allowed)
     if root is parent:
         allowed = [k for k in allowed if k != "hydra"]
     message = unknown_key_message(key, allowed, _dotted_keys(root) if root is not None else ())

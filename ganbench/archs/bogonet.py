@@ -26,7 +26,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import ConfigError
+from ..errors import ConfigError, unknown_name_message
 from . import dcgan, mlp, resnet
 
 FAMILY_ORDER = ("dcgan", "resnet", "mlp")
@@ -100,7 +100,7 @@ class _Side:
             raise ConfigError(f"seed: must be an integer >= 0 (got {self.seed})")
         unknown = [k for k in self.families if k not in FAMILY_ORDER]
         if unknown:
-            raise ConfigError(f"families.{unknown[0]}: unknown family; allowed: {', '.join(FAMILY_ORDER)}")
+            raise ConfigError(unknown_name_message(f"families.{unknown[0]}", FAMILY_ORDER))
         if any(not isinstance(p, (int, float)) or p < 0 for p in self.families.values()) or \
                 not sum(self.families.values()) > 0:
             raise ConfigError(f"families: weights must be numbers >= 0, not all 0 (got {dict(self.families)})")
