@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 GROUPS = ("dataset", "arch", "arch/g", "arch/d", "objective", "penalty", "optimizer", "dynamics", "arm", "experiment")
 
@@ -72,3 +72,28 @@ def unknown_flags(argv: List[str]) -> List[str]:
 
     _, unknown = get_args_parser().parse_known_args(argv)
     return [a for a in unknown if a.startswith("-")]
+
+
+#: Hydra flags ganbench refuses, with why. ``--experimental-rerun FILE`` unpickles FILE (a pickle runs whatever
+#: code it holds), and the file it reads (``.hydra/config.pickle``, written with ``hydra.callbacks.save_job_info``)
+#: is one ganbench never writes: re-running the same command is how a run is continued.
+REFUSED = {"--experimental-rerun": "it unpickles the file it is given (loading a pickle runs the code it holds); "
+                                   "re-run the same command instead, which resumes the run"}
+
+
+def refused_flag(argv: List[str]) -> Optional[str]:
+    """The first argument that selects a REFUSED flag, as given, with argparse's abbreviations (``--exp``,
+    ``--experimental-rerun=FILE``) counted, as Hydra's parser would read them."""
+    from hydra._internal.utils import get_args_parser
+
+    flags = [f for a in get_args_parser()._actions for f in a.option_strings if f.startswith("--")]
+    for arg in argv:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if not name.startswith("--") or len(name) < 3:
+            continue
+        matches = [f for f in flags if f == name] or [f for f in flags if f.startswith(name)]
+        if len(matches) == 1 and matches[0] in REFUSED:
+            return arg
+    return None
