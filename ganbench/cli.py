@@ -329,6 +329,13 @@ def main() -> None:
     if usage.wants_help(sys.argv[1:]):
         print(usage.page(config_dir()))
         sys.exit(0)
+    refused = usage.refused_flag(sys.argv[1:])
+    if refused:
+        # Before Hydra's parser sees it: Hydra would load the file, or print its usage block when it is absent.
+        flag = refused.split("=", 1)[0]
+        full = next(f for f in usage.REFUSED if f.startswith(flag))
+        print(f"ganbench: error: {full} is not available: {usage.REFUSED[full]}", file=sys.stderr)
+        sys.exit(2)
     unknown = usage.unknown_flags(sys.argv[1:])
     if unknown:
         # Hydra's argparse would print its usage block first: one line instead.
