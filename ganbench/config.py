@@ -271,13 +271,11 @@ PACK_REFUSED_PENALTIES = {
 
 
 def check_pack(cfg: DictConfig, train: "TrainConfig", loss: Any, penalty_name: str) -> int:
-    """``pack``: an integer m >= 1 dividing train.batch_size, with a method that can see packed batches."""
+    """``pack``: an integer m >= 1, with a method that can see packed batches. Any m fits any train.batch_size:
+    the batch counts packs (train.batch_size packs of m samples, ganbench/packing.py)."""
     m = cfg.get("pack", 1)
     if not isinstance(m, int) or isinstance(m, bool) or m < 1:
         raise ConfigError(f"pack: must be an integer >= 1 (1 = no packing; got {m!r})")
-    if train.batch_size % m:
-        raise ConfigError(f"pack: train.batch_size must be divisible by pack (got train.batch_size="
-                          f"{train.batch_size}, pack={m})")
     if m == 1:
         return m
     loss_name = getattr(loss, "name", None)

@@ -1,7 +1,11 @@
 """PacGAN packing (Lin et al. 2018, "PacGAN: The power of two samples in generative adversarial networks").
 
 With ``pack=m`` the discriminator judges m samples at once: m samples concatenated along the feature axis
-form one packed sample. A batch of B samples becomes B/m packed samples,
+form one packed sample. ``train.batch_size`` counts D's inputs, that is packs: each D step draws
+train.batch_size·m real and as many generated samples and D judges train.batch_size packs of each, and the
+generator step likewise generates train.batch_size·m samples (PacGAN's code draws its batch of 100 packs of m
+samples per step; the paper keeps everything but D's input unchanged). A batch of B samples becomes B/m packed
+samples,
 
     pack_m(x)_i = [x_{i·m}, x_{i·m+1}, …, x_{i·m+m-1}]   (concatenated along the first sample axis),
 
@@ -11,7 +15,8 @@ m generated ones; the samples of a batch are independent draws, so packing conse
 m independent samples. With replicas (ganbench/replicas.py) every run's batch is packed on its own:
 (N, B, *sample) → (N, B/m, m·sample₀, *sample[1:]).
 
-``pack=1`` is no packing: ``pack`` returns its input itself, so runs are bit-identical to unpacked ones.
+``pack=1`` is no packing: ``pack`` returns its input itself and the batch is train.batch_size samples, so
+runs are bit-identical to unpacked ones.
 """
 from __future__ import annotations
 

@@ -220,8 +220,10 @@ def bind_game(spec: Spec, dynamics: Game, G: nn.Module, D: nn.Module, data: Any,
     opt_G = make_optimizer(spec.optimizer, G.parameters(), spec.opt_g)
     opt_D = make_optimizer(spec.optimizer, D.parameters(), spec.opt_d)
     G_avg = make_average(G, spec.train.g_average, spec.train.ema_beta)
+    # train.batch_size counts D's inputs, packs with pack=m (PacGAN's code: batch_size packs per step), so the
+    # game draws batch_size·m samples of each kind per batch.
     return dynamics.bind(Players(G, D, opt_G, opt_D, G_avg), spec.loss, spec.penalty, spec.n_dis, data,
-                         spec.train.batch_size, spec.train.iterations, layout, spec.pack)
+                         spec.train.batch_size * spec.pack, spec.train.iterations, layout, spec.pack)
 
 
 def build_players(spec: Spec, arch: DictConfig, shape: Any) -> Any:
@@ -539,7 +541,7 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     eval_every = resolve_eval_every(cfg.eval.every, tc.iterations, data.kind)
     if eval_every:
         log.info("evaluating every %d generator steps (eval.every=%s) and at the end", eval_every, cfg.eval.every)
-    B = tc.batch_size
+    B = tc.batch_size * spec.pack  # real samples per D step: train.batch_size packs of m
     decay = tc.lr_decay != "none"  # the factor depends on the step only: exact on resume, no state
     run_shape = game.layout.run_shape
     sums = torch.zeros((len(SUMS),) + run_shape, device=device)
@@ -685,7 +687,7 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
                 if stop.requested and step < tc.iterations:
                     break
     except BaseException as ex:
-        oom = out_of_memory(ex, B, device)
+        oom = out_of_memory(ex, tc.batch_size, device)
         if isinstance(ex, (KeyboardInterrupt, Exception)):
             error = str(oom) if oom else f"{type(ex).__name__}: {str(ex).strip()[:500]}"
             for out in outs:

@@ -126,7 +126,8 @@ class Recorder:
 @pytest.mark.parametrize("objective", ["vanilla", "wgan_gp", "dragan"])
 def test_every_input_of_d_is_a_packed_batch(tmp_path, objective):
     """B=16, m=4: every D call sees 4-packs of 2-D points, (·, 8); the D step's real half is the real batch
-    packed, and the penalty's samples (WGAN-GP's interpolates, DRAGAN's perturbations) are packs too."""
+    of 16·4 points packed, and the penalty's samples (WGAN-GP's interpolates, DRAGAN's perturbations) are
+    packs too."""
     start = _prepare(POINTS + [f"objective={objective}", "pack=4", "objective.n_dis=1"], tmp_path / "run")
     game = start.game
     rec = Recorder(game.D)
@@ -136,11 +137,57 @@ def test_every_input_of_d_is_a_packed_batch(tmp_path, objective):
     game.step()
     assert all(x.shape[1:] == (8,) for x in rec.inputs), [tuple(x.shape) for x in rec.inputs]
     first = rec.inputs[0]  # [real; fake] in one pass (no batch norm in D)
-    assert first.shape == (8, 8) and torch.equal(first[:4], pack(drawn[0], 4))
-    assert game.real.shape == game.fake.shape == (4, 8)
-    assert rec.inputs[-1].shape == (4, 8)  # the generator step's packed fake
-    if objective != "vanilla":  # the gradient penalty's own D call, on 4 packed samples
-        assert len(rec.inputs) == 3 and rec.inputs[1].shape == (4, 8)
+    assert drawn[0].shape == (64, 2)
+    assert first.shape == (32, 8) and torch.equal(first[:16], pack(drawn[0], 4))
+    assert game.real.shape == game.fake.shape == (16, 8)
+    assert rec.inputs[-1].shape == (16, 8)  # the generator step's packed fake
+    if objective != "vanilla":  # the gradient penalty's own D call, on 16 packed samples
+        assert len(rec.inputs) == 3 and rec.inputs[1].shape == (16, 8)
+
+
+class Counter:
+    """The real and generated samples D judges, by forward pre-hooks on D and G: a D input of P packs of m
+    points is P·m samples, of which the last ones G made (D's step feeds [real; fake] in one pass)."""
+
+    def __init__(self, game, m):
+        self.m, self.d_rows, self.g_rows = m, [], []
+        batch_axis = game.layout.batch_dims - 1
+        game.D.register_forward_pre_hook(lambda module, args: self.d_rows.append(args[0].shape[batch_axis]))
+        game.G.register_forward_pre_hook(lambda module, args: self.g_rows.append(args[0].shape[batch_axis]))
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+@pytest.mark.parametrize("m", [1, 2, 4])
+def test_d_sees_batch_size_packs_of_m_samples_per_step(tmp_path, m, replicas):
+    """train.batch_size=16 counts packs (PacGAN's code: its batch of packs per step): D's step judges 16 real
+    and 16 fake packs, 16·m real and 16·m generated samples; the generator step generates 16·m samples and D
+    judges them as 16 packs. pack=1: 16 samples of each, as before the key existed. With replicas, per run."""
+    over = POINTS + ["objective=vanilla", f"pack={m}", f"train.replicas={replicas}"]
+    game = _prepare(over, tmp_path / "run").game
+    count = Counter(game, m)
+    game.step()
+    # G: the D step's fake batch, then the generator step's; D: [real; fake], then the generator's fake
+    assert count.g_rows == [16 * m, 16 * m]
+    assert count.d_rows == [2 * 16, 16]
+    assert game.real.shape[-2:] == game.fake.shape[-2:] == (16, 2 * m)
+    assert game.real.shape[:-2] == ((replicas,) if replicas > 1 else ())
+
+
+@pytest.mark.parametrize("arm, m", [("vanilla", 1), ("pacgan2", 2), ("pacgan4", 4)])
+def test_toy_pacgan_feeds_d_its_batch_of_100_packs(tmp_path, arm, m):
+    """experiment=toy_pacgan (batch 100): per D step 100 real and 100 fake packs, 100·m samples of each, as
+    PacGAN's code; the vanilla arm sees 100 samples."""
+    over = ["experiment=toy_pacgan", f"arm={arm}", "train.replicas=1", "dataset=grid25"]
+    game = _prepare(over, tmp_path / "run").game
+    count = Counter(game, m)
+    drawn = []
+    real_batch = game.real_batch
+    game.real_batch = lambda: drawn.append(real_batch()) or drawn[-1]
+    game.step()
+    assert [x.shape for x in drawn] == [(100 * m, 2)]
+    assert count.g_rows == [100 * m, 100 * m]
+    # D has no batch norm (maxout): [real; fake] in one pass, then the generator step's fake
+    assert count.d_rows == [200, 100]
 
 
 def test_instance_noise_is_drawn_on_the_unpacked_batch_then_packed(tmp_path):
@@ -169,15 +216,16 @@ def test_pack_1_is_no_packing_bit_for_bit(tmp_path):
 
 
 def test_packed_run_logs_a_packed_gradient_probe_and_points_without_d_heatmap(tmp_path, monkeypatch):
-    """B=294, m=7: the log step's probe is 252 samples (256 rounded down to whole packs) packed as D sees
-    them; the D heatmap over the plane has no meaning for packs: the density plot shows the points only."""
+    """B=42 packs of m=7 (294 samples): the log step's probe is 252 samples (256 rounded down to whole packs)
+    packed as D sees them; the D heatmap over the plane has no meaning for packs: the density plot shows the
+    points only."""
     from ganbench import board
 
     seen = []
     original = board.density_figure
     monkeypatch.setattr(board, "density_figure", lambda G, D, *a, **k: seen.append(D) or original(G, D, *a, **k))
     run = tmp_path / "run"
-    record = run_train(run, POINTS + ["pack=7", "train.batch_size=294"] + SHORT)
+    record = run_train(run, POINTS + ["pack=7", "train.batch_size=42"] + SHORT)
     assert record["status"] == "completed"
     assert scalar_events(run)["grad/D_real_norm"] == [3, 6]
     assert "images/density" in all_tags(run)["images"] and seen and all(D is None for D in seen)
@@ -232,7 +280,6 @@ def test_packed_replicas_follow_their_separate_packed_runs(tmp_path):
     (["pack=0"], "pack: must be an integer >= 1"),
     (["pack=1.5"], "pack: must be an integer >= 1"),
     (["pack=true"], "pack: must be an integer >= 1"),
-    (["pack=3"], "pack: train.batch_size must be divisible by pack (got train.batch_size=16, pack=3)"),
     (["pack=2", "objective=ebgan"], "pack: objective=ebgan (loss energy_based) does not work with packing"),
     (["pack=2", "objective=mdgan"], "pack: objective=mdgan (loss mode_regularized)"),
     (["pack=2", "objective=mixgan", "objective.k=2"], "pack: objective=mixgan (loss mixture)"),
@@ -260,13 +307,35 @@ def test_mixgan_with_one_component_packs(tmp_path):
     assert record["status"] == "completed"
 
 
-def test_cli_refuses_a_partial_pack_in_one_line(tmp_path):
+def test_any_pack_fits_any_batch_size(tmp_path):
+    """The batch counts packs: pack=3 with train.batch_size=16 is 16 packs of 3 (48 samples), no partial pack."""
+    game = _prepare(POINTS + ["objective=vanilla", "pack=3"], tmp_path / "run").game
+    count = Counter(game, 3)
+    game.step()
+    assert count.g_rows == [48, 48] and count.d_rows == [32, 16]
+
+
+def test_a_packed_run_counts_its_samples_and_probes_whole_packs(tmp_path):
+    """train.batch_size=10, pack=3: 30 real samples per D step, so metrics.jsonl's images_seen is 3·30 = 90 at
+    step 3 and 180 at step 6; the log step's gradient probe, min(30, 255) = 30 samples, is 10 whole packs."""
+    import json
+
+    run = tmp_path / "run"
+    record = run_train(run, POINTS + ["objective=vanilla", "pack=3", "train.batch_size=10", "eval.every=3",
+                                      "metrics.names=[modes]"] + SHORT)
+    assert record["status"] == "completed"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["images_seen"]) for r in rows] == [(3, 90), (6, 180)]
+    assert scalar_events(run)["grad/D_real_norm"] == [3, 6]
+
+
+def test_cli_refuses_a_bad_pack_in_one_line(tmp_path):
     import subprocess
 
     from conftest import GANBENCH, cli_env
 
-    proc = subprocess.run([str(GANBENCH), *POINTS, *FAST, "pack=3", f"hydra.run.dir={tmp_path / 'run'}"],
+    proc = subprocess.run([str(GANBENCH), *POINTS, *FAST, "pack=0", f"hydra.run.dir={tmp_path / 'run'}"],
                           capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == ("ganbench: error: pack: train.batch_size must be divisible by pack "
-                                   "(got train.batch_size=16, pack=3)")
+    assert proc.stderr.strip() == "ganbench: error: pack: must be an integer >= 1 (1 = no packing; got 0)"
+    assert not (tmp_path / "run").exists()

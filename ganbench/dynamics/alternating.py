@@ -18,7 +18,8 @@ class Alternating(Game):
     with fresh z', D's parameters frozen. The penalty's weight is multiplied by ``penalty.every`` on the
     steps it runs (lazy regularisation). With instance noise every input of D (real, fake, and the
     generator step's fake) gets its own noise draw; the penalty sees the noisy inputs D sees. With ``pack=m``
-    every input of D is packed (``noisy``): D's batches, and so its outputs, have B/m rows.
+    every input of D is packed (``noisy``): the B = train.batch_size·m samples of a batch become D's
+    train.batch_size packs, and so its outputs' rows.
     """
 
     name = "alternating"
@@ -32,7 +33,7 @@ class Alternating(Game):
         if self.d_batchnorm:
             return self.D(real), self.D(fake)
         dim = self.layout.cat_dim
-        # real.shape[dim] is train.batch_size, or batch_size/m packed samples with pack=m.
+        # real.shape[dim] is train.batch_size: samples, or packs of m samples with pack=m.
         return self.D(torch.cat([real, fake], dim)).split(real.shape[dim], dim)
 
     def d_objective(self, real: Tensor, fake: Tensor, penalised: bool):
