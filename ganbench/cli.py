@@ -182,19 +182,22 @@ class ValidateOnRunStart(Callback):
 
 
 def validate_task(cfg: DictConfig) -> None:
-    from .config import validate, validate_top
+    """Every check of a run's config (the config alone: no data read, nothing written); a ConfigError names
+    the key. ``ValidateOnRunStart`` runs it before Hydra makes the run directory."""
+    from .config import check_game, validate, validate_top
 
     restart = cfg.get("restart", False)
     if not isinstance(restart, bool):
         raise ConfigError(f"restart: must be true or false (got {restart!r})")
     if cfg.get("task") == "gan":
-        validate(cfg)
+        spec = validate(cfg)
         from .data import validate_dataset_config
 
         validate_dataset_config(cfg.dataset)
         from .metrics import validate as validate_metrics
 
         validate_metrics(cfg)
+        check_game(cfg, spec)
     else:
         validate_top(cfg)
         from .gmm import validate as validate_gmm

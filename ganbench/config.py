@@ -4,7 +4,9 @@ Hydra composes ``conf/``; ``validate`` then checks every node against a dataclas
 unknown key, a wrong type or an out-of-range value becomes one ConfigError line naming the key.
 """
 import dataclasses
+import math
 import re
+import typing
 from dataclasses import dataclass, field
 from typing import Any, List, Type, TypeVar
 
@@ -34,11 +36,7 @@ def structured(schema: Type[T], node: Any, prefix: str) -> T:
     unknown = [k for k in (node or {}) if k not in allowed]
     if unknown:
         raise ConfigError(unknown_key_message(f"{prefix}.{unknown[0]}", allowed))
-    # A list-typed field given a scalar: OmegaConf would only say "AnyNode is not a ListConfig".
-    for f in dataclasses.fields(schema):
-        value = (node or {}).get(f.name)
-        if getattr(f.type, "__origin__", None) in (list, List) and value is not None and not isinstance(value, list):
-            raise ConfigError(f"{prefix}.{f.name}: must be a list such as [0.5,0.9] (got {value!r})")
+    check_containers(schema, node or {}, prefix)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), node or {})
         return OmegaConf.to_object(merged)
@@ -50,6 +48,38 @@ def structured(schema: Type[T], node: Any, prefix: str) -> T:
         key = getattr(err, "full_key", None) or "?"
         msg = reword(_first_line(getattr(err, "msg", None) or err))
         raise ConfigError(f"{prefix}.{key}: {msg}") from None
+
+
+# What a list field holds, by element type, and an example of one: for "must be a list of ..." lines.
+_LIST_OF = {int: ("integers", "[1,2]"), float: ("numbers", "[0.5,0.9]"), str: ("names", "[a,b]")}
+
+
+def check_containers(schema: Type[Any], node: dict, prefix: str) -> None:
+    """A list- or mapping-typed field of ``schema`` (or of a schema nested in it) given a scalar: one line
+    naming the key and the type expected, where OmegaConf would say "AnyNode is not a ListConfig" or
+    "Cannot assign str to Dict[str, float]"."""
+    try:
+        hints = typing.get_type_hints(schema)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation: OmegaConf's own check remains
+        hints = {}
+    for f in dataclasses.fields(schema):
+        value, key = node.get(f.name), f"{prefix}.{f.name}"
+        kind = hints.get(f.name, f.type)
+        if value is None:
+            continue
+        origin = typing.get_origin(kind)
+        if origin is list and not isinstance(value, list):
+            what, example = _LIST_OF.get((typing.get_args(kind) or (None,))[0], ("values", "[a,b]"))
+            raise ConfigError(f"{key}: must be a list of {what} such as {example} (got {value!r})")
+        if origin is dict and not isinstance(value, dict):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            example = ", ".join(f"{k}: {v}" for k, v in default.items()) if default else "a: 1, b: 2"
+            raise ConfigError(f"{key}: must be a mapping such as {{{example}}} (got {value!r})")
+        if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+            if not isinstance(value, dict):
+                allowed = ", ".join(g.name for g in dataclasses.fields(kind))
+                raise ConfigError(f"{key}: must be a mapping of {allowed} (got {value!r})")
+            check_containers(kind, value, key)
 
 
 def resolved(node: Any, prefix: str) -> Any:
@@ -216,9 +246,28 @@ def check_resolvable(cfg: DictConfig) -> None:
                               ) from None
 
 
+def check_finite(node: Any, key: str = "") -> None:
+    """Every number in the config is finite. No key ganbench reads takes inf or nan to mean something (off,
+    unbounded, ...): as a margin, a noise level, a weight or a rate they only turn the losses into inf/nan, or
+    are silently compared as if they were numbers (``inf > 0`` holds). One check here, so that each schema's
+    range checks need not repeat it. Lists are named by index (``gmm.init.mu[0]``)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{key}: must be a finite number (got {node})")
+    if isinstance(node, dict):
+        for k, v in node.items():
+            check_finite(v, f"{key}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            check_finite(v, f"{key}[{i}]")
+
+
 def validate_top(cfg: DictConfig) -> None:
-    """Top-level keys shared by every task."""
+    """Top-level keys shared by every task, and every number of the config finite (``check_finite``)."""
     check_resolvable(cfg)
+    for key in cfg.keys():
+        if key != "hydra":  # Hydra's own settings (check_resolvable skips them too)
+            node = cfg._get_node(key)
+            check_finite(OmegaConf.to_container(node) if isinstance(node, DictConfig) else cfg[key], str(key))
     task = cfg.get("task")
     if task not in TASKS:
         raise ConfigError(f"task: unknown option '{task}'; allowed: {', '.join(TASKS)}")
@@ -337,3 +386,51 @@ def validate(cfg: DictConfig) -> Spec:
         raise ConfigError("train.compile: not available with train.replicas > 1 (the replicated step is not "
                           "compiled yet); use one of the two")
     return spec
+
+
+class _Shape:
+    """The stand-in dataset of ``check_game``: the sample shape is all a game reads from its data when it binds."""
+
+    def __init__(self, shape: Any) -> None:
+        self.shape = tuple(shape)
+
+
+def check_game(cfg: DictConfig, spec: Spec) -> None:
+    """The checks a run's start makes once the config is valid key by key: the device exists (``device``),
+    the dynamics' keys, and every check made while the game is put together (``train.prepare``: the networks
+    built from the arch for the dataset's sample shape, the game bound to its players, loss and penalty,
+    ``train.compile``). These need the config alone, so a combination that cannot train (dynamics=simultaneous
+    with objective.n_dis=2, penalty=consensus without dynamics=simultaneous, objective.layer naming no layer of
+    D, objective=mixgan with dynamics=unrolled, ...) fails here, before Hydra makes the run directory, rather
+    than in a run directory left holding a failed results.json.
+
+    The game is assembled as ``train.prepare`` assembles it, from the same functions, so the two cannot
+    disagree; its players are built on torch's meta device (shapes only: no memory, no random draws, no
+    data read, however large the networks). Nothing of it is kept: ``train.prepare`` builds the real game.
+    Logging and warnings are silenced meanwhile (the real build logs the same lines into the run's log).
+    """
+    import logging
+    import warnings
+
+    import torch
+
+    from .archs import data_shape
+    from .dynamics import build_dynamics
+    from .train import bind_game, build_players, resolve_device
+
+    resolve_device(cfg.device)
+    dynamics = build_dynamics(cfg.get("dynamics"))
+    shape = data_shape(cfg.dataset)
+    if shape is None:  # a dataset config that fails its own checks, which name the key
+        return
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            G, D = build_players(spec, cfg.arch, shape)
+            game = bind_game(spec, dynamics, G, D, _Shape(shape))
+            if spec.train.compile:
+                game.compile_steps()  # wraps the steps; compiling waits for their first call
+    finally:
+        logging.disable(previous)
