@@ -287,6 +287,10 @@ def validate_top(cfg: DictConfig) -> None:
     resume = cfg.get("resume")
     if resume is not None and not isinstance(resume, str):
         raise ConfigError(f"resume: must be a path to a checkpoint (got {resume!r})")
+    if cfg.get("claims") is not None:   # a preset's paper claims: a malformed one fails here, not in the report
+        from .claims import parse_all
+
+        parse_all(resolved(cfg.claims, "claims"))
 
 
 def arch_shared(keys: Any, default: Any, *, _parent_: Any) -> Any:

@@ -480,3 +480,25 @@ def test_a_gmm_run_logs_its_claims_verdicts(tmp_path, caplog):
     m = saved["metrics"]
     ordered = m["first_order_success"]["final"] < m["unrolled_success"]["final"] < m["optimal_success"]["final"]
     assert (": reproduced:" in verdicts[0]) == ordered and (": not reproduced:" in verdicts[0]) != ordered
+
+
+def test_a_malformed_claim_stops_a_run_before_it_starts(tmp_path):
+    """config.validate_top parses the claims: a typo in a preset's list fails the start in one line naming the
+    key, not the report hours later."""
+    import subprocess
+
+    from conftest import FAST, GANBENCH, POINTS, cli_env, compose
+
+    from ganbench.config import validate_top
+
+    bad = "claims=[{id: x, statement: s, source: p, better: {metric: modes, arm: dragan, than: vanilla, by: sd}}]"
+    with pytest.raises(ConfigError, match=r"^claims\[0\] \(x\)\.better\.by: unknown option 'sd'; allowed: se, mean$"):
+        validate_top(compose(["experiment=gmm_heatmap", bad]))
+    validate_top(compose(["experiment=gmm_heatmap"]))   # the shipped list passes
+    run_dir = tmp_path / "run"
+    out = subprocess.run([str(GANBENCH), *POINTS, *FAST, "train.iterations=5", "+" + bad, f"hydra.run.dir={run_dir}"],
+                         capture_output=True, text=True, timeout=300, env=cli_env())
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode != 0 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert lines[0].startswith("ganbench: error: claims[0] (x).better.by: unknown option 'sd'")
+    assert not (run_dir / ".hydra").exists() and not (run_dir / "metrics.jsonl").exists()   # it never started
