@@ -16,7 +16,9 @@ classifier score of the CPU stand-in): the first that a selected run reports is 
 ``better``, ``order``, ``at_least`` / ``at_most``, ``events`` and ``wins``; each docstring gives its rule.
 Every check has three outcomes: ``reproduced``, ``not reproduced`` and ``not enough data`` (naming what is
 missing), always with the numbers behind it. A run enters with its ``value`` if it is finished (completed or
-diverged) or, with ``--at-step N``, was evaluated at step N or later, as in the rest of the report.
+diverged) or, with ``--at-step N``, was evaluated at step N or later, as in the rest of the report (``events``
+reads every run's curve so far). ganbench.config.validate_top parses the list when a run starts, so a malformed
+claim stops the run in one line instead of failing the report later.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ganbench import report
-from ganbench.errors import ConfigError, GanbenchError
+from ganbench.errors import ConfigError, GanbenchError, unknown_key_message
 
 REPRODUCED, NOT_REPRODUCED, NO_DATA = "reproduced", "not reproduced", "not enough data"
 VALUES = ("final", "best", "auc")
@@ -312,8 +314,6 @@ def parse(node, index: int) -> Claim:
     kinds = [k for k in node if k in CHECKS]
     unknown = [k for k in node if k not in CHECKS and k not in COMMON_KEYS]
     if unknown:
-        from ganbench.errors import unknown_key_message
-
         raise ConfigError(unknown_key_message(f"{at}.{unknown[0]}", [*COMMON_KEYS, *CHECKS]))
     for key in ("id", "statement", "source"):
         if not isinstance(node.get(key), str) or not node[key].strip():
