@@ -288,6 +288,9 @@ def run_bogonet_table(args: argparse.Namespace, runs) -> str:
 
         qual = judge.qualitative_scores(judge.out_dir(args), args.judge_score)["scores"]
     result = bogonet(runs, metric, args.auc_x, args.instance_key, args.at_step, qual, args.tie_rtol)
+    from ganbench import claims  # noqa: PLC0415 - claims imports ganbench.report, which imports this module
+
+    claim_text, claim_md = claims.section(runs, args.at_step, budget=False)   # before writing: a bad claim fails
     out = args.out or args.sweep_dirs[0]
     out.mkdir(parents=True, exist_ok=True)
     text = describe(metric, args.auc_x, result["higher"], args.instance_key, args.tie_rtol)
@@ -298,7 +301,7 @@ def run_bogonet_table(args: argparse.Namespace, runs) -> str:
           "", text + ".", "", format_markdown_table(result["table"]), ""]
     md += [f"- {n}" for n in result["notes"]] + [""]
     md += ["## Pairwise, per instance", "", format_markdown_table(result["per_instance"]), ""]
-    md += [f"- {line}" for line in pairs] + [""]
+    md += [f"- {line}" for line in pairs] + [""] + claim_md
     (out / "bogonet_table.md").write_text("\n".join(md) + "\n")
     with (out / "bogonet_instances.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -309,7 +312,7 @@ def run_bogonet_table(args: argparse.Namespace, runs) -> str:
                             "" if c["auc"] is None else repr(c["auc"])])
     lines = [f"{len(runs)} runs, {len(result['instances'])} instances, {len(result['algorithms'])} algorithms; "
              + text, format_text_table(result["table"]), *result["notes"], "",
-             "per instance:", format_text_table(result["per_instance"]), *pairs,
+             "per instance:", format_text_table(result["per_instance"]), *pairs, *claim_text,
              f"wrote {out / 'bogonet_table.md'}, {out / 'bogonet_instances.csv'}"]
     return "\n".join(lines)
 

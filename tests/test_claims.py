@@ -502,3 +502,18 @@ def test_a_malformed_claim_stops_a_run_before_it_starts(tmp_path):
     assert out.returncode != 0 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert lines[0].startswith("ganbench: error: claims[0] (x).better.by: unknown option 'sd'")
     assert not (run_dir / ".hydra").exists() and not (run_dir / "metrics.jsonl").exists()   # it never started
+
+
+def test_bogonet_table_prints_the_claims(tmp_path, capsys):
+    node = claim(wins={"metric": ["is_mean", "mnist_is"], "arm": "dragan", "over": ["vanilla"], "per": "arch.seed",
+                       "share": 0.5})
+    root = tmp_path / "sweep"
+    for instance, (dragan, vanilla) in enumerate([(5.0, 4.0), (3.0, 6.0), (7.0, 2.0)]):   # dragan wins 2 of 3
+        for arm, score in (("dragan", dragan), ("vanilla", vanilla)):
+            make_run(root, ["experiment=bogonet", f"arch.seed={instance}", f"arm={arm}", "seed=0"], [node],
+                     {"mnist_is": score}, curve=[{"step": 50, "mnist_is": 1.0}, {"step": 100, "mnist_is": score}])
+    assert report.main([str(root), "--table", "bogonet"]) == 0
+    out = capsys.readouterr().out
+    assert "claim c (Paper §1, Table 1): reproduced: mnist_is (final, mean over an instance's seeds): dragan beats " \
+           "vanilla on 2 of 3 instances (arch.seed) with every arm; claim: a share >= 0.5" in out
+    assert "## Claims of experiment=bogonet" in (root / "bogonet_table.md").read_text()
