@@ -146,11 +146,11 @@ def test_every_input_of_d_is_a_packed_batch(tmp_path, objective):
 
 
 class Counter:
-    """The real and generated samples D judges, by forward pre-hooks on D and G: a D input of P packs of m
-    points is P·m samples, of which the last ones G made (D's step feeds [real; fake] in one pass)."""
+    """The rows of each input of D (packs) and of G (latents, one per generated sample), by forward pre-hooks;
+    with replicas, the rows of one run (the batch axis after the replica axis)."""
 
-    def __init__(self, game, m):
-        self.m, self.d_rows, self.g_rows = m, [], []
+    def __init__(self, game):
+        self.d_rows, self.g_rows = [], []
         batch_axis = game.layout.batch_dims - 1
         game.D.register_forward_pre_hook(lambda module, args: self.d_rows.append(args[0].shape[batch_axis]))
         game.G.register_forward_pre_hook(lambda module, args: self.g_rows.append(args[0].shape[batch_axis]))
@@ -164,7 +164,7 @@ def test_d_sees_batch_size_packs_of_m_samples_per_step(tmp_path, m, replicas):
     judges them as 16 packs. pack=1: 16 samples of each, as before the key existed. With replicas, per run."""
     over = POINTS + ["objective=vanilla", f"pack={m}", f"train.replicas={replicas}"]
     game = _prepare(over, tmp_path / "run").game
-    count = Counter(game, m)
+    count = Counter(game)
     game.step()
     # G: the D step's fake batch, then the generator step's; D: [real; fake], then the generator's fake
     assert count.g_rows == [16 * m, 16 * m]
@@ -179,7 +179,7 @@ def test_toy_pacgan_feeds_d_its_batch_of_100_packs(tmp_path, arm, m):
     PacGAN's code; the vanilla arm sees 100 samples."""
     over = ["experiment=toy_pacgan", f"arm={arm}", "train.replicas=1", "dataset=grid25"]
     game = _prepare(over, tmp_path / "run").game
-    count = Counter(game, m)
+    count = Counter(game)
     drawn = []
     real_batch = game.real_batch
     game.real_batch = lambda: drawn.append(real_batch()) or drawn[-1]
@@ -310,7 +310,7 @@ def test_mixgan_with_one_component_packs(tmp_path):
 def test_any_pack_fits_any_batch_size(tmp_path):
     """The batch counts packs: pack=3 with train.batch_size=16 is 16 packs of 3 (48 samples), no partial pack."""
     game = _prepare(POINTS + ["objective=vanilla", "pack=3"], tmp_path / "run").game
-    count = Counter(game, 3)
+    count = Counter(game)
     game.step()
     assert count.g_rows == [48, 48] and count.d_rows == [32, 16]
 
