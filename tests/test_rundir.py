@@ -98,7 +98,9 @@ def test_rerunning_a_finished_command_keeps_its_record(finished):
 
 def test_failed_start_in_a_new_directory_records_failed(tmp_path):
     run_dir = tmp_path / "new"
-    line = one_error_line(cli(TINY + ["device=mps", f"hydra.run.dir={run_dir}"], cwd=tmp_path))
+    # A check that reads a file (the config's own checks, the device's included, run before the directory exists).
+    missing = tmp_path / "nowhere.pt"
+    line = one_error_line(cli(TINY + [f"resume={missing}", f"hydra.run.dir={run_dir}"], cwd=tmp_path))
     record = json.loads((run_dir / "results.json").read_text())
     assert record["status"] == "failed" and record["error"] == line.removeprefix("ganbench: error: ")
     assert sorted(p.name for p in run_dir.iterdir()) == ["results.json"]
