@@ -219,28 +219,36 @@ def sqlite_path(url: str, key: str = "hydra.sweeper.storage") -> Path:
     return Path(url[len(prefix):])
 
 
-def read_studies(path: Path) -> Dict[str, Optional[dict]]:
-    """{study name: its ganbench fingerprint (None if it has none; {} if it has neither one nor trials)} of an
-    existing Optuna SQLite file, read
-    through a read-only connection (the file is never written here). ConfigError if it is not one."""
+def _read(path: Path, key: Optional[str], queries: Mapping[str, Any]) -> Dict[str, list]:
+    """Rows of SQL ``queries`` on an existing Optuna SQLite file, through a read-only connection (the file is
+    never written here, and nothing in it is unpickled). ConfigError (naming ``key``, the setting that chose
+    the file, if given) if it is not one."""
+    where = f"{key}: {path}" if key else str(path)
     try:
         con = sqlite3.connect(f"file:{os.path.abspath(path)}?mode=ro", uri=True)
     except sqlite3.Error as ex:
-        raise ConfigError(f"{path}: cannot be opened as an Optuna database ({ex}); it was left untouched") from None
+        raise ConfigError(f"{where}: cannot be opened as an Optuna database ({ex}); it was left untouched") from None
     try:
-        names = dict(con.execute("SELECT study_id, study_name FROM studies").fetchall())
-        attrs = con.execute("SELECT study_id, value_json FROM study_user_attributes WHERE key = ?",
-                            (FINGERPRINT,)).fetchall()
-        counts = dict(con.execute("SELECT study_id, count(*) FROM trials GROUP BY study_id").fetchall())
+        return {name: con.execute(*q).fetchall() for name, q in queries.items()}
     except sqlite3.Error as ex:
-        raise ConfigError(f"{path}: not an Optuna database ({ex}); it was left untouched; use another "
+        raise ConfigError(f"{where}: not an Optuna database ({ex}); it was left untouched; use another "
                           "hydra.sweep.dir or hydra.sweeper.storage") from None
     finally:
         con.close()
+
+
+def read_studies(path: Path, key: Optional[str] = None) -> Dict[str, Optional[dict]]:
+    """{study name: its ganbench fingerprint (None if it has none; {} if it has neither one nor trials)} of an
+    existing Optuna SQLite file. ConfigError if it is not one."""
+    rows = _read(path, key, {
+        "names": ("SELECT study_id, study_name FROM studies",),
+        "attrs": ("SELECT study_id, value_json FROM study_user_attributes WHERE key = ?", (FINGERPRINT,)),
+        "counts": ("SELECT study_id, count(*) FROM trials GROUP BY study_id",)})
+    names, counts = dict(rows["names"]), dict(rows["counts"])
     # A study without a fingerprint and without trials is one whose search was stopped between creating it
     # and recording its fingerprint (two transactions): it is adopted, marked with the empty dict.
     out: Dict[str, Optional[dict]] = {name: (None if counts.get(i) else {}) for i, name in names.items()}
-    for study_id, value in attrs:
+    for study_id, value in rows["attrs"]:
         try:
             out[names[study_id]] = json.loads(value)
         except (KeyError, ValueError):
@@ -248,13 +256,36 @@ def read_studies(path: Path) -> Dict[str, Optional[dict]]:
     return out
 
 
-def check_storage(path: Path, wanted: Mapping[str, dict]) -> None:
+def read_system_attrs(path: Path, key: Optional[str] = None) -> List[tuple]:
+    """(study name, trial number or None, attribute key) of every study and trial *system* attribute in an
+    existing Optuna SQLite file: where Optuna's samplers keep their own state. ganbench's search writes none
+    (its samplers, TPE and random, keep none), while CMA-ES keeps its optimizer there as a pickle
+    (``cma:optimizer``) that it unpickles when a search resumes: a planted one would run its payload."""
+    rows = _read(path, key, {
+        "study": ("SELECT s.study_name, NULL, a.key FROM study_system_attributes a "
+                  "JOIN studies s ON s.study_id = a.study_id ORDER BY a.study_system_attribute_id",),
+        "trial": ("SELECT s.study_name, t.number, a.key FROM trial_system_attributes a JOIN trials t ON "
+                  "t.trial_id = a.trial_id JOIN studies s ON s.study_id = t.study_id "
+                  "ORDER BY a.trial_system_attribute_id",)})
+    return [tuple(r) for r in rows["study"] + rows["trial"]]
+
+
+def check_storage(path: Path, wanted: Mapping[str, dict], key: Optional[str] = None) -> None:
     """A storage file that exists must hold only studies of this search, each with this search's
-    fingerprint (``wanted``: study name → fingerprint); otherwise one line, and the file is not touched."""
+    fingerprint (``wanted``: study name → fingerprint), and no system attribute (read_system_attrs);
+    otherwise one line, and the file is not touched. ``key``: the setting that chose the file."""
     if not path.exists():
         return
-    held = read_studies(path)
     fix = "use another hydra.sweep.dir (or hydra.sweeper.storage), or move the file away; it was left untouched"
+    # First, and for every study in the file: nothing else may have opened it with a sampler of its own.
+    attrs = read_system_attrs(path, key)
+    if attrs:
+        name, number, attr = attrs[0]
+        where = f"study {name!r}" + (f", trial {number}" if number is not None else "")
+        raise ConfigError(f"{path}: {where} holds the system attribute {attr!r}, which ganbench's search never "
+                          "writes (samplers that keep pickled state there, like CMA-ES, are refused: resuming "
+                          f"would unpickle it); {fix}")
+    held = read_studies(path, key)
     foreign = [name for name in held if name not in wanted]
     if foreign:
         raise ConfigError(f"{path}: holds study {foreign[0]!r}, not {', '.join(map(repr, wanted))}: a storage file "
@@ -267,6 +298,21 @@ def check_storage(path: Path, wanted: Mapping[str, dict]) -> None:
         diff = first_difference(theirs, ours) if theirs else None
         if diff:
             raise ConfigError(f"{path}: study {name!r} is a different search ({diff}); {fix}")
+
+
+def check_storage_path(path: Path, key: str) -> None:
+    """The storage file can be created or opened where it is: not a directory, under a directory (made
+    when missing) that can be written. Checked before anything is written; ConfigError naming ``key``."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{key}: {path} is a directory; give a file, e.g. sqlite:///{path / DB_NAME}")
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{key}: {path} cannot be created: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: {path} cannot be created: {parent} is not writable")
 
 
 def first_difference(theirs: Mapping[str, Any], ours: Mapping[str, Any], prefix: str = "") -> Optional[str]:

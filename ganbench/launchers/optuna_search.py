@@ -18,8 +18,12 @@ distributions and its way of turning a trial into overrides, and it launches eve
   space, the storage file (a file of another search is refused and left untouched);
 - ``studies``: several studies of the same budget in one storage (one per objective of a comparison).
 
-The sampler's seed is offset by the number of trials already in the study when the search (re)starts, so a
-resumed search does not replay the random draws of its first trials. Nothing here imports torch.
+A resumed search is the search that would have run: trial n draws with a sampler of its own, seeded with
+``trial_seed(hydra.sweeper.seed, n)`` (PerTrialSampler), so what it asks depends on the seed, n and the
+trials before it, not on how often the search was started; and a batch the killed search had begun to ask
+is completed and launched as that batch. The samplers are TPE and random: CMA-ES keeps its state as a
+pickle in the study database, which a resumed search would unpickle, so it is refused, and so is a storage
+file holding any sampler state (ganbench.search.check_storage). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -31,14 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-# alembic (Optuna's schema migrations) logs a line per plugin it sets up, at INFO, on import.
+# alembic (Optuna's schema migrations) logs a line per plugin it sets up, at INFO, on import (the plugin
+# module, hydra_plugins/ganbench_sweeper, sets this too: Hydra imports optuna before this module).
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 from hydra.core.utils import JobReturn, JobStatus  # noqa: E402
 from hydra.types import HydraContext, TaskFunction  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_optuna_distribution_from_override  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from optuna.samplers import BaseSampler  # noqa: E402 - imported by the plugin's _impl already
 
 from .. import search  # noqa: E402
 from ..errors import ConfigError, GanbenchError, one_line_error  # noqa: E402
@@ -46,7 +53,10 @@ from ..results import write_json_atomic  # noqa: E402
 
 log = logging.getLogger("ganbench")
 
-SAMPLERS = ("optuna.samplers.TPESampler", "optuna.samplers.RandomSampler", "optuna.samplers.CmaEsSampler")
+#: hydra/sweeper/sampler choices a search takes. Not cmaes: Optuna's CmaEsSampler stores its optimizer in the
+#: study database as a pickle (trial system attribute ``cma:optimizer``) and unpickles it when a search resumes,
+#: so a planted one would run code. Not grid (a plain sweep does a grid), nsgaii, motpe (several objectives).
+SAMPLERS = {"tpe": "optuna.samplers.TPESampler", "random": "optuna.samplers.RandomSampler"}
 # Overrides that do not change what a trial trains (as in the run directory's name): not part of the
 # search's identity.
 HARMLESS_KEYS = ("device", "threads", "train.progress")
@@ -106,15 +116,60 @@ def _range_as_hydra(override: Any, dist: Any) -> Any:
     return DiscreteUniformDistribution(float(values[0]), float(values[-1]), dist.q)
 
 
+def trial_seed(seed: int, number: int) -> int:
+    """The seed of trial ``number``'s sampler: the first 32-bit word of NumPy's ``SeedSequence([seed, number])``,
+    a hash of the pair (seed + number would give seed 0's trial 1 the stream of seed 1's trial 0)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(seed), int(number)]).generate_state(1)[0])
+
+
+class PerTrialSampler(BaseSampler):
+    """Trial n's draws come from a sampler of its own, ``make(trial_seed(seed, n))``: a function of (seed, n)
+    and of the trials already in the study, never of how many trials this process asked before. One sampler
+    seeded once draws trial n from a random state advanced by every earlier draw of *this process*, so a
+    killed search started again would draw differently (re-seeded) or replay its first draws (same seed).
+    TPE and random keep no other state between trials (their ``after_trial`` does nothing)."""
+
+    def __init__(self, make: Any, seed: int) -> None:
+        self._make, self._seed = make, int(seed)
+        self._samplers: Dict[int, BaseSampler] = {}
+
+    def _of(self, trial: Any) -> BaseSampler:
+        sampler = self._samplers.get(trial.number)
+        if sampler is None:
+            sampler = self._samplers[trial.number] = self._make(trial_seed(self._seed, trial.number))
+        return sampler
+
+    def infer_relative_search_space(self, study: Any, trial: Any) -> Dict[str, Any]:
+        return self._of(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: Any, trial: Any, search_space: Dict[str, Any]) -> Dict[str, Any]:
+        return self._of(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        return self._of(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        sampler = self._samplers.pop(trial.number, None)
+        if sampler is not None:
+            sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        """Nothing: the seeds are the point (only Study.optimize with n_jobs > 1 calls this, not this loop)."""
+
+
 class OptunaSearch(OptunaSweeperImpl):
     """The sweeper behind ``hydra/sweeper=optuna`` (conf/hydra/sweeper/optuna.yaml documents each key)."""
 
     def __init__(self, sampler: Any, storage: Optional[str], study_name: Optional[str], n_trials: Any,
-                 n_jobs: Any, params: Optional[DictConfig], studies: Optional[DictConfig] = None) -> None:
+                 n_jobs: Any, params: Optional[DictConfig], studies: Optional[DictConfig] = None,
+                 seed: Any = 0) -> None:
         super().__init__(sampler=sampler, direction="minimize", storage=storage, study_name=study_name,
                          n_trials=n_trials, n_jobs=n_jobs, max_failure_rate=0.0, search_space=None,
                          custom_search_space=None, params=params)
         self.studies = studies
+        self.seed = seed
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
@@ -127,10 +182,19 @@ class OptunaSearch(OptunaSweeperImpl):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"hydra.sweeper.{key}: must be an integer >= 1, got {v!r}")
         target = str(OmegaConf.select(self.config, "hydra.sweeper.sampler._target_", default=""))
-        if target not in SAMPLERS:
-            raise ConfigError(f"hydra.sweeper.sampler: {target or '?'} is not available in a search; use "
-                              "hydra/sweeper/sampler=tpe, random or cmaes (a grid is a plain sweep: ganbench -m "
-                              "a=1,2,3; nsgaii and motpe need several objectives)")
+        if target not in SAMPLERS.values():
+            choice = OmegaConf.select(self.config, "hydra.runtime.choices", default={}).get("hydra/sweeper/sampler")
+            given = choice if choice and choice not in SAMPLERS else target.rsplit(".", 1)[-1] or "?"
+            raise ConfigError(f"hydra/sweeper/sampler: {given} is not available in a search; allowed: "
+                              f"{', '.join(SAMPLERS)} (a grid is a plain sweep: ganbench -m a=1,2,3; cmaes stores "
+                              "pickles in the study database; nsgaii and motpe need several objectives)")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"hydra.sweeper.seed: must be an integer >= 0, got {self.seed!r}")
+        own = OmegaConf.select(self.config, "hydra.sweeper.sampler.seed", default=None)
+        if own is not None:
+            raise ConfigError(f"hydra.sweeper.sampler.seed: must stay null, got {own!r}; set hydra.sweeper.seed "
+                              "(trial n draws with a seed made from it and n, so a resumed search asks what the "
+                              "uninterrupted one would)")
         if self.studies is not None and (not isinstance(self.studies, DictConfig) or not len(self.studies)):
             raise ConfigError(f"hydra.sweeper.studies: must be null or a map of study name to its parameters, "
                               f"got {self.studies!r}")
@@ -200,17 +264,21 @@ class OptunaSearch(OptunaSweeperImpl):
             plans.append(StudyPlan(name if key is None else f"{name}/{key}", dists, fixed, obj, fingerprint))
         return plans
 
-    def storage_url(self) -> Tuple[str, Path]:
+    def storage_url(self) -> Tuple[str, Path, str]:
+        """The storage URL, its file (checked: it can be made there) and the key that chose it."""
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+        key = "hydra.sweeper.storage" if self.storage else "hydra.sweep.dir"
         url = self.storage or f"sqlite:///{sweep_dir / search.DB_NAME}"
-        return url, search.sqlite_path(url)
+        path = search.sqlite_path(url)
+        search.check_storage_path(path, key)
+        return url, path, key
 
     # ----------------------------------------------------------------------------------------- the loop
 
     def sweep(self, arguments: List[str]) -> List[JobReturn]:
         plans = self.plan(arguments)
-        url, db = self.storage_url()
-        search.check_storage(db, {p.name: p.fingerprint for p in plans})
+        url, db, key = self.storage_url()
+        search.check_storage(db, {p.name: p.fingerprint for p in plans}, key)
 
         import optuna
 
@@ -233,25 +301,26 @@ class OptunaSearch(OptunaSweeperImpl):
             lock.release()
         return returns
 
-    def _sampler(self, n_trials_before: int) -> Any:
-        from hydra.utils import instantiate
-
+    def _sampler(self) -> PerTrialSampler:
         cfg = self.config.hydra.sweeper.sampler
-        seed = cfg.get("seed")
-        if seed is None:
-            return self.sampler
-        return instantiate(cfg, seed=int(seed) + n_trials_before)
+        return PerTrialSampler(lambda seed: instantiate(cfg, seed=seed), self.seed)
 
     def _study(self, optuna: Any, storage: Any, plan: StudyPlan) -> Any:
         study = optuna.create_study(storage=storage, study_name=plan.name, direction=plan.objective.direction,
                                     load_if_exists=True)
         if search.FINGERPRINT not in study.user_attrs:
             study.set_user_attr(search.FINGERPRINT, plan.fingerprint)
-        study.sampler = self._sampler(len(study.get_trials(deepcopy=False)))
+        study.sampler = self._sampler()
         return study
 
     def _run_study(self, study: Any, plan: StudyPlan, sweep_dir: Path) -> List[JobReturn]:
-        from optuna.trial import TrialState
+        """Relaunch the trials a killed search left RUNNING, then ask batches of ``n_jobs`` up to ``n_trials``.
+
+        Batches start at multiples of ``n_jobs`` (trial numbers), as in an uninterrupted search: a search
+        killed while asking a batch left its first trials RUNNING and the rest unasked; the rest is asked
+        now, while the study holds what it held then (the finished trials and those RUNNING ones), and the
+        batch is launched whole. A RUNNING trial killed before its parameters were all drawn draws them now."""
+        from optuna.trial import Trial, TrialState
 
         trials = study.get_trials(deepcopy=False)
         stale = [t for t in trials if t.state == TrialState.RUNNING]
@@ -259,18 +328,26 @@ class OptunaSearch(OptunaSweeperImpl):
         log.info("study %s (%s %s of %s, %s): %d of %d trials finished%s", plan.name, plan.objective.direction,
                  plan.objective.value, plan.objective.metric, search.DB_NAME, done, self.n_trials,
                  f", {len(stale)} left running by a search that stopped: launching them again" if stale else "")
+        asked = len(trials)
+        part = asked % self.n_jobs
+        rest = []
+        if stale and part and asked < self.n_trials and all(t.state == TrialState.RUNNING for t in trials[-part:]):
+            rest = [study.ask() for _ in range(min(self.n_jobs - part, self.n_trials - asked))]
+        undrawn = [Trial(study, t._trial_id) for t in stale if set(plan.distributions) - set(t.params)]
+        drawn = dict(zip([t.number for t in undrawn + rest],
+                         self._configure_trials(undrawn + rest, plan.distributions, plan.fixed)))
+        pending = [(t._trial_id, t.number, list(drawn.get(t.number) or self._overrides(t.params, plan.fixed)), True)
+                   for t in stale] + [(t._trial_id, t.number, list(drawn[t.number]), False) for t in rest]
         returns: List[JobReturn] = []
-        for i in range(0, len(stale), self.n_jobs):
-            batch = stale[i:i + self.n_jobs]
-            items = [(t._trial_id, t.number, self._overrides(t.params, plan.fixed)) for t in batch]
-            returns += self._launch(study, plan, items, sweep_dir, relaunched=True)
-            done += len(batch)
-        while done < self.n_trials:
-            asked = [study.ask() for _ in range(min(self.n_jobs, self.n_trials - done))]
-            overrides = self._configure_trials(asked, plan.distributions, plan.fixed)
-            items = [(t._trial_id, t.number, list(o)) for t, o in zip(asked, overrides)]
-            returns += self._launch(study, plan, items, sweep_dir)
-            done += len(asked)
+        for i in range(0, len(pending), self.n_jobs):
+            returns += self._launch(study, plan, pending[i:i + self.n_jobs], sweep_dir)
+        asked += len(rest)
+        while asked < self.n_trials:
+            batch = [study.ask() for _ in range(min(self.n_jobs, self.n_trials - asked))]
+            overrides = self._configure_trials(batch, plan.distributions, plan.fixed)
+            returns += self._launch(study, plan, [(t._trial_id, t.number, list(o), False)
+                                                  for t, o in zip(batch, overrides)], sweep_dir)
+            asked += len(batch)
         return returns
 
     @staticmethod
@@ -281,14 +358,15 @@ class OptunaSearch(OptunaSweeperImpl):
         merged.update(fixed)
         return [f"{k}={v}" for k, v in merged.items()]
 
-    def _launch(self, study: Any, plan: StudyPlan, items: List[Tuple[int, int, List[str]]], sweep_dir: Path,
-                relaunched: bool = False) -> List[JobReturn]:
+    def _launch(self, study: Any, plan: StudyPlan, items: List[Tuple[int, int, List[str], bool]],
+                sweep_dir: Path) -> List[JobReturn]:
+        """Launch one batch, items (trial id, number, overrides, relaunched), and tell each trial its value."""
         from optuna.trial import TrialState
 
-        rets = self.launcher.launch([tuple(o) for _, _, o in items], initial_job_idx=self.job_idx)
+        rets = self.launcher.launch([tuple(o) for _, _, o, _ in items], initial_job_idx=self.job_idx)
         self.job_idx += len(rets)
         storage = study._storage
-        for (trial_id, number, _), ret in zip(items, rets):
+        for (trial_id, number, _, relaunched), ret in zip(items, rets):
             outcome = _outcome(ret)
             value = outcome.get("value")
             attrs = {

@@ -4,6 +4,7 @@ This is the name that conf/hydra/sweeper/optuna.yaml puts in ``_target_``; the i
 documentation) is ganbench.launchers.optuna_search. Hydra imports this module while scanning for
 plugins, so it stays light: optuna is imported only when a search starts.
 """
+import logging
 from typing import Any, List, Optional
 
 from hydra.core.config_search_path import ConfigSearchPath
@@ -13,15 +14,22 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+# Hydra imports optuna (and with it alembic, Optuna's schema migrations) when it resolves the sampler's
+# _target_, before this sweeper exists; alembic then logs "setup plugin ..." at INFO, seven lines through
+# Hydra's logging on every search, even one that stops at a one-line error. This module is imported when
+# Hydra scans for plugins, before that.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
 
 class OptunaSweeper(Sweeper):
     """hydra/sweeper=optuna (see ganbench.launchers.optuna_search.OptunaSearch)."""
 
     def __init__(self, sampler: Any, storage: Optional[str], study_name: Optional[str], n_trials: Any,
-                 n_jobs: Any, params: Optional[DictConfig] = None, studies: Optional[DictConfig] = None) -> None:
+                 n_jobs: Any, params: Optional[DictConfig] = None, studies: Optional[DictConfig] = None,
+                 seed: Any = 0) -> None:
         from ganbench.launchers.optuna_search import OptunaSearch
 
-        self.sweeper = OptunaSearch(sampler, storage, study_name, n_trials, n_jobs, params, studies)
+        self.sweeper = OptunaSearch(sampler, storage, study_name, n_trials, n_jobs, params, studies, seed)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
