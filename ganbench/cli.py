@@ -200,9 +200,9 @@ def validate_task(cfg: DictConfig) -> None:
         check_game(cfg, spec)
     else:
         validate_top(cfg)
-        from .gmm import validate as validate_gmm
+        from .gmm import resolve_device, validate as validate_gmm
 
-        validate_gmm(cfg.get("gmm"))
+        resolve_device(validate_gmm(cfg.get("gmm")), cfg)  # the device exists, as check_game checks for task=gan
 
 
 def task(cfg: DictConfig) -> Optional[dict]:

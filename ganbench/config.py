@@ -389,6 +389,9 @@ def validate(cfg: DictConfig) -> Spec:
     if train.replicas > 1 and train.compile:
         raise ConfigError("train.compile: not available with train.replicas > 1 (the replicated step is not "
                           "compiled yet); use one of the two")
+    if train.replicas > 1 and cfg.get("resume"):
+        raise ConfigError("resume: train.replicas continues each seed from its own run directory; resume=<path> "
+                          "names one checkpoint: drop resume= (or use train.replicas=1)")
     return spec
 
 
