@@ -138,7 +138,7 @@ def _needed(by: str) -> int:
 
 def _head(ctx: Context, metric: str, by: str) -> str:
     stat = "mean ± SE" if by == "se" else "mean"
-    return f"{metric} ({ctx.claim.value}, {stat} over seeds; {'higher' if ctx.higher(metric) else 'lower'} is better)"
+    return f"{metric} ({ctx.claim.value}, {stat} over runs; {'higher' if ctx.higher(metric) else 'lower'} is better)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,9 +202,11 @@ def _threshold(ctx: Context, spec: dict, at_least: bool) -> Tuple[str, str]:
         label = f"best arm {cell.text()}"
     else:
         cell = ctx.cell(metric, arm)
+        if arm is None:
+            cell.name = "all runs"
         label = cell.text()
     relation = ">=" if at_least else "<="
-    numbers = f"{metric} ({ctx.claim.value}, mean over seeds): {label}; claim: {relation} {bound:g}"
+    numbers = f"{metric} ({ctx.claim.value}, mean over runs): {label}; claim: {relation} {bound:g}"
     n, mean, _ = cell.stats
     if n == 0:
         return NO_DATA, numbers
@@ -213,13 +215,13 @@ def _threshold(ctx: Context, spec: dict, at_least: bool) -> Tuple[str, str]:
 
 
 def check_at_least(ctx: Context, spec: dict) -> Tuple[str, str]:
-    """``at_least: {metric, arm, value}``: the arm's mean over seeds is >= value. ``arm: best`` takes the arm
+    """``at_least: {metric, arm, value}``: the arm's mean over its runs (seeds) is >= value. ``arm: best`` takes the arm
     with the best mean (by the metric's direction); no ``arm``: every selected run. Needs one value."""
     return _threshold(ctx, spec, at_least=True)
 
 
 def check_at_most(ctx: Context, spec: dict) -> Tuple[str, str]:
-    """``at_most: {metric, arm, value}``: the arm's mean over seeds is <= value (``at_least``'s arms)."""
+    """``at_most: {metric, arm, value}``: the arm's mean over its runs is <= value (``at_least``'s arms)."""
     return _threshold(ctx, spec, at_least=False)
 
 

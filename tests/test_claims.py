@@ -58,7 +58,7 @@ def test_better_by_se_reproduced_with_hand_computed_numbers(tmp_path):
     v = verdict(BETTER_SE, runs)
     assert v.status == "reproduced"
     assert "dragan 12 ± 1.2 (n=3)" in v.numbers and "vanilla 5 ± 0.58 (n=3)" in v.numbers
-    assert v.line().startswith("claim c (Paper §1, Table 1): reproduced: modes (final, mean ± SE over seeds")
+    assert v.line().startswith("claim c (Paper §1, Table 1): reproduced: modes (final, mean ± SE over runs")
 
 
 def test_better_by_se_not_reproduced_when_intervals_overlap(tmp_path):
@@ -196,7 +196,8 @@ def test_at_least_for_the_best_arm_and_a_named_arm(tmp_path):
 def test_at_most_over_all_runs(tmp_path):
     node = claim(at_most={"metric": "optimal_final_tv", "value": 0.1})
     make_run(tmp_path, ["experiment=gmm_trajectory"], [node], {"optimal_final_tv": 0.014})
-    assert verdict(node, report.find_runs([tmp_path])).status == "reproduced"
+    v = verdict(node, report.find_runs([tmp_path]))
+    assert v.status == "reproduced" and "optimal_final_tv (final, mean over runs): all runs 0.014 (n=1)" in v.numbers
     assert verdict(claim(at_most={"metric": "optimal_final_tv", "value": 0.01}),
                    report.find_runs([tmp_path])).status == "not reproduced"
 
@@ -326,7 +327,7 @@ def test_report_prints_and_writes_the_verdicts(tmp_path, capsys):
     assert report.main([str(root), "--no-figures"]) == 0
     out = capsys.readouterr().out
     assert "claims of experiment=toy (6 runs): 1 reproduced, 1 not reproduced, 1 not enough data" in out
-    assert "claim c (Paper §1, Table 1): reproduced: modes (final, mean ± SE over seeds; higher is better): " \
+    assert "claim c (Paper §1, Table 1): reproduced: modes (final, mean ± SE over runs; higher is better): " \
            "dragan 12 ± 1.2 (n=3) vs vanilla 5 ± 0.58 (n=3)" in out
     assert "claim vanilla_wins (Paper §1, Table 1): not reproduced:" in out
     assert "claim hq (Paper §1, Table 1): not enough data:" in out
