@@ -13,7 +13,7 @@ from .errors import CheckpointError
 # Config keys that define what is being trained: a checkpoint written under other values would not
 # continue the same run. Cadences, iterations (to train longer), evaluation and device may change.
 IDENTITY_KEYS = ("seed", "dataset", "arch", "objective", "penalty", "optimizer", "dynamics", "train.batch_size",
-                 "train.g_average", "train.ema_beta", "pack")
+                 "train.g_average", "train.ema_beta", "pack", "augment")
 
 
 #: The checkpoint layout this ganbench writes and reads. A file without the key is format 1 (written before it

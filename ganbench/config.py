@@ -225,6 +225,8 @@ class Spec:
     opt_d: Any
     #: PacGAN packing (``pack``, ganbench/packing.py): D judges packs of this many samples; 1 = off.
     pack: int = 1
+    #: The augmentation of D's inputs (``augment``, ganbench/augment/); None = none.
+    augment: Any = None
 
 
 def check_resolvable(cfg: DictConfig) -> None:
@@ -384,8 +386,14 @@ def validate(cfg: DictConfig) -> Spec:
 
     pack = check_pack(cfg, train, loss, pen_name)
     check_fits(cfg.arch, cfg.dataset, pack, penalty.gradient_penalty)
+    from .augment import build_augment
+
+    augment = build_augment(cfg.get("augment"))
+    if not augment.identity and cfg.dataset.get("kind") != "image":
+        raise ConfigError(f"augment: augment={augment.name} transforms images; dataset={cfg.dataset.get('name')} "
+                          "holds 2-D points: use augment=none")
     spec = Spec(train=train, loss=loss, n_dis=common.n_dis, penalty=penalty, optimizer=opt_name,
-                opt_g=opt_g, opt_d=opt_d, pack=pack)
+                opt_g=opt_g, opt_d=opt_d, pack=pack, augment=augment)
     if train.replicas > 1 and train.compile:
         raise ConfigError("train.compile: not available with train.replicas > 1 (the replicated step is not "
                           "compiled yet); use one of the two")

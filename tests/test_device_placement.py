@@ -137,17 +137,22 @@ def install(monkeypatch, mode: Placement) -> None:
     monkeypatch.setattr(nn.Module, "to", module_to_marked)
 
 
-def trace(tmp_path: Path, monkeypatch, overrides: List[str], steps: int = 3) -> List[Tuple[str, str]]:
+def trace(tmp_path: Path, monkeypatch, overrides: List[str], steps: int = 3,
+          data: List[str] = POINTS) -> List[Tuple[str, str]]:
     """The mixed operators of ``steps`` generator steps of the run composed from ``overrides``."""
     from ganbench.train import prepare, run
 
     schedule = [f"train.iterations={steps}", "train.log_every=1000", "train.ckpt_every=1000",
                 "train.sample_every=1000"]
-    all_overrides = FAST + POINTS + schedule + list(overrides)
+    all_overrides = FAST + data + schedule + list(overrides)
     mode = Placement(torch.device("cpu"))
     install(monkeypatch, mode)
     with mode:
         start = prepare(compose(all_overrides), tmp_path / "seed=0")
+        # On the CPU, place() keeps an image dataset's tensor where it is; a GPU run with dataset.on_device
+        # true (or auto, when it fits) holds it on the device.
+        if isinstance(getattr(start.data, "data", None), torch.Tensor):
+            mode.mark(start.data.data)
         games = [start.game] if start.game is not None else [p.game for p in start.parts]
         for game in games:
             inner = game.step
@@ -197,6 +202,13 @@ def test_no_host_tensor_meets_device_tensors_in_a_step(tmp_path, monkeypatch, ov
     violations = trace(tmp_path, monkeypatch, overrides)
     assert not violations, ("operators of a step mix device tensors with host tensors: "
                             + "; ".join(sorted({f"{op} at {site}" for op, site in violations})))
+
+
+@pytest.mark.parametrize("overrides", [["augment=diffaug", "objective=dragan"], ["augment=diffaug", "objective=wgan_gp",
+                                                                        "train.replicas=2"]], ids=["diffaug", "diffaug-replicas"])
+def test_image_steps_make_no_host_tensors(tmp_path, monkeypatch, image_overrides, overrides):
+    violations = trace(tmp_path, monkeypatch, overrides, data=image_overrides)
+    assert not violations, "; ".join(sorted({f"{op} at {site}" for op, site in violations}))
 
 
 def test_the_marker_sees_a_host_tensor_made_inside_a_step(tmp_path, monkeypatch):

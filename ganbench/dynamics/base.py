@@ -124,15 +124,18 @@ class Game:
     #: PacGAN packing (the top-level ``pack``, ganbench/packing.py): D sees packs of this many samples. Set by
     #: ``bind``; not a dynamics key.
     pack = 1
+    #: The augmentation of D's inputs (``augment``, ganbench/augment/), None for none. Set by ``bind``.
+    augment = None
 
     def __post_init__(self) -> None:
         if not self.instance_noise >= 0:
             raise ConfigError(f"instance_noise: must be >= 0 (got {self.instance_noise})")
 
     def bind(self, players: Players, loss: Any, penalty: Any, n_dis: int, data: Any, batch_size: int,
-             iterations: int = 1, layout: Layout = SINGLE, pack: int = 1) -> "Game":
+             iterations: int = 1, layout: Layout = SINGLE, pack: int = 1, augment: Any = None) -> "Game":
         self.players, self.loss, self.penalty, self.n_dis = players, loss, penalty, n_dis
         self.pack = pack
+        self.augment = augment if augment is not None and not augment.identity else None
         self.data, self.batch_size, self.iterations = data, batch_size, iterations
         # One run, or N replicas stacked on a leading axis (ganbench/replicas.py): the batch axis, the
         # per-run reductions and each run's random stream.
@@ -201,13 +204,16 @@ class Game:
         return self.instance_noise * max(0.0, 1.0 - self.g_step / max(self.iterations, 1))
 
     def noisy(self, x: Tensor) -> Tensor:
-        """D's view of an input batch of B samples: pack_m(x + σ_t·ε), ε ~ N(0, I), B/m packed samples
-        (ganbench/packing.py). The identity when instance noise is off and pack=1.
+        """D's view of an input batch of B samples: pack_m(T(x) + σ_t·ε), ε ~ N(0, I), T the augmentation
+        (``augment``, drawn per sample; the identity for augment=none), B/m packed samples (ganbench/packing.py).
+        The identity when augment=none, instance noise is off and pack=1.
 
         Every input D gets in a game step (real, fake, the generator step's fake) goes through here, so the
         penalties and losses that read ``self.real`` / ``self.fake`` see packed samples. The noise is drawn on
         the unpacked batch (the same draw as without packing: σ·ε is elementwise, so noising then packing is
         packing then noising)."""
+        if self.augment is not None:
+            x = self.augment(x, self.layout)
         if self.instance_noise != 0:
             x = x + self.noise_std() * self.layout.randn_like(x)
         return x if self.pack == 1 else pack(x, self.pack, self.layout.batch_dims)
