@@ -205,3 +205,136 @@ def test_the_draws_are_a_function_of_the_seed_and_the_trial_number():
 
     assert trial_seed(0, 3) == trial_seed(0, 3) != trial_seed(3, 0)
     assert len({trial_seed(s, n) for s in range(4) for n in range(4)}) == 16
+
+
+# ------------------------------------------------------------------------------ sampler state in storage
+
+
+class Payload:
+    """Unpickled, creates ``marker`` (pickle calls open(marker, "w")): what a planted attribute could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _planted(db: Path, marker: Path, where: str, fingerprint=None) -> bytes:
+    """An optuna.db of study 's' (with ganbench's fingerprint, so only the attribute is wrong) whose last
+    complete trial (where="trial", where CMA-ES keeps its optimizer) or the study itself holds a pickled
+    ``cma:optimizer``, as 2-D trials so that CmaEsSampler would restore it."""
+    payload = pickle.dumps(Payload(marker)).hex()
+    st = optuna.create_study(storage=f"sqlite:///{db}", study_name="s")
+    st.set_user_attr("ganbench_search", fingerprint or {"metric": "hq_pct"})
+
+    def objective(t):
+        if where == "trial" and t.number == 1:
+            t.set_system_attr("cma:optimizer", payload)
+        return t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1)
+
+    st.optimize(objective, n_trials=2)
+    if where == "study":
+        st.set_system_attr("cma:optimizer", payload)
+    return db.read_bytes()
+
+
+@pytest.mark.parametrize("where", ["trial", "study"])
+def test_a_planted_sampler_pickle_is_refused_before_optuna_opens_the_file(tmp_path, where):
+    """check_storage (run before anything is written) refuses a file holding a system attribute, in one line,
+    and leaves it as it was; the marker is never created. The control: Optuna's CmaEsSampler on a copy of the
+    trial-planted file does run the payload, so the file is the attack it stands for."""
+    from ganbench.errors import ConfigError
+    from ganbench.search import check_storage
+
+    db, marker = tmp_path / "optuna.db", tmp_path / "marker"
+    before = _planted(db, marker, where)
+    with pytest.raises(ConfigError) as err:
+        check_storage(db, {"s": {"metric": "hq_pct"}}, "hydra.sweep.dir")
+    msg = str(err.value)
+    assert "\n" not in msg
+    trial = ", trial 1" if where == "trial" else ""
+    assert msg.startswith(f"{db}: study 's'{trial} holds the system attribute 'cma:optimizer', which ganbench's "
+                          "search never writes")
+    assert not marker.exists() and db.read_bytes() == before
+
+    if where == "trial":
+        copy = tmp_path / "copy.db"
+        copy.write_bytes(before)
+        st = optuna.load_study(study_name="s", storage=f"sqlite:///{copy}", sampler=optuna.samplers.CmaEsSampler())
+        with pytest.raises(Exception):  # the "optimizer" it unpickled is a file object
+            st.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1), n_trials=1)
+        assert marker.exists()
+
+
+def test_a_search_of_ganbench_writes_no_system_attribute(tmp_path):
+    """What the check allows: the loop with TPE and with random sampling leaves no system attribute, so a
+    file of ganbench's own search passes it."""
+    from ganbench.search import read_system_attrs
+
+    for sampler in (TPE, RANDOM):
+        db = f"{sampler['_target_']}.db"
+        _run(tmp_path, db, sampler, StubLauncher(), n_trials=5)
+        assert read_system_attrs(tmp_path / db) == []
+
+
+# ---------------------------------------------------------------------------------------- the command
+
+
+TINY = ["dataset=ring8", "arch=mlp", "arch.width=16", "arch.depth=1", "train.batch_size=64", "train.iterations=10",
+        "train.progress=false", "threads=1", "device=cpu", "search.metric=hq_pct", "hydra.sweeper.n_trials=1",
+        "objective.lr=tag(log, interval(1e-4, 1e-2))"]
+
+
+def _listing(root: Path):
+    return sorted((p.relative_to(root).as_posix(), p.stat().st_size if p.is_file() else None)
+                  for p in root.rglob("*"))
+
+
+def _refused(tmp_path: Path, *args: str) -> str:
+    """Run a search that must be refused: exit 1, one line on stderr (returned), nothing on stdout (no
+    alembic "setup plugin" lines), nothing written under tmp_path (the command's cwd)."""
+    before = _listing(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    done = subprocess.run([str(GANBENCH), "-m", "hydra/sweeper=optuna", f"hydra.sweep.dir={tmp_path / 's'}", *TINY,
+                           *args], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ganbench: error: "), done.stderr[-3000:]
+    assert _listing(tmp_path) == before
+    return lines[0][len("ganbench: error: "):]
+
+
+SAMPLER_LINE = ("hydra/sweeper/sampler: {} is not available in a search; allowed: tpe, random (a grid is a plain "
+                "sweep: ganbench -m a=1,2,3; cmaes stores pickles in the study database; nsgaii and motpe need "
+                "several objectives)")
+
+
+def test_grid_sampler_is_refused_in_one_complete_line(tmp_path):
+    assert _refused(tmp_path, "hydra/sweeper/sampler=grid") == SAMPLER_LINE.format("grid")
+
+
+def test_cmaes_is_refused_and_a_planted_pickle_never_runs(tmp_path):
+    """sampler=cmaes on a sweep directory whose optuna.db carries a planted cma:optimizer; then the same file
+    with TPE: refused both times in one line, the marker never created."""
+    sweep, marker = tmp_path / "s", tmp_path / "marker"
+    sweep.mkdir()
+    _planted(sweep / "optuna.db", marker, "trial")
+    assert _refused(tmp_path, "hydra/sweeper/sampler=cmaes") == SAMPLER_LINE.format("cmaes")
+    line = _refused(tmp_path)
+    assert line.startswith(f"{sweep / 'optuna.db'}: study 's', trial 1 holds the system attribute 'cma:optimizer'")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("storage, message", [
+    ("afile/x.db", "hydra.sweeper.storage: {d}/afile/x.db cannot be created: {d}/afile is a file, not a directory"),
+    ("adir", "hydra.sweeper.storage: {d}/adir is a directory; give a file, e.g. sqlite:///{d}/adir/optuna.db"),
+    ("afile", "hydra.sweeper.storage: {d}/afile: not an Optuna database (file is not a database); it was left "
+              "untouched; use another hydra.sweep.dir or hydra.sweeper.storage"),
+])
+def test_a_bad_storage_path_names_the_key(tmp_path, storage, message):
+    """A file under a file, a directory, a file that is not a database: one line naming the key."""
+    (tmp_path / "afile").write_bytes(b"not a database" * 100)
+    (tmp_path / "adir").mkdir()
+    assert _refused(tmp_path, f"hydra.sweeper.storage=sqlite:///{tmp_path / storage}") == message.format(d=tmp_path)
