@@ -518,3 +518,10 @@ def test_bogonet_table_prints_the_claims(tmp_path, capsys):
     assert "claim c (Paper §1, Table 1): reproduced: mnist_is (final, mean over an instance's seeds): dragan beats " \
            "vanilla on 2 of 3 instances (arch.seed) with every arm; claim: a share >= 0.5" in out
     assert "## Claims of experiment=bogonet" in (root / "bogonet_table.md").read_text()
+
+
+def test_equal_budget_toy_does_not_inherit_toy_veegans_claims():
+    from conftest import compose
+
+    assert list(compose(["experiment=equal_budget_toy"]).claims) == []
+    assert len(compose(["experiment=toy_veegan"]).claims) == 2
