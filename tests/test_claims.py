@@ -520,8 +520,9 @@ def test_bogonet_table_prints_the_claims(tmp_path, capsys):
     assert "## Claims of experiment=bogonet" in (root / "bogonet_table.md").read_text()
 
 
-def test_equal_budget_toy_does_not_inherit_toy_veegans_claims():
+def test_the_searches_do_not_inherit_toy_veegans_claims():
     from conftest import compose
 
-    assert list(compose(["experiment=equal_budget_toy"]).claims) == []
+    for preset in ("equal_budget_toy", "tune_dragan_grid25", "tune_wgan_gp_grid25"):
+        assert list(compose([f"experiment={preset}"]).claims) == [], preset
     assert len(compose(["experiment=toy_veegan"]).claims) == 2
