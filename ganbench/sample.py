@@ -4,8 +4,10 @@
     ganbench-sample RUN_DIR --n 1000 --out samples/         # one PNG per sample (torch-fidelity reads a folder)
     ganbench-sample RUN_DIR --grid --out grid.png           # --n samples (default 64) as one grid
     ganbench-sample RUN_DIR --walk 8 --out walk.png         # 8 latent interpolations (DRAGAN Figures 9-10), --slerp
-    ganbench-sample RUN_DIR --density --out density.png     # a 2-D run: points over D's level sets
-    ganbench-sample RUN_DIR --points --n 2500 --out points.npz  # a 2-D run's samples, float32 (N, 2)
+    ganbench-sample RUN_DIR --density --out density.png     # a 2-D run: samples over D's level sets
+    ganbench-sample RUN_DIR --n 2500 --out points.npz       # a 2-D run's samples, float32 (N, 2)
+
+A 2-D run's --grid is its samples over real ones and its --walk each interpolation's path through the plane.
 
 RUN_DIR is one run's directory (a replicated job's ``seed=<s>/`` folders are runs of their own). The generator
 is rebuilt from the configuration the checkpoint carries and loaded from ``checkpoints/last.pt`` with
@@ -38,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                epilog="Output kinds (one per call): samples (default), --grid, --walk K, --density, --points.",
+                epilog="Output kinds (one per call): samples (default), --grid, --walk K, --density (2-D runs).",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holding checkpoints/last.pt)")
     p.add_argument("--out", required=True, help="where to write: a folder of PNGs, or FILE.npz / FILE.png")
@@ -49,7 +51,6 @@ def parser() -> argparse.ArgumentParser:
     kind.add_argument("--grid", action="store_true", help="one PNG grid of --n samples")
     kind.add_argument("--walk", type=int, metavar="K", default=None, help="K latent interpolations, one per row")
     kind.add_argument("--density", action="store_true", help="2-D runs: samples over D's level sets (PNG)")
-    kind.add_argument("--points", action="store_true", help="2-D runs: --n samples as float32 (N, 2) in FILE.npz")
     p.add_argument("--steps", type=int, default=10, help="--walk: images per interpolation, ends included (10)")
     p.add_argument("--slerp", action="store_true", help="--walk: spherical instead of linear interpolation")
     p.add_argument("--nrow", type=int, default=None, help="--grid: images per row (default: about sqrt(n))")
@@ -231,38 +232,16 @@ def run(args: argparse.Namespace) -> str:
     points = config["dataset"].get("kind") == "points"
     which = "averaged G" if args.ema else "G"
 
-    if points != bool(args.density or args.points):
-        if points:
-            raise SampleError("a 2-D run's samples are points: use --points (FILE.npz) or --density (FILE.png)")
-        raise SampleError(f"--{'density' if args.density else 'points'}: only for 2-D runs; this run trains on "
-                          f"dataset={config['dataset'].get('name')} (images)")
     suffix = out.suffix.lower()
-    if args.density:
-        from .board import density_figure
-        from .data import build_dataset
-
-        if suffix != ".png":
-            raise SampleError("--out: --density writes a PNG file (FILE.png)")
-        import matplotlib.pyplot as plt
-        from omegaconf import OmegaConf
-
-        data = build_dataset(OmegaConf.create(config["dataset"]), torch.device("cpu"), int(config["seed"]))
-        n = args.n or 2500
-        real = data.sample_eval(n, torch.Generator().manual_seed(args.seed + 1))
-        fig = density_figure(G.cpu(), D.cpu() if D is not None else None, latents(n, G.z_dim, args.seed), real)
-        write_file(out, lambda tmp: fig.savefig(tmp, format="png"))
-        plt.close(fig)
-        return f"{PROG}: wrote {out}: {n} samples of {which} over D's level sets ({path})"
-    if args.points:
-        if suffix != ".npz":
-            raise SampleError("--out: --points writes FILE.npz")
-        n = args.n or 10000
-        x = generate(G, latents(n, G.z_dim, args.seed), device, args.batch_size).numpy().astype(np.float32)
-        write_file(out, lambda tmp: np.savez(open(tmp, "wb"), arr_0=x))
-        return f"{PROG}: wrote {out}: {n} points of {which}, float32 (N, 2) under arr_0 ({path})"
+    if args.density and not points:
+        raise SampleError(f"--density: only for 2-D runs; this run trains on dataset={config['dataset'].get('name')} "
+                          "(images)")
+    if (args.density or args.grid or args.walk is not None) and suffix != ".png":
+        raise SampleError(f"--out: --{'density' if args.density else 'grid' if args.grid else 'walk'} writes a PNG "
+                          "file (FILE.png)")
+    if points:
+        return points_output(args, G, D, config, device, out, which, path)
     if args.walk is not None:
-        if suffix != ".png":
-            raise SampleError("--out: --walk writes a PNG file (FILE.png)")
         ends = latents(2 * args.walk, G.z_dim, args.seed)
         z = torch.cat([interpolate(ends[2 * k], ends[2 * k + 1], args.steps, args.slerp) for k in range(args.walk)])
         grid = image_grid(generate(G, z, device, args.batch_size), nrow=args.steps)
@@ -270,8 +249,6 @@ def run(args: argparse.Namespace) -> str:
         kind = "spherical" if args.slerp else "linear"
         return f"{PROG}: wrote {out}: {args.walk} {kind} interpolations of {args.steps} images, {which} ({path})"
     if args.grid:
-        if suffix != ".png":
-            raise SampleError("--out: --grid writes a PNG file (FILE.png)")
         n = args.n or 64
         grid = image_grid(generate(G, latents(n, G.z_dim, args.seed), device, args.batch_size),
                           nrow=args.nrow or max(1, round(n ** 0.5)))
@@ -293,6 +270,56 @@ def run(args: argparse.Namespace) -> str:
 
     write_folder(out, write_pngs)
     return f"{PROG}: wrote {out}/: {n} PNG samples of {which} ({path})"
+
+
+def points_output(args: argparse.Namespace, G: Any, D: Any, config: Dict[str, Any], device: Any, out: Path,
+                  which: str, path: Path) -> str:
+    """A 2-D run's outputs: its samples as float32 (N, 2) points (FILE.npz); --grid: the samples over real ones,
+    --density: the same over D's level sets, --walk: each interpolation's path through the plane (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+    from omegaconf import OmegaConf
+
+    from .board import density_figure
+    from .data import build_dataset
+
+    if not (args.density or args.grid or args.walk is not None):
+        if out.suffix.lower() != ".npz":
+            raise SampleError("--out: a 2-D run's samples are points: FILE.npz (or --grid, --density, --walk: FILE.png)")
+        n = args.n or 10000
+        x = generate(G, latents(n, G.z_dim, args.seed), device, args.batch_size).numpy().astype(np.float32)
+        write_file(out, lambda tmp: np.savez(open(tmp, "wb"), arr_0=x))
+        return f"{PROG}: wrote {out}: {n} points of {which}, float32 (N, 2) under arr_0 ({path})"
+    data = build_dataset(OmegaConf.create(config["dataset"]), torch.device("cpu"), int(config["seed"]))
+    n = args.n or 2500
+    real = data.sample_eval(n, torch.Generator().manual_seed(args.seed + 1))
+    G = G.cpu()
+    if args.walk is None:
+        fig = density_figure(G, D.cpu() if args.density and D is not None else None, latents(n, G.z_dim, args.seed),
+                             real)
+        what = f"{n} samples of {which}" + (" over D's level sets" if args.density else "")
+    else:
+        ends = latents(2 * args.walk, G.z_dim, args.seed)
+        fig, ax = plt.subplots(figsize=(5, 5), dpi=90)
+        ax.scatter(real[:, 0], real[:, 1], s=3, c="tab:orange", alpha=0.3, label="real")
+        for k in range(args.walk):
+            z = interpolate(ends[2 * k], ends[2 * k + 1], args.steps, args.slerp)
+            path_k = generate(G, z, torch.device("cpu"), args.batch_size).numpy()
+            ax.plot(path_k[:, 0], path_k[:, 1], "-o", ms=3, lw=1)
+            ax.plot(path_k[:1, 0], path_k[:1, 1], "k^", ms=5)  # where each walk starts
+        bounds = float(real.abs().max()) * 1.4 + 0.1
+        ax.set_xlim(-bounds, bounds)
+        ax.set_ylim(-bounds, bounds)
+        ax.set_aspect("equal")
+        fig.tight_layout()
+        what = f"{args.walk} {'spherical' if args.slerp else 'linear'} interpolations of {args.steps} points, {which}"
+    write_file(out, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return f"{PROG}: wrote {out}: {what} ({path})"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -199,22 +199,24 @@ def test_sample_from_a_cifar10_run(tmp_path, data_cache, capsys):
 
 
 # ---- 2-D runs: a replicated job's seeds ----
-def test_points_and_density_of_each_replica(toy_job, tmp_path, capsys):
+def test_points_grid_walk_and_density_of_each_replica(toy_job, tmp_path, capsys):
     from PIL import Image
 
     arrays = []
     for seed in (0, 1):
         out = tmp_path / f"points{seed}.npz"
-        code, text, err = call([toy_job / f"seed={seed}", "--points", "--n", 100, "--out", out], capsys)
+        code, text, err = call([toy_job / f"seed={seed}", "--n", 100, "--out", out], capsys)
         assert code == 0, err
         arrays.append(np.load(out)["arr_0"])
         assert arrays[-1].shape == (100, 2) and arrays[-1].dtype == np.float32
-        density = tmp_path / f"density{seed}.png"
-        assert call([toy_job / f"seed={seed}", "--density", "--n", 200, "--out", density], capsys)[0] == 0
-        assert Image.open(density).size[0] > 100
+        for kind in (["--density"], ["--grid"], ["--walk", "3", "--slerp"]):
+            png = tmp_path / f"{kind[0][2:]}{seed}.png"
+            code, text, err = call([toy_job / f"seed={seed}", *kind, "--n", 200, "--out", png], capsys)
+            assert code == 0, err
+            assert Image.open(png).size[0] > 100
     assert not np.array_equal(arrays[0], arrays[1])  # two trained generators, not one
     # The job's folder itself holds no checkpoint: the error names its runs.
-    code, _, err = call([toy_job, "--points", "--out", tmp_path / "x.npz"], capsys)
+    code, _, err = call([toy_job, "--out", tmp_path / "x.npz"], capsys)
     assert code == 1 and "seed=0, seed=1" in err and len(err.strip().splitlines()) == 1
 
 
@@ -246,9 +248,10 @@ def _bad_cases(image_run: Path, toy_job: Path, tmp_path: Path) -> List[tuple]:
         ("out not empty", [image_run, "--n", 2, "--out", full], "exists and is not empty"),
         ("out file exists", [image_run, "--n", 2, "--out", existing], "exists; choose another --out"),
         ("out parent missing", [image_run, "--n", 2, "--out", tmp_path / "no" / "a.npz"], "does not exist"),
-        ("ema without average", [noema, "--points", "--ema", "--out", tmp_path / "a.npz"], "no averaged generator"),
+        ("ema without average", [noema, "--ema", "--out", tmp_path / "a.npz"], "no averaged generator"),
         ("density of images", [image_run, "--density", "--out", tmp_path / "d.png"], "only for 2-D runs"),
         ("pngs of points", [noema, "--out", tmp_path / "pts"], "a 2-D run's samples are points"),
+        ("walk suffix", [noema, "--walk", 2, "--out", tmp_path / "w.npz"], "--walk writes a PNG"),
         ("grid suffix", [image_run, "--grid", "--out", tmp_path / "g.jpg"], "writes a PNG file"),
         ("bad n", [image_run, "--n", 0, "--out", tmp_path / "a.npz"], "--n: must be an integer >= 1"),
         ("bad device", [image_run, "--device", "cuda:7", "--out", tmp_path / "a.npz"], "--device"),
