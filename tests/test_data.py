@@ -558,6 +558,45 @@ def test_mnist_train_download_failure_is_one_line(mnist_root, monkeypatch):
     assert "dataset=folder dataset.path=/path/to/images.tar.gz dataset.split=train " in msg
 
 
+@needs_mnist
+@pytest.mark.parametrize("bad", ["truncated-raw", "truncated-gz", "crafted-processed"])
+def test_bad_mnist_file_is_named_and_runs_nothing(mnist_root, monkeypatch, tmp_path, bad):
+    """A corrupt MNIST file, or a legacy processed/*.pt that weights_only=True refuses (torchvision reads those
+    before the raw files), gives one line naming the file; the crafted file's payload does not run."""
+    _no_network(monkeypatch)
+    raw = mnist_root / "MNIST" / "raw"
+    build_dataset(load_cfg("mnist", root=str(mnist_root), split="test", cache=False), CPU, 0)  # extracts the .gz
+    marker = tmp_path / "MARKER"
+    if bad == "truncated-raw":
+        path = raw / "t10k-images-idx3-ubyte"
+        path.write_bytes(path.read_bytes()[:1000])
+    elif bad == "truncated-gz":
+        path = raw / "t10k-labels-idx1-ubyte.gz"
+        (raw / "t10k-labels-idx1-ubyte").unlink()
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        (mnist_root / "MNIST" / "processed").mkdir()
+        path = mnist_root / "MNIST" / "processed" / "training.pt"
+        for name in ("training.pt", "test.pt"):
+            torch.save({"data": _Payload(marker)}, mnist_root / "MNIST" / "processed" / name)
+    with pytest.raises(DataError) as info:
+        build_dataset(load_cfg("mnist", root=str(mnist_root), split="test", cache=False), CPU, 0)
+    msg = str(info.value)
+    assert msg.startswith(f"MNIST file {path} is refused or corrupt (") and "\n" not in msg
+    assert "weights_only=False" not in msg and not marker.exists()
+
+
+def test_corrupt_cifar10_archive_is_named(tmp_path, monkeypatch):
+    _no_network(monkeypatch)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "cifar-10-python.tar.gz").write_bytes(b"not the archive")
+    with pytest.raises(DataError) as info:
+        build_dataset(load_cfg("cifar10", root=str(root)), CPU, 0)
+    assert str(info.value).startswith(f"CIFAR-10 file {root / 'cifar-10-python.tar.gz'} is refused or corrupt "
+                                      "(ValueError: its md5 is not torchvision's c58f30108f718f92721af3b95e74349a)")
+
+
 @pytest.mark.parametrize("name", ["cifar10", "mnist"])
 def test_torchvision_split_must_be_train_or_test(tmp_path, name):
     with pytest.raises(ConfigError) as info:

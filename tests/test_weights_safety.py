@@ -190,3 +190,39 @@ def test_crafted_weights_through_a_tiny_run(tmp_path, image_overrides):
     assert "weights_only=False" not in output
     train_log = "".join(p.read_text() for p in run_dir.glob("*.log"))
     assert sum(str(path) in line and "WARNING" in line for line in train_log.splitlines()) == 1, train_log[-3000:]
+
+
+# ---------------------------------------------------------------- the digit classifier (mnist_is, stacked)
+
+@pytest.mark.parametrize("where", ["classifier_path", "cached"])
+@pytest.mark.parametrize("kind", ["crafted", "truncated", "not-a-classifier"])
+def test_bad_classifier_file_is_named_and_runs_nothing(tmp_path, caplog, where, kind):
+    """A refused, corrupt or foreign classifier file gives one warning naming the file, null mnist_is, and never
+    the advice to load it with weights_only=False; the crafted one's payload does not run."""
+    from test_mnist_is import DigitData, DigitG, eval_cfg
+
+    cfg = eval_cfg(tmp_path, names=["mnist_is"], mnist_is_samples=50, mnist_is_splits=5)
+    path = tmp_path / "clf.pt" if where == "classifier_path" else tmp_path / "cache" / "mnist_classifier.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if where == "classifier_path":
+        cfg.metrics.classifier_path = str(path)
+    marker = tmp_path / "MARKER"
+    if kind == "crafted":
+        torch.save({"state_dict": {}, "meta": {"width": _Payload(marker)}}, path)
+    elif kind == "truncated":
+        torch.save({"state_dict": {"w": torch.zeros(100)}, "meta": {}}, path)
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        torch.save({"w": torch.zeros(3)}, path)  # plain tensors, but not save_classifier's layout
+    with caplog.at_level(logging.WARNING):
+        ev = build_evaluator(cfg, DigitData(), "cpu")
+        out = ev.evaluate(DigitG(), step=0, final=False, z_dim=10)
+    assert not marker.exists()
+    assert out == {"mnist_is": None, "mnist_is_std": None}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and f"digit classifier {path} rejected: " in warnings[0] and "\n" not in warnings[0]
+    assert "weights_only=False" not in warnings[0] and "will likely succeed" not in warnings[0]
+    assert str(path) in ev.reasons["mnist_is"]
+    if kind == "crafted":
+        assert "torch.load(weights_only=True) refused it" in warnings[0]
+    assert ("must be a file written by" if where == "classifier_path" else "delete it so that") in warnings[0]

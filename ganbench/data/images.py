@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import socket
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -160,17 +162,55 @@ def _one_line(e: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _open_torchvision(factory: Callable[[bool], object], failure: Callable[[BaseException], str]):
-    """factory(download) -> torchvision dataset; try the files on disk first, then torchvision's download."""
+def _bad_file(title: str, files: list[tuple[Path, Callable[[Path], None]]]) -> str | None:
+    """One line naming the first of ``files`` that exists and fails its check (``check(path)`` raises), or None."""
+    from ganbench.errors import one_line_error
+
+    for path, check in files:
+        if not path.is_file():
+            continue
+        try:
+            check(path)
+        except Exception as e:  # noqa: BLE001 - any failure of the check: the file is what is wrong
+            return (f"{title} file {path} is refused or corrupt ({_one_line(one_line_error(e))}); delete it so that "
+                    f"torchvision reads or downloads it again")
+    return None
+
+
+def _md5(md5: str) -> Callable[[Path], None]:
+    def check(path: Path) -> None:
+        from torchvision.datasets.utils import check_integrity
+
+        if not check_integrity(str(path), md5):
+            raise ValueError(f"its md5 is not torchvision's {md5}")
+    return check
+
+
+def _weights_only(path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's pickle-protocol notes
+        torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _open_torchvision(factory: Callable[[bool], object], failure: Callable[[BaseException], str], title: str = "",
+                      files: list[tuple[Path, Callable[[Path], None]]] = ()):
+    """factory(download) -> torchvision dataset; try the files on disk first, then torchvision's download.
+
+    ``files``: the local files torchvision reads, each with a check; when reading fails, the first that fails its
+    check is named (a file refused by weights_only=True at once: a download would not replace it)."""
     try:
         return factory(False)
-    except RuntimeError:
-        pass  # not there (or corrupt): let torchvision download it
+    except pickle.UnpicklingError:  # MNIST's legacy processed/*.pt, refused by torch.load(weights_only=True)
+        bad = _bad_file(title, files)
+        if bad:
+            raise DataError(bad) from None
+    except Exception:  # noqa: BLE001 - not there or corrupt: let torchvision download it
+        pass
     try:
         with _socket_timeout(_DOWNLOAD_TIMEOUT_S):
             return factory(True)
-    except Exception as e:  # URLError, RuntimeError (md5/mirrors), OSError (permissions, disk)
-        raise DataError(failure(e)) from None
+    except Exception as e:  # URLError, RuntimeError (md5/mirrors), OSError (permissions, disk), a corrupt file
+        raise DataError(_bad_file(title, files) or failure(e)) from None
 
 
 def _mnist_split_class():
@@ -212,7 +252,14 @@ def _read_cifar10(root: Path, split: str, train_split: str | None = "train") -> 
         return (f"cannot download CIFAR-10 into {root} ({_one_line(e)}; no network?): place "
                 f"cifar-10-python.tar.gz there, set GANBENCH_DATA{_folder_hint(train_split)}")
 
-    ds = _open_torchvision(lambda download: CIFAR10(str(root), train=split == "train", download=download), failure)
+    from torchvision.datasets.cifar import CIFAR10 as known  # its file names and md5s
+
+    batches = root / known.base_folder
+    files = [(root / known.filename, _md5(known.tgz_md5))] + [
+        (batches / name, _md5(md5)) for name, md5 in known.train_list + known.test_list]
+    files.append((batches / known.meta["filename"], _md5(known.meta["md5"])))
+    ds = _open_torchvision(lambda download: CIFAR10(str(root), train=split == "train", download=download), failure,
+                           "CIFAR-10", files)
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
     return {"images": images, "labels": torch.as_tensor(ds.targets, dtype=torch.int64)}
 
@@ -226,7 +273,14 @@ def _read_mnist(root: Path, split: str, train_split: str | None = "train") -> di
                 f"place {prefix}-images-idx3-ubyte.gz and {prefix}-labels-idx1-ubyte.gz there, set "
                 f"GANBENCH_DATA{_folder_hint(train_split)}")
 
-    ds = _open_torchvision(lambda download: cls(str(root), train=split == "train", download=download), failure)
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    raw, md5 = root / "MNIST" / "raw", dict(cls.resources)
+    files = [(root / "MNIST" / "processed" / name, _weights_only) for name in ("training.pt", "test.pt")]
+    for name, read in ((f"{prefix}-images-idx3-ubyte", read_image_file), (f"{prefix}-labels-idx1-ubyte", read_label_file)):
+        files += [(raw / f"{name}.gz", _md5(md5[f"{name}.gz"])), (raw / name, lambda p, read=read: read(str(p)))]
+    ds = _open_torchvision(lambda download: cls(str(root), train=split == "train", download=download), failure,
+                           "MNIST", files)
     return {"images": ds.data.unsqueeze(1).contiguous(), "labels": ds.targets.to(torch.int64)}
 
 

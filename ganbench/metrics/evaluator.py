@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ganbench.errors import ConfigError, DataError
+from ganbench.errors import ConfigError, DataError, one_line_error
 from ganbench.metrics import mnist_score, reference, stacked, toy
 from ganbench.metrics.features import FeatureExtractor, WeightsUnavailable, build_extractor, images_to_uint8
 # The metric names, their directions and the datasets' default groups (imported by name from here too) live in
@@ -473,7 +473,8 @@ def _mnist_roots(cfg: DictConfig) -> list:
 
 def load_or_train_classifier(cfg: DictConfig, device) -> tuple[torch.nn.Module, dict]:
     """The cached digit classifier (metrics.classifier_path, default <cache_dir>/mnist_classifier.pt), trained
-    and cached on first use. Raises FileNotFoundError when it is missing and no MNIST data can be found."""
+    and cached on first use. Raises FileNotFoundError when it is missing and no MNIST data can be found, and
+    WeightsUnavailable naming the file when torch.load(weights_only=True) refuses it or it is corrupt."""
     cache_dir = Path(cfg.metrics.cache_dir).expanduser()
     path = Path(cfg.metrics.classifier_path or cache_dir / "mnist_classifier.pt").expanduser()
     if not path.is_file():
@@ -487,9 +488,19 @@ def load_or_train_classifier(cfg: DictConfig, device) -> tuple[torch.nn.Module, 
             model, meta = stacked.train_classifier(data, device=device)
         stacked.save_classifier(model, meta, path)
         log.info("digit classifier: test accuracy %.4f on %s", meta["test_accuracy"], meta["test_split"])
-    model, meta = stacked.load_classifier(path, device)
-    from ganbench.metrics.features import sha256_file
+    import pickle
 
+    from ganbench.metrics.features import _refusal, sha256_file
+
+    try:
+        model, meta = stacked.load_classifier(path, device)
+    except Exception as err:  # noqa: BLE001 - refused (weights-only), truncated, or not save_classifier's layout
+        # The file is named, and what torch.load objected to, never its advice to load the file unrestricted.
+        why = (f"torch.load(weights_only=True) refused it ({_refusal(err)})" if isinstance(err, pickle.UnpicklingError)
+               else one_line_error(err).split(". ")[0])
+        where = ("metrics.classifier_path must be a file written by scripts/train_mnist_classifier.py"
+                 if cfg.metrics.classifier_path else "delete it so that it is trained again")
+        raise WeightsUnavailable(f"digit classifier {path} rejected: {why}; {where}") from None
     return model, {**meta, "path": str(path), "sha256": sha256_file(path)}
 
 
