@@ -95,3 +95,69 @@ def test_compile_is_refused_where_no_compiled_step_exists(tmp_path):
             prepare(compose(FAST + POINTS + [f"dynamics={dyn}", "train.compile=true"]), tmp_path / dyn)
     with pytest.raises(ConfigError, match="train.compile: not available with train.replicas"):
         prepare(compose(FAST + POINTS + ["train.compile=true", "train.replicas=2"]), tmp_path / "r")
+
+
+# ---------------------------------------------------------------- Inductor's caches in a private folder
+# torch unpickles its FX-graph and AOTAutograd caches and loads compiled kernels from its cache folder, by default
+# /tmp/torchinductor_<user>, which anyone can create first. These tests compile nothing: they check where the
+# caches go and that the folder is the user's alone.
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path / "gb"))
+    # What importing torch._dynamo leaves in the environment: torch's /tmp default, not a choice of the user.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    return tmp_path / "gb" / "inductor"
+
+
+def test_compiled_steps_keep_inductor_caches_in_a_private_folder(private_cache):
+    import os
+    import stat
+
+    import torch._inductor.config as inductor
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    from ganbench.compiled import OPTIONS, compiled
+
+    compiled(lambda x: x + 1, "test")   # wrapping compiles nothing yet
+    st = os.lstat(private_cache)
+    assert stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o700
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(private_cache) == cache_dir()
+    # The options go to these functions only: nothing process-wide changes.
+    assert inductor.fallback_random is False and inductor.cpp_cache_precompile_headers is True
+    assert OPTIONS == {"fallback_random": True, "cpp_cache_precompile_headers": False}
+
+
+def test_inductor_folder_writable_by_others_is_emptied(private_cache):
+    import os
+
+    from ganbench.compiled import compiled
+
+    private_cache.mkdir(parents=True)
+    private_cache.chmod(0o777)
+    (private_cache / "fxgraph").mkdir()
+    (private_cache / "fxgraph" / "planted").write_bytes(b"a pickle someone else wrote")
+    compiled(lambda x: x + 1, "test")
+    assert os.stat(private_cache).st_mode & 0o777 == 0o700 and list(private_cache.iterdir()) == []
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(private_cache)
+
+
+def test_a_torchinductor_cache_dir_others_can_write_is_refused(tmp_path, private_cache, monkeypatch):
+    from ganbench.errors import GanbenchError
+    from ganbench.train import prepare
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(shared))
+    with pytest.raises(GanbenchError) as info:
+        prepare(compose(FAST + POINTS + ["train.compile=true"]), tmp_path / "run")
+    assert str(info.value).startswith(f"train.compile: TORCHINDUCTOR_CACHE_DIR={shared} is writable by others")
+    assert "\n" not in str(info.value)
+    # A folder of the user's own choosing that only the user can write is used as it is.
+    shared.chmod(0o700)
+    from ganbench.compiled import inductor_cache
+
+    assert inductor_cache() == str(shared) and not private_cache.exists()

@@ -54,7 +54,12 @@ class Stepper:
 
     def __init__(self, method: str, target: Tensor, lr: float, unroll: int, unroll_grad: str, compiled: bool):
         self.eager = _plain_step(method, target, lr, unroll, unroll_grad)
-        self.compiled = torch.compile(self.eager, dynamic=False) if compiled else None
+        self.compiled = None
+        if compiled:
+            from ..compiled import OPTIONS, inductor_cache
+
+            inductor_cache("gmm.compile")  # Inductor's caches run code when read: a folder only the user can write
+            self.compiled = torch.compile(self.eager, dynamic=False, options=OPTIONS)
 
     @classmethod
     def get(cls, method: str, target: Tensor, lr: float, unroll: int, unroll_grad: str, compiled: bool):
