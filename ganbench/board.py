@@ -1,6 +1,9 @@
 """What a run shows in TensorBoard: scalars, the fixed-z sample grid, the 2-D density plot, the config."""
+import contextlib
+import os
+import threading
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -14,12 +17,86 @@ def open_writer(run_dir: Path, resume_step: int) -> SummaryWriter:
     Everything up to and including ``resume_step`` was logged before the checkpoint; events after it
     belong to the lost continuation, and ``purge_step`` hides them so that no step appears twice. A run
     killed before its first checkpoint restarts from step 0: ``purge_step=0`` hides all its old events.
+
+    Its events are written in the calling thread (``Events``): a failed write raises where it happens, a
+    full disk as the one-line error naming the event file.
     """
-    if resume_step > 0:
-        return SummaryWriter(log_dir=str(run_dir), purge_step=resume_step + 1)
-    if any(Path(run_dir).glob("events.out.tfevents.*")):
-        return SummaryWriter(log_dir=str(run_dir), purge_step=0)
-    return SummaryWriter(log_dir=str(run_dir))
+    purge = resume_step + 1 if resume_step > 0 else 0 if any(Path(run_dir).glob("events.out.tfevents.*")) else None
+    with synchronous_events():
+        return SummaryWriter(log_dir=str(run_dir), purge_step=purge)
+
+
+class Events:
+    """Stands in for TensorBoard's ``_AsyncWriter`` (same constructor and write/flush/close): each event is
+    written to the event file at once, in the calling thread.
+
+    TensorBoard's own writer hands events to a background thread. When a write fails there (a full disk),
+    the thread dies printing its traceback to stderr, and the error reaches the training thread only at a
+    later add or flush, or never (close does not check). Events are small and are written at log, sample
+    and evaluation steps only, so writing them in the training loop's thread costs little.
+    """
+
+    def __init__(self, record_writer: Any, max_queue_size: int = 10, flush_secs: int = 120):
+        self._writer = record_writer
+        self._closed = False
+        name = getattr(getattr(record_writer, "_writer", None), "filename", None)  # the GFile's path, as bytes
+        self.path = Path(os.fsdecode(name)) if name else Path("<TensorBoard event file>")
+
+    def _guarded(self, action: Any, *args: Any) -> None:
+        from .rundir import disk_full
+
+        try:
+            action(*args)
+        except Exception as ex:  # noqa: BLE001 - a full disk becomes the one line; anything else is re-raised
+            full = disk_full(ex, self.path, "the events written before were kept")
+            if full is not None:
+                raise full from None
+            raise
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise OSError("Writer is closed")
+        self._guarded(self._writer.write, data)
+
+    def flush(self) -> None:
+        if self._closed:
+            raise OSError("Writer is closed")
+        self._guarded(self._writer.flush)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._guarded(self._writer.flush)
+            self._guarded(self._writer.close)
+
+
+_PATCHING = threading.Lock()
+
+
+@contextlib.contextmanager
+def synchronous_events() -> Iterator[None]:
+    """SummaryWriters created in this block write their events with ``Events``. TensorBoard builds its
+    event writer inside the SummaryWriter's constructor, from the module's ``_AsyncWriter``, so that name
+    is replaced for the constructor's duration (tests/test_board_disk_full.py checks that it still is)."""
+    from tensorboard.summary.writer import event_file_writer
+
+    with _PATCHING:
+        original = event_file_writer._AsyncWriter
+        event_file_writer._AsyncWriter = Events
+        try:
+            yield
+        finally:
+            event_file_writer._AsyncWriter = original
+
+
+def close_writer(writer: SummaryWriter) -> Optional[BaseException]:
+    """Close ``writer``; returns the error instead of raising it (a run that is already failing reports
+    its first error, not the writer's)."""
+    try:
+        writer.close()
+    except Exception as ex:  # noqa: BLE001 - handed to the caller
+        return ex
+    return None
 
 
 def log_config(writer: SummaryWriter, cfg: DictConfig, step: int) -> None:

@@ -20,6 +20,32 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append ``line`` to ``path`` whole or not at all: a write cut short (a full disk) is truncated away, so
+    that the next line does not continue a torn one, and a full disk becomes the one-line error."""
+    from .rundir import disk_full
+
+    data = line.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        end = os.fstat(fd).st_size
+        done = 0
+        try:
+            while done < len(data):  # os.write may write part of it and report the rest's failure next call
+                done += os.write(fd, data[done:])
+        except OSError as ex:
+            try:
+                os.ftruncate(fd, end)
+            except OSError:
+                pass
+            full = disk_full(ex, path, "its earlier lines were kept")
+            if full is not None:
+                raise full from None
+            raise
+    finally:
+        os.close(fd)
+
+
 def _finite_or_none(value: Any) -> Optional[float]:
     if value is None:
         return None
@@ -144,8 +170,11 @@ class RunRecord:
                 if row.get("step", math.inf) <= resume_step:
                     kept.append(line)
                     self._update(row)
-            tmp = jsonl.with_name(f".{METRICS}.tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
+            from .rundir import guarded_write
+
+            tmp = jsonl.with_name(f".{METRICS}.{os.getpid()}.tmp")
+            text = "".join(line + "\n" for line in kept)
+            guarded_write(tmp, lambda f: f.write(text.encode()))
             os.replace(tmp, jsonl)
 
     @staticmethod
@@ -186,8 +215,7 @@ class RunRecord:
         if eval_samples is not None:
             row["eval_samples"] = eval_samples
         row.update({k: _finite_or_none(v) for k, v in values.items()})
-        with open(self.run_dir / METRICS, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_line(self.run_dir / METRICS, json.dumps(row) + "\n")
         self._update(row)
 
     def write(self, status: str, step: int, iterations: int, wall_time_s: float, it_per_s: Optional[float],

@@ -84,7 +84,7 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as ex:
-                raise RunDirError(f"{self.key}: cannot write in {self.run_dir} ({ex.strerror})") from None
+                raise self._cannot_write(ex) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -102,13 +102,38 @@ class RunLock:
                 os.close(fd)
                 continue
             previous = os.read(fd, 64).decode(errors="replace").strip()
+            try:
+                self._write_pid(fd, previous)
+            except OSError as ex:
+                os.close(fd)
+                raise self._cannot_write(ex) from None
             if previous.isdigit() and int(previous) != os.getpid():
                 log.info("took over the lock of process %s, which is no longer running", previous)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
             self.fd = fd
             return self
+
+    def _write_pid(self, fd: int, previous: str) -> None:
+        """Our PID into the locked file, over the previous holder's (an overwrite in place needs no new disk
+        block). When the write fails (a full disk), a lock file that was empty, most likely just created
+        by us, is removed again: a failed start leaves no lock file behind."""
+        pid = f"{os.getpid()}\n".encode()
+        try:
+            os.pwrite(fd, pid, 0)
+            os.ftruncate(fd, len(pid))
+        except OSError:
+            if not previous:
+                try:
+                    if os.fstat(fd).st_ino == os.stat(self.path).st_ino:  # we hold it: nobody else is in it
+                        os.unlink(self.path)
+                except OSError:
+                    pass
+            raise
+
+    def _cannot_write(self, ex: OSError) -> RunDirError:
+        full = disk_full(ex, self.path, "nothing was changed")
+        if full is not None:
+            return RunDirError(f"{self.key}: {full}")
+        return RunDirError(f"{self.key}: cannot write in {self.run_dir} ({ex.strerror})")
 
     def release(self) -> None:
         if self.fd is None:
@@ -269,10 +294,12 @@ def write_hydra_files(run_dir: Path, task_cfg: DictConfig, hydra_cfg: DictConfig
 
 def guarded_write(path: Path, write: Any) -> None:
     """Open ``path`` for writing, call ``write(file)`` and fsync. On any failure the partial file is
-    removed; a full disk becomes one error naming the file and the free space."""
+    removed; a full disk becomes one error naming the file and the free space (``disk_full``)."""
+    watched = None
     try:
         with open(path, "wb") as f:
-            write(f)
+            watched = WatchedFile(f)
+            write(watched)
             f.flush()
             os.fsync(f.fileno())
     except BaseException as ex:
@@ -280,12 +307,76 @@ def guarded_write(path: Path, write: Any) -> None:
             path.unlink()
         except OSError:
             pass
-        if isinstance(ex, OSError) and ex.errno in (errno.ENOSPC, errno.EDQUOT):
-            free = shutil.disk_usage(path.parent).free
-            raise GanbenchError(
-                f"disk full while writing {path} ({free / 2**20:.1f} MiB free); the previous file was kept"
-            ) from None
+        full = disk_full(ex, path, "the previous file was kept", watched.error if watched else None)
+        if full is not None:
+            raise full from None
         raise
+
+
+class WatchedFile:
+    """The file a guarded write writes through. It keeps the OSError of a failed write, because a writer may
+    report it as something else: torch's zip writer raises ``RuntimeError: ... unexpected pos`` once its
+    write failed. It offers write, flush, seek and tell only (no ``fileno``), so every byte goes through
+    ``write``."""
+
+    def __init__(self, f: Any):
+        self.f = f
+        self.error: Optional[OSError] = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as ex:
+            self.error = ex
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def seek(self, *args: Any) -> int:
+        return self.f.seek(*args)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(ex: Optional[BaseException]) -> bool:
+    """Whether a full disk (ENOSPC, EDQUOT) caused ``ex``: the error itself or one in its chain
+    (``__cause__``, ``__context__``; torch's zip writer raises its RuntimeError while the OSError is handled)."""
+    seen = set()
+    while ex is not None and id(ex) not in seen:
+        if isinstance(ex, OSError) and ex.errno in FULL:
+            return True
+        seen.add(id(ex))
+        ex = ex.__cause__ or ex.__context__
+    return False
+
+
+def size_text(n: int) -> str:
+    """A byte count for a message: bytes below 1 KiB, else KiB, MiB or GiB with one decimal."""
+    if n < 1024:
+        return f"{n} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}"
+    return ""  # not reached
+
+
+def disk_full(ex: BaseException, path: Path, kept: str, written: Optional[OSError] = None) -> Optional[GanbenchError]:
+    """The one-line error ``disk full while writing <path> (<free> free); <kept>`` when a full disk caused
+    ``ex`` (or ``written``, the OSError a ``WatchedFile`` saw), else None. The free space is measured now,
+    after the caller removed its partial file: what the next attempt would have."""
+    if not (is_disk_full(ex) or is_disk_full(written)):
+        return None
+    try:
+        free = size_text(shutil.disk_usage(Path(path).parent).free)
+    except OSError:
+        free = "unknown"
+    return GanbenchError(f"disk full while writing {path} ({free} free); {kept}")
 
 
 def move_aside(run_dir: Path) -> Path:

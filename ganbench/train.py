@@ -28,7 +28,7 @@ from .config import Spec, validate
 from .data import build_dataset
 from .dynamics import Game, Players, build_dynamics
 from .dynamics.base import make_average, make_optimizer
-from .errors import CheckpointError, ConfigError, GanbenchError
+from .errors import CheckpointError, ConfigError, GanbenchError, one_line_error
 from .packing import pack, packed_shape
 from .penalties.base import input_grad_norm
 from .replicas import (SINGLE, Layout, Replicated, join_states, not_batched, replica_config, replica_dirs,
@@ -684,18 +684,20 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
                     save_checkpoints()
                     for out in outs:
                         out.writer.flush()
+                        if out.active:  # the record follows the checkpoint: a later failure keeps this one
+                            out.record.write("running", step, tc.iterations, wall(out), it_per_s)
                 if stop.requested and step < tc.iterations:
                     break
     except BaseException as ex:
         oom = out_of_memory(ex, tc.batch_size, device)
         if isinstance(ex, (KeyboardInterrupt, Exception)):
-            error = str(oom) if oom else f"{type(ex).__name__}: {str(ex).strip()[:500]}"
+            error = str(oom) if oom else failure_line(ex)
             for out in outs:
                 if out.active:
                     out.status = "failed"
-                    out.record.write("failed", step, tc.iterations, wall(out), it_per_s, error=error)
+                    record_failure(out, step, tc, wall(out), it_per_s, error)
         for out in outs:
-            out.writer.close()
+            board.close_writer(out.writer)  # its own error (a full disk) must not hide the run's
         if progress is not None:
             progress.close()
         preemption.uninstall(stop)
@@ -705,14 +707,20 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     if progress is not None:
         progress.close()
 
-    results = []
+    results, failure = [], None
     for out in outs:
         if out.status == "running":
             out.status = "completed"
         if not (replicated and out.status == "diverged"):  # a diverged replica's record was written then
             with out.logging():
-                finish(out, step, tc, wall(out), it_per_s)
+                try:
+                    finish(out, step, tc, wall(out), it_per_s)
+                except Exception as ex:  # noqa: BLE001 - recorded by finish; the others still finish
+                    failure = failure or ex
         results.append(RunRecord.read(out.run_dir) or {})
+    if failure is not None:
+        preemption.uninstall(stop)
+        raise failure
     if any(out.status == "preempted" for out in outs):
         preemption.exit_for_requeue(stop)
     # A launcher's worker process runs further jobs: leave it with its own handlers and no watchdog.
@@ -728,17 +736,40 @@ def finish(out: Output, step: int, tc: Any, wall_s: float, it_per_s: Optional[fl
     record, writer, config = out.record, out.writer, out.member.config
     # Reference statistics are loaded lazily: the protocol knows their size and cache key only now.
     record.protocol = out.evaluator.protocol()
-    if out.status in ("completed", "diverged"):
-        final = {k: v["final"] for k, v in record.metrics.items()}
-        # The groups a sweep varies, as ``group.key`` scalars for TensorBoard's HParams tab.
-        groups = {k: config.get(k) for k in ("seed", "dataset", "arch", "objective", "penalty", "optimizer", "dynamics",
-                                             "train")}
-        flat = dict(flatten(groups), status=out.status)
-        log_hparams(writer, flat, final, step, varied=varied_keys(swept_keys(), list(flat)))
-    writer.close()
+    try:
+        if out.status in ("completed", "diverged"):
+            final = {k: v["final"] for k, v in record.metrics.items()}
+            # The groups a sweep varies, as ``group.key`` scalars for TensorBoard's HParams tab.
+            groups = {k: config.get(k) for k in ("seed", "dataset", "arch", "objective", "penalty", "optimizer",
+                                                 "dynamics", "train")}
+            flat = dict(flatten(groups), status=out.status)
+            log_hparams(writer, flat, final, step, varied=varied_keys(swept_keys(), list(flat)))
+        writer.close()
+    except Exception as ex:  # noqa: BLE001 - e.g. a full disk after the final checkpoint: recorded, re-raised
+        out.status = "failed"
+        board.close_writer(writer)
+        record_failure(out, step, tc, wall_s, it_per_s, failure_line(ex))
+        raise
     record.write(out.status, step, tc.iterations, wall_s, it_per_s, diverged_step=out.diverged_step)
     log.info("%s%s at generator step %d/%d (%.1f s); results: %s", out.prefix, out.status, step, tc.iterations,
              wall_s, out.run_dir / "results.json")
+
+
+def failure_line(ex: BaseException) -> str:
+    """What results.json's ``error`` says of ``ex``: a ganbench error's one line, as the CLI prints it (a full
+    disk names the file and the free space); any other error's type and message."""
+    if isinstance(ex, GanbenchError):
+        return one_line_error(ex)
+    return f"{type(ex).__name__}: {str(ex).strip()[:500]}"
+
+
+def record_failure(out: Output, step: int, tc: Any, wall_s: float, it_per_s: Optional[float], error: str) -> None:
+    """Write ``status: failed`` with ``error`` at ``step``. When even that write fails (a full disk), the
+    previous record stays (the one written at the last checkpoint) and the run's own error is reported."""
+    try:
+        out.record.write("failed", step, tc.iterations, wall_s, it_per_s, error=error)
+    except GanbenchError as ex:
+        log.error("%sresults.json was kept as it was: %s", out.prefix, ex)
 
 
 def replicas_result(start: Start, results: List[Dict[str, Any]]) -> Dict[str, Any]:
