@@ -161,6 +161,55 @@ def test_stale_lock_and_temporaries_of_a_dead_process_are_taken_over(tmp_path):
     assert "took over the lock" in (run_dir / "train.log").read_text()
 
 
+@pytest.mark.parametrize("third", [True, False], ids=["recreated_and_held", "unlinked"])
+def test_lock_rechecks_the_inode_after_flock(tmp_path, monkeypatch, third):
+    """Between our open and our flock the holder releases (unlinks the lock file) and, with ``third``,
+    another process creates a new lock file and takes it. Our flock then succeeds on the stale inode,
+    which no one else will ever look at: only the inode re-check stops two holders.
+
+    flock locks belong to open file descriptions, so a second open of the new file in this process
+    stands for the third process: our flock on it really conflicts."""
+    import fcntl
+    import os
+
+    from ganbench import rundir
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    path = run_dir / rundir.LOCK
+    path.write_text("111\n")  # the holder's file, opened by us first
+    real_flock = fcntl.flock
+    held = []
+
+    def flock(fd, op):
+        if not held and os.fstat(fd).st_ino == os.stat(path).st_ino:
+            path.unlink()  # the holder's release
+            if third:
+                other = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                real_flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.write(other, b"333\n")
+                held.append(other)
+            else:
+                held.append(None)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    lock = rundir.RunLock(run_dir)
+    try:
+        if third:
+            with pytest.raises(rundir.RunDirError, match=r"is in use by process 333 "):
+                lock.acquire()
+            assert lock.fd is None and path.read_text() == "333\n"
+        else:
+            lock.acquire()
+            assert os.fstat(lock.fd).st_ino == os.stat(path).st_ino  # the file that is there, not the stale one
+            assert path.read_text() == f"{os.getpid()}\n"
+    finally:
+        lock.release()
+        if held and held[0] is not None:
+            os.close(held[0])
+
+
 def test_restart_moves_the_old_run_aside(finished, tmp_path):
     base, run_dir, before = finished
     copy = tmp_path / "run"
