@@ -117,3 +117,36 @@ def test_instance_noise_run_resumes_exactly(tmp_path, monkeypatch):
     c = load_ckpt(tmp_path / "clean")
     assert not all(torch.equal(a["D"][k], c["D"][k]) for k in a["D"])  # the noise does reach D
     assert clean["status"] == "completed"
+
+
+def test_generator_step_fake_gets_the_same_instance_noise():
+    """D's input in the generator step is x̃' + σ_t·ε' too, with σ_t the D step's (annealed: 0.3 at t=4 of
+    10) and ε' a fresh standard normal draw: G(z) = 1 here, so that input is N(1, 0.3²), like the D step's
+    fake input, and uncorrelated with the D step's noise. Read with a forward pre-hook on D; the G step's
+    call is the one made while D's parameters are frozen."""
+    torch.manual_seed(0)
+    game = DYNAMICS["alternating"](instance_noise=0.5, noise_anneal=True)
+    G, D = Point(1.0), Linear1(1.0)
+    players = Players(G, D, torch.optim.SGD(G.parameters(), lr=0.0), torch.optim.SGD(D.parameters(), lr=0.0))
+    B = 20000
+    game.bind(players, Wasserstein(), NoPenalty(), 1, Zeros(), B, iterations=10)
+    game.g_step = 4
+    seen = []
+    D.register_forward_pre_hook(lambda module, args: seen.append((args[0].detach().clone(), module.y.requires_grad)))
+    game.step()
+    d_step = [x for x, trained in seen if trained]
+    g_step = [x for x, trained in seen if not trained]
+    assert len(d_step) == 1 and len(g_step) == 1
+    d_fake, g_fake = d_step[0][B:, 0], g_step[0][:, 0]  # the D step sees cat([real, fake])
+    assert g_fake.shape == (B,)
+
+    def shape(x):  # (mean, std, fraction within one std of the mean, kurtosis); N(μ, σ²): (μ, σ, 0.6827, 3)
+        e = (x - x.mean()) / x.std()
+        return x.mean().item(), x.std().item(), (e.abs() < 1).float().mean().item(), (e ** 4).mean().item()
+
+    for x in (d_fake, g_fake):
+        mean, std, within, kurtosis = shape(x)
+        assert mean == pytest.approx(1, abs=0.02) and std == pytest.approx(0.3, rel=0.05)
+        assert within == pytest.approx(0.6827, abs=0.015) and kurtosis == pytest.approx(3, abs=0.2)
+    corr = torch.corrcoef(torch.stack([d_fake - 1, g_fake - 1]))[0, 1].item()
+    assert abs(corr) < 0.05  # its own draw, not the D step's noise again
