@@ -8,7 +8,7 @@ import math
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, List, Type, TypeVar
+from typing import Any, List, Optional, Type, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -129,6 +129,15 @@ class TrainConfig:
     # torch.compile the D and G steps, gradient penalties included (ganbench/compiled.py); off by default:
     # compiling costs tens of seconds, which pays only for long runs.
     compile: bool = False
+    # CUDA matrix products and convolutions in TensorFloat-32 (10-bit mantissa inputs, fp32 accumulation): on by
+    # default, as PyTorch's own cuDNN default and NVIDIA's recipes; false for IEEE fp32 products. CUDA only.
+    tf32: bool = True
+    # Reproducible GPU runs: cuDNN's deterministic algorithms and no autotuning (cudnn.benchmark off). Off by
+    # default: autotuned convolutions are faster. On the CPU runs are deterministic either way.
+    deterministic: bool = False
+    # Image networks in NHWC memory (torch.channels_last; batches follow from the first convolution): faster
+    # convolutions on tensor cores. Images only.
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         at_least_one(replicas=self.replicas)
@@ -161,14 +170,24 @@ class ObjectiveCommon:
             raise ConfigError(f"betas: must be two numbers in [0, 1) (got {list(self.betas)})")
 
 
+def check_kernels(foreach: Optional[bool], fused: Optional[bool]) -> None:
+    if foreach and fused:
+        raise ConfigError("fused: fused=true and foreach=true are two kernels for one step; choose one")
+
+
 @dataclass
 class AdamConfig:
     lr: float = 2e-4
     betas: List[float] = field(default_factory=lambda: [0.5, 0.999])
     eps: float = 1e-8
     weight_decay: float = 0.0
+    # The update's kernel (torch.optim): null = torch's choice (foreach on the GPU), true/false to force it;
+    # fused = one kernel for all parameters (CPU and CUDA).
+    foreach: Optional[bool] = None
+    fused: Optional[bool] = None
 
     def __post_init__(self) -> None:
+        check_kernels(self.foreach, self.fused)
         positive(lr=self.lr, eps=self.eps)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"betas: must be two numbers in [0, 1) (got {list(self.betas)})")
@@ -183,6 +202,7 @@ class RMSpropConfig:
     eps: float = 1e-8
     momentum: float = 0.0
     weight_decay: float = 0.0
+    foreach: Optional[bool] = None  # null = torch's choice (torch has no fused RMSprop)
 
     def __post_init__(self) -> None:
         positive(lr=self.lr, eps=self.eps)
@@ -198,8 +218,11 @@ class SGDConfig:
     momentum: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
+    foreach: Optional[bool] = None
+    fused: Optional[bool] = None
 
     def __post_init__(self) -> None:
+        check_kernels(self.foreach, self.fused)
         positive(lr=self.lr)
         if self.momentum < 0 or self.weight_decay < 0:
             raise ConfigError("momentum and weight_decay: must be >= 0")
@@ -392,6 +415,9 @@ def validate(cfg: DictConfig) -> Spec:
     if not augment.identity and cfg.dataset.get("kind") != "image":
         raise ConfigError(f"augment: augment={augment.name} transforms images; dataset={cfg.dataset.get('name')} "
                           "holds 2-D points: use augment=none")
+    if train.channels_last and cfg.dataset.get("kind") != "image":
+        raise ConfigError(f"train.channels_last: a memory layout of images; dataset={cfg.dataset.get('name')} holds "
+                          "2-D points: use train.channels_last=false")
     spec = Spec(train=train, loss=loss, n_dis=common.n_dis, penalty=penalty, optimizer=opt_name,
                 opt_g=opt_g, opt_d=opt_d, pack=pack, augment=augment)
     if train.replicas > 1 and train.compile:

@@ -198,12 +198,17 @@ class Start:
 
 
 def setup_device(cfg: DictConfig) -> torch.device:
+    """The run's device, with CUDA's numerics as ``train.tf32`` and ``train.deterministic`` say (logged)."""
     device = resolve_device(cfg.device)
     log.info("device: %s%s", device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        tf32, deterministic = bool(cfg.train.get("tf32", True)), bool(cfg.train.get("deterministic", False))
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+        log.info("CUDA numerics: %s products (train.tf32=%s); %s", "TF32" if tf32 else "IEEE fp32", tf32,
+                 "cuDNN deterministic, no autotuning (train.deterministic=true: reproducible, slower convolutions)"
+                 if deterministic else "cuDNN autotuned (train.deterministic=false: fastest, not bit-reproducible)")
     return device
 
 
@@ -217,6 +222,8 @@ def set_threads(cfg: DictConfig, data: Any) -> None:
 
 def bind_game(spec: Spec, dynamics: Game, G: nn.Module, D: nn.Module, data: Any, layout: Layout = SINGLE) -> Game:
     """The optimizers, the averaged generator and the game around players G and D."""
+    if spec.train.channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     opt_G = make_optimizer(spec.optimizer, G.parameters(), spec.opt_g)
     opt_D = make_optimizer(spec.optimizer, D.parameters(), spec.opt_d)
     G_avg = make_average(G, spec.train.g_average, spec.train.ema_beta)
@@ -378,8 +385,8 @@ def prepare_replicas(cfg: DictConfig, spec: Spec, dynamics: Game, run_dir: Path,
 
     # ---- each replica's networks, built as its separate run builds them ----
     Gs, Ds, generators = [], [], {"cpu": []}
-    if device.type == "cuda":
-        generators["cuda"] = []
+    if device.type != "cpu":
+        generators[device.type] = []
     for i, run_dir_i, cfg_i, config_i, state, step, previous in entries:
         seed_everything(cfg_i.seed)
         if start.data is None:
@@ -394,8 +401,8 @@ def prepare_replicas(cfg: DictConfig, spec: Spec, dynamics: Game, run_dir: Path,
         Ds.append(D)
         # The replica's stand-ins for the global RNGs of its separate run, from where that run would be.
         generators["cpu"].append(torch.Generator().set_state(torch.get_rng_state()))
-        if device.type == "cuda":
-            generators["cuda"].append(torch.Generator(device).set_state(torch.cuda.get_rng_state(device)))
+        if device.type != "cpu":
+            generators[device.type].append(torch.Generator(device).set_state(device_rng_state(device)))
         start.members.append(Member(run_dir_i, cfg_i, config_i, index=len(start.members)))
     layout = Layout(generators)
     G, D = Replicated(Gs, "G").to(device), Replicated(Ds, "D").to(device)
@@ -408,9 +415,7 @@ def prepare_replicas(cfg: DictConfig, spec: Spec, dynamics: Game, run_dir: Path,
         game.load_state_dict(join_states(states), f"the checkpoints of {dirs[0].parent}")
         for k, (state, member) in enumerate(zip(states, start.members)):
             _, member.wall_before, rng = resume_point(state, member.run_dir / CHECKPOINT)
-            generators["cpu"][k].set_state(rng["torch"])
-            if device.type == "cuda":
-                generators["cuda"][k].set_state(rng["cuda"][device.index or 0])
+            restore_replica_rng(generators, k, rng, device)
         checkpoint.set_rng_state(resume_point(states[0], start.members[0].run_dir)[2])
         start.step = game.g_step = step
         log.info("resumed %d replicas from their checkpoints at generator step %d", len(states), step)
@@ -430,6 +435,25 @@ def prepare_in_turn(cfg: DictConfig, spec: Spec, dirs: List[Path], fresh: bool, 
     first = parts[0]
     return Start(cfg, spec, OmegaConf.to_container(cfg, resolve=True), first.device, first.data, None,
                  members=[m for part in parts for m in part.members], parts=parts)
+
+
+def device_rng_state(device: torch.device) -> torch.Tensor:
+    """The default generator's state of an accelerator (what a separate run there draws from)."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    return getattr(torch, device.type).get_rng_state()  # torch.mps, torch.xpu, ...
+
+
+def restore_replica_rng(generators: Dict[str, List[torch.Generator]], k: int, rng: Dict[str, Any],
+                        device: torch.device) -> None:
+    """Replica k's generators set from its checkpoint's RNG states. A checkpoint holds the CUDA states only when
+    it was written where CUDA was available (``rng["cuda"]`` is [] otherwise): a CUDA generator then keeps the
+    state its seed gave it, as a single run's does (checkpoint.set_rng_state); likewise on other devices, whose
+    states no checkpoint holds."""
+    generators["cpu"][k].set_state(rng["torch"])
+    cuda = rng.get("cuda") or []
+    if device.type == "cuda" and len(cuda) > (device.index or 0):
+        generators["cuda"][k].set_state(cuda[device.index or 0])
 
 
 def replica_rng_state(layout: Layout, k: int, device: torch.device) -> Dict[str, Any]:

@@ -80,3 +80,102 @@ def test_average_update_reads_nothing_on_the_host(monkeypatch):
     assert reads == []
     # Its count lives with the averaged weights, on G's device (CUDA: no copy to the device per update).
     assert avg.n_averaged.device == next(G.parameters()).device
+
+
+# ---- replicas' random streams on accelerators ----
+class _FakeGenerator:
+    def __init__(self):
+        self.state = "seeded"
+
+    def set_state(self, state):
+        self.state = state
+        return self
+
+
+def test_replica_resume_on_cuda_from_a_checkpoint_written_without_cuda():
+    """A checkpoint written where CUDA was unavailable holds rng['cuda'] == []: resuming its replicas on a GPU
+    keeps each CUDA generator as its seed set it (as a single run does) instead of raising IndexError."""
+    from ganbench.train import restore_replica_rng
+
+    generators = {"cpu": [_FakeGenerator(), _FakeGenerator()], "cuda": [_FakeGenerator(), _FakeGenerator()]}
+    restore_replica_rng(generators, 1, {"torch": "cpu-state", "cuda": []}, torch.device("cuda", 0))
+    assert generators["cpu"][1].state == "cpu-state" and generators["cuda"][1].state == "seeded"
+    restore_replica_rng(generators, 0, {"torch": "cpu-0", "cuda": ["gpu0", "gpu1"]}, torch.device("cuda", 1))
+    assert generators["cuda"][0].state == "gpu1"
+
+
+def test_replica_generators_follow_the_device_type(monkeypatch):
+    """MPS (or any accelerator): the replicas' draws look up generators by the run device's type, and the
+    stand-in for a separate run's global RNG is that device's default generator state."""
+    from ganbench.replicas import Layout
+    from ganbench.train import device_rng_state
+
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda *a, **k: torch.tensor([7], dtype=torch.uint8))
+    assert torch.equal(device_rng_state(torch.device("mps")), torch.tensor([7], dtype=torch.uint8))
+    layout = Layout({"cpu": ["c0", "c1"], "mps": ["m0", "m1"]})
+    drawn = []
+    layout.draw(lambda g: drawn.append(g) or torch.zeros(1), torch.device("mps"))
+    assert drawn == ["m0", "m1"]
+
+
+# ---- explicit CUDA numerics: train.tf32, train.deterministic ----
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "a CUDA stand-in")
+    yield
+    (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,
+     torch.backends.cudnn.deterministic) = flags
+
+
+@pytest.mark.parametrize("tf32,deterministic", [(True, False), (False, True)])
+def test_cuda_numerics_follow_their_keys(fake_cuda, caplog, tf32, deterministic):
+    import logging
+
+    from conftest import compose
+    from ganbench.train import setup_device
+
+    caplog.set_level(logging.INFO, logger="ganbench")
+    cfg = compose(["device=cuda", f"train.tf32={str(tf32).lower()}", f"train.deterministic={str(deterministic).lower()}"])
+    assert setup_device(cfg).type == "cuda"
+    assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32
+    assert torch.backends.cudnn.benchmark is (not deterministic)
+    assert torch.backends.cudnn.deterministic is deterministic
+    assert f"train.tf32={tf32}" in caplog.text and f"train.deterministic={str(deterministic).lower()}" in caplog.text
+
+
+# ---- train.channels_last, optimizer kernels ----
+def test_channels_last_networks_train_as_the_default_layout(tmp_path, image_overrides):
+    from conftest import FAST, compose, load_ckpt, run_train
+    from ganbench.train import prepare
+
+    start = prepare(compose(FAST + image_overrides + ["train.channels_last=true"]), tmp_path / "probe")
+    convs = [m.weight for m in start.game.D.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    over = image_overrides + ["objective=dragan", "train.iterations=3"]
+    run_train(tmp_path / "nchw", over)
+    run_train(tmp_path / "nhwc", over + ["train.channels_last=true"])
+    a, b = load_ckpt(tmp_path / "nchw"), load_ckpt(tmp_path / "nhwc")
+    for side in ("G", "D"):
+        for key, value in a[side].items():
+            assert torch.allclose(value.float(), b[side][key].float(), rtol=1e-4, atol=1e-5), (side, key)
+
+
+@pytest.mark.parametrize("kernel", ["fused", "foreach"])
+def test_optimizer_kernels_are_passed_and_change_nothing_but_the_kernel(tmp_path, kernel):
+    from conftest import FAST, POINTS, compose, load_ckpt, run_train
+    from ganbench.train import prepare
+
+    keys = [f"optimizer.g.{kernel}=true", f"optimizer.d.{kernel}=true"]
+    start = prepare(compose(FAST + POINTS + keys), tmp_path / "probe")
+    assert start.game.players.opt_G.defaults[kernel] is True and start.game.players.opt_D.defaults[kernel] is True
+    over = POINTS + ["objective=dragan", "train.iterations=20"]
+    run_train(tmp_path / "default", over + [f"optimizer.g.{kernel}=false", f"optimizer.d.{kernel}=false"])
+    run_train(tmp_path / "kernel", over + keys)
+    a, b = load_ckpt(tmp_path / "default"), load_ckpt(tmp_path / "kernel")
+    for side in ("G", "D"):
+        for key, value in a[side].items():
+            assert torch.allclose(value, b[side][key], rtol=1e-5, atol=1e-6), (side, key)

@@ -18,13 +18,16 @@ from ..replicas import SINGLE, Layout
 
 
 def make_optimizer(kind: str, params: Iterator[nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
+    """torch's optimizer ``kind`` with the player's settings; ``foreach``/``fused`` null leave torch's choice."""
+    kernels = {k: getattr(cfg, k) for k in ("foreach", "fused") if getattr(cfg, k, None) is not None}
     if kind == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,
+                                **kernels)
     if kind == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay)
+                                   weight_decay=cfg.weight_decay, **kernels)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                           weight_decay=cfg.weight_decay)
+                           weight_decay=cfg.weight_decay, **kernels)
 
 
 def make_average(G: nn.Module, kind: str, beta: float) -> Optional[nn.Module]:
