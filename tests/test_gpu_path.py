@@ -179,3 +179,63 @@ def test_optimizer_kernels_are_passed_and_change_nothing_but_the_kernel(tmp_path
     for side in ("G", "D"):
         for key, value in a[side].items():
             assert torch.allclose(value, b[side][key], rtol=1e-5, atol=1e-6), (side, key)
+
+
+# ---- threads=auto: the cores divided among the jobs side by side ----
+def _hydra(mode: str, target: str = "", n_jobs=None):
+    from omegaconf import OmegaConf
+
+    launcher = {"_target_": target} if target else {}
+    if n_jobs is not None:
+        launcher["n_jobs"] = n_jobs
+    return OmegaConf.create({"mode": mode, "launcher": launcher})
+
+
+JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+
+
+@pytest.mark.parametrize("node,cores,jobs", [
+    (None, 8, 1),                                                    # outside Hydra (tests, the API)
+    (_hydra("RunMode.RUN"), 8, 1),                                   # one run
+    (_hydra("RunMode.MULTIRUN", "hydra._internal.core_plugins.basic_launcher.BasicLauncher"), 8, 1),  # in turn
+    (_hydra("RunMode.MULTIRUN", JOBLIB, -1), 8, 8),                  # joblib: -1 = every core
+    (_hydra("RunMode.MULTIRUN", JOBLIB, -2), 8, 7),                  # all but one
+    (_hydra("RunMode.MULTIRUN", JOBLIB, 2), 8, 2),
+    (_hydra("RunMode.MULTIRUN", JOBLIB, 16), 8, 8),                  # more workers than cores: cores
+])
+def test_parallel_jobs_reads_the_launcher(node, cores, jobs):
+    from ganbench.train import parallel_jobs
+
+    assert parallel_jobs(node, cores) == jobs
+
+
+def test_auto_threads_divides_the_cores_among_the_jobs():
+    from ganbench.train import auto_threads
+
+    assert auto_threads("image", 2, 2)[0] == 1      # the case: a 2-worker sweep on 2 cores
+    assert auto_threads("image", 8, 3)[0] == 2
+    assert auto_threads("image", 8, 1)[0] == 8
+    assert auto_threads("image", 1, 4)[0] == 1
+    assert auto_threads("points", 16, 1)[0] == 1
+
+
+def test_set_threads_respects_the_affinity_mask(monkeypatch, caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    import ganbench.train as train
+
+    caplog.set_level(logging.INFO, logger="ganbench")
+    before = torch.get_num_threads()
+    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(train.HydraConfig, "get", staticmethod(lambda: _hydra("RunMode.MULTIRUN", JOBLIB, -1)))
+    try:
+        train.set_threads(OmegaConf.create({"threads": "auto"}), SimpleNamespace(kind="image"))
+        assert torch.get_num_threads() == 1 and "3 usable cores / 3 jobs side by side" in caplog.text
+        monkeypatch.setattr(train.HydraConfig, "get", staticmethod(lambda: _hydra("RunMode.RUN")))
+        train.set_threads(OmegaConf.create({"threads": "auto"}), SimpleNamespace(kind="image"))
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
