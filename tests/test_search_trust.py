@@ -327,14 +327,23 @@ def test_cmaes_is_refused_and_a_planted_pickle_never_runs(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("storage, message", [
-    ("afile/x.db", "hydra.sweeper.storage: {d}/afile/x.db cannot be created: {d}/afile is a file, not a directory"),
-    ("adir", "hydra.sweeper.storage: {d}/adir is a directory; give a file, e.g. sqlite:///{d}/adir/optuna.db"),
-    ("afile", "hydra.sweeper.storage: {d}/afile: not an Optuna database (file is not a database); it was left "
-              "untouched; use another hydra.sweep.dir or hydra.sweeper.storage"),
-])
-def test_a_bad_storage_path_names_the_key(tmp_path, storage, message):
-    """A file under a file, a directory, a file that is not a database: one line naming the key."""
+def test_a_bad_storage_path_names_the_key(tmp_path):
+    """A file under a file (the command: one line, nothing written), a directory, a file that is not a
+    database (the checks the command runs before writing): one line naming hydra.sweeper.storage."""
+    from ganbench.errors import ConfigError
+    from ganbench.search import check_storage, check_storage_path
+
     (tmp_path / "afile").write_bytes(b"not a database" * 100)
     (tmp_path / "adir").mkdir()
-    assert _refused(tmp_path, f"hydra.sweeper.storage=sqlite:///{tmp_path / storage}") == message.format(d=tmp_path)
+    assert _refused(tmp_path, f"hydra.sweeper.storage=sqlite:///{tmp_path}/afile/x.db") == (
+        f"hydra.sweeper.storage: {tmp_path}/afile/x.db cannot be created: {tmp_path}/afile is a file, not a directory")
+    with pytest.raises(ConfigError) as err:
+        check_storage_path(tmp_path / "adir", "hydra.sweeper.storage")
+    assert str(err.value) == (f"hydra.sweeper.storage: {tmp_path}/adir is a directory; give a file, e.g. "
+                              f"sqlite:///{tmp_path}/adir/optuna.db")
+    check_storage_path(tmp_path / "afile", "hydra.sweeper.storage")   # a file: opened, then checked
+    with pytest.raises(ConfigError) as err:
+        check_storage(tmp_path / "afile", {"s": {}}, "hydra.sweeper.storage")
+    assert str(err.value) == (f"hydra.sweeper.storage: {tmp_path}/afile: not an Optuna database (file is not a "
+                              "database); it was left untouched; use another hydra.sweep.dir or hydra.sweeper.storage")
+    assert (tmp_path / "afile").read_bytes() == b"not a database" * 100
