@@ -24,14 +24,14 @@ class CheckpointError(GanbenchError):
 QUOTE_HINT = "quote values with special characters, e.g. 'key=\"a,b\"'"
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> Optional[str]:
+def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> Optional[str]:
     """The closest of ``choices`` to ``word`` by difflib's similarity ratio 2M/T (M matched characters,
-    T the two lengths summed), if it reaches 0.6; a case-only difference always matches."""
+    T the two lengths summed), if it reaches ``cutoff``; a case-only difference always matches."""
     choices = [str(c) for c in choices]
     for choice in choices:
         if choice.lower() == word.lower():
             return choice
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=cutoff)
     return close[0] if close else None
 
 
@@ -47,7 +47,9 @@ def unknown_key_message(full_key: str, allowed: Iterable[str], elsewhere: Iterab
     hint = f"did you mean '{close}'? " if close else ""
     if not close:
         others = {e.rpartition(".")[2]: e for e in elsewhere if e.rpartition(".")[0] != prefix}
-        near = did_you_mean(key, others)
+        # A key of another node must be closer (a typo of it: lamda -> penalty.lambda_, 0.83): at 0.6
+        # arch.g.families (a BogoNet key given to an MLP side) drew metrics.names (0.62).
+        near = did_you_mean(key, others, cutoff=0.75)
         if near:
             hint = f"did you mean '{others[near]}'? "
     where = f"'{prefix}'" if prefix else "the top level"

@@ -203,3 +203,14 @@ def test_experimental_rerun_is_refused_before_hydra_unpickles_the_file(tmp_path)
         assert len(lines) == 1 and lines[0].startswith("ganbench: error: --experimental-rerun"), shown
         assert "unpickles" in lines[0], shown
         assert sorted(p.name for p in tmp_path.iterdir()) == ["config.pickle"], shown
+
+
+def test_a_key_of_another_node_is_suggested_only_when_it_is_a_typo_of_it():
+    """``arch.g.families`` given to an MLP side: no 'did you mean metrics.names' (similarity 0.62); a typo of
+    another node's key is still suggested (lamda -> penalty.lambda_, 0.83)."""
+    from ganbench.errors import unknown_key_message
+
+    line = unknown_key_message("arch.g.families", ["name", "depth", "width"], ["metrics.names", "arch.d.depth"])
+    assert line == "arch.g.families: unknown key; allowed keys at 'arch.g': name, depth, width", line
+    line = unknown_key_message("objective.lamda", ["name", "loss"], ["penalty.lambda_", "metrics.names"])
+    assert "did you mean 'penalty.lambda_'?" in line, line
