@@ -27,6 +27,10 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "modes": True, "hq_pct": True, "reverse_kl": False, "energy": False,
     "stacked_modes": True, "stacked_kl": False, "mnist_is": True, "mnist_is_std": False,
 }
+# Bookkeeping fields of a metrics.jsonl row: where and with what an evaluation was made, not what it measured
+# (ganbench.results.RunRecord.add writes them beside the metrics). ganbench-report never tabulates or plots
+# them as metrics: a constant eval_samples drawn as a curve is a flat line that says nothing of the runs.
+BOOKKEEPING: tuple[str, ...] = ("step", "images_seen", "wall_time_s", "eval_samples")
 MIXTURE_DATASETS = ("ring8", "grid25")
 POINT_DATASETS = ("ring8", "grid25", "swissroll")
 # Prefixes of the averaged generator's metrics (train.g_average=ema: ema_fid; uniform: avg_fid).

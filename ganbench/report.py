@@ -7,13 +7,18 @@ A run directory is any folder under the given directories that holds ``.hydra/ov
 each group gets, for every metric: n, the status counts, mean ± std and a 95 % Student-t confidence
 interval of the final and the best value, and the normalised area under the metric curve. Writes
 ``report.md``, ``report.csv`` and ``figures/*.png`` (metric against generator steps and against
-wall-clock time, mean line per group with a ±1 sample-std band over seeds), and prints the table.
+wall-clock time, mean line per group with a ±1 sample-std band over seeds), and prints the table. report.md
+shows each image run's latest ``samples.png`` (copied into ``sample_grids/``), a row per group, seeds side by
+side: with few steps or without Inception weights they are what a run has to show.
 
 Honest statistics: intervals and bands are clipped to the metric's range (``metric_bounds``: counts of
 modes in [0, number of modes], percentages in [0, 100], FID/KL ≥ 0, ...); a cell from a single run is
 marked ``†`` (n=1: no interval); a metric that is null in every finished run of a group is shown as
-``null`` with the reason results.json gives; a group evaluated once per run is said to be one point, not
-a curve; failed runs are listed with their one-line error.
+``null`` with the reason results.json gives; a metric null in every run of the report (IS/FID/KID without
+the Inception weights) is no column and no figure but one line with its reason; the bookkeeping fields of
+metrics.jsonl (metric_catalog.BOOKKEEPING: step, images_seen, wall_time_s, eval_samples) are never metrics;
+a group evaluated once per run is said to be one point, not a curve; failed runs are listed with their
+one-line error.
 
 Which runs enter the statistics: finished runs (status ``completed`` or ``diverged``) with a finite
 value. Runs that are still ``running`` (or have no results.json yet), ``preempted`` or ``failed`` are
@@ -51,6 +56,8 @@ import csv
 import json
 import math
 import os
+import re
+import shutil
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -61,6 +68,7 @@ import yaml
 
 from ganbench import claims, judge, report_bogonet, report_gradnorm
 from ganbench.errors import GanbenchError
+from ganbench.metric_catalog import BOOKKEEPING
 from ganbench.results import record_problem, row_problem
 
 FINISHED = ("completed", "diverged")
@@ -69,7 +77,7 @@ STATUSES = ("completed", "diverged", "running", "preempted", "failed")
 LOWER_IS_BETTER = {"fid", "kid_mean", "kid_std", "reverse_kl", "stacked_kl", "mmd", "energy", "is_std",
                    "mnist_is_std"}
 IGNORED_OVERRIDE_PREFIXES = ("hydra.", "hydra/")
-CURVE_KEYS = {"step", "images_seen", "wall_time_s"}
+CURVE_KEYS = set(BOOKKEEPING)   # a metrics.jsonl row's bookkeeping: never a metric of the report
 # Prefixes of the averaged generator's metrics (train.g_average: ema_fid, avg_fid).
 AVERAGE_PREFIXES = ("ema_", "avg_")
 # Range of each metric by definition: (lower, upper), None = unbounded. KID's mean and the energy
@@ -105,7 +113,7 @@ class Run:
         return self.overrides.get("seed")
 
     def metric_names(self) -> List[str]:
-        names = set((self.results or {}).get("metrics", {}))
+        names = set((self.results or {}).get("metrics", {})) - CURVE_KEYS
         for row in self.curve:
             names.update(k for k in row if k not in CURVE_KEYS)
         return sorted(names)
@@ -542,6 +550,32 @@ def summarize_groups(groups: Sequence[Group], metrics: Sequence[str], at_step: O
                     group.null_reasons[metric] = "; ".join(reasons)
 
 
+def null_everywhere(runs: Sequence[Run], metrics: Sequence[str]) -> Dict[str, str]:
+    """The metrics without a single finite value in any run, neither a final value in results.json nor an
+    evaluation in metrics.jsonl (Inception's IS, FID and KID when its weights could not be had): {metric: the
+    reason(s) results.json records for it}. The report names them in one line per reason (``null_lines``)
+    instead of a table column of nulls and a blank figure each; report.csv keeps their (empty) columns."""
+    out = {}
+    for m in metrics:
+        if any(r.final(m) is not None or r.series(m)[2] for r in runs):
+            continue
+        reasons = sorted({x for x in (r.null_reason(m) for r in runs) if x is not None})
+        if reasons:
+            out[m] = "; ".join(reasons)
+        else:
+            recorded = any(m in r.metric_names() for r in runs)
+            out[m] = "no value recorded" if recorded else "no run records this metric"
+    return out
+
+
+def null_lines(empty: Dict[str, str]) -> List[str]:
+    """One line per reason: the metrics ``null_everywhere`` found, then the reason, once."""
+    by_reason: Dict[str, List[str]] = {}
+    for metric, reason in empty.items():
+        by_reason.setdefault(reason, []).append(metric)
+    return [f"null in every run, not tabulated or plotted: {', '.join(ms)}: {reason}" for reason, ms in by_reason.items()]
+
+
 def higher_is_better(runs: Sequence[Run], metric: str) -> bool:
     for run in runs:
         if run.results and metric in run.results.get("metrics", {}):
@@ -592,16 +626,20 @@ def _ci(stats: Stats) -> str:
     return "–" if math.isnan(stats.ci_low) else f"[{_fmt(stats.ci_low)}, {_fmt(stats.ci_high)}]"
 
 
-def notes(groups: Sequence["Group"], metrics: Sequence[str], kinds: Sequence[str] = ("final",)) -> List[str]:
-    """Lines under the table: the n=1 footnote, null metrics with their reasons, groups evaluated once,
-    failed runs with their error."""
-    out = []
+def notes(groups: Sequence["Group"], metrics: Sequence[str], kinds: Sequence[str] = ("final",),
+          empty: Optional[Dict[str, str]] = None) -> List[str]:
+    """Lines under the table: the metrics null in every run (``empty``, from null_everywhere; ``metrics`` are
+    the others), the n=1 footnote, a group's null metrics with their reason (one line per group and reason),
+    groups evaluated once, failed runs with their error."""
+    out = null_lines(empty or {})
     if any(g.stats[(m, k)].n == 1 for g in groups for m in metrics for k in kinds):
         out.append(N1_NOTE)
     for g in groups:
+        by_reason: Dict[str, List[str]] = {}
         for m in metrics:
             if m in g.null_reasons:
-                out.append(f"null: {g.label}: {m}: {g.null_reasons[m]}")
+                by_reason.setdefault(g.null_reasons[m], []).append(m)
+        out += [f"null: {g.label}: {', '.join(ms)}: {reason}" for reason, ms in by_reason.items()]
     for g in groups:
         step = g.single_evaluation(metrics)
         if step is not None:
@@ -676,7 +714,11 @@ def write_markdown(
     figures: Sequence[Path],
     at_step: Optional[float] = None,
     claims_md: Sequence[str] = (),
+    empty: Optional[Dict[str, str]] = None,
+    grids: Optional[Dict[Path, str]] = None,
 ) -> None:
+    """report.md. ``metrics``: those with a value somewhere; ``empty``: the metrics null in every run, named in
+    one line per reason (null_everywhere); ``grids``: each run's copied sample grid (copy_sample_grids)."""
     out = ["# ganbench report", "", "Sweeps: " + ", ".join(f"`{d}`" for d in sweep_dirs), ""]
     if at_step is not None:
         out += [f"Values as of generator step {at_step:g} (the last evaluation at or before it).", ""]
@@ -691,8 +733,9 @@ def write_markdown(
         format_markdown_table(table_rows(groups, metrics, ("final",))),
         "",
     ]
-    out += [f"- {line}" for line in notes(groups, metrics, ("final", "best", "auc"))]
+    out += [f"- {line}" for line in notes(groups, metrics, ("final", "best", "auc"), empty)]
     out += [""] + list(claims_md)   # the preset's paper claims with their verdicts (ganbench/claims.py)
+    out += samples_markdown(groups, grids or {}, at_step)
     for m in metrics:
         out += [f"## {m}", "", "| group | n | final | final 95 % CI | best | best 95 % CI | AUC | AUC 95 % CI |", "|---" * 8 + "|"]
         for g in groups:
@@ -718,6 +761,90 @@ def write_markdown(
             out.append(f"| {g.label} | {r.seed or '–'} | {r.status} | {res.get('step', '–')} / "
                        f"{res.get('iterations', '–')} | {error} | `{r.path}` |")
     path.write_text("\n".join(out) + "\n")
+
+
+SAMPLES_FILE = "samples.png"   # a run's latest fixed-z sample grid (ganbench.board.log_image_grid)
+GRIDS_DIR = "sample_grids"     # their copies in the report's folder
+
+
+def file_name(text: str) -> str:
+    """``text`` as part of a file name (and of a markdown link): letters, digits and ``_.=,+-``, at most 120."""
+    return re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", text)[:120] or "all"
+
+
+def copy_sample_grids(out: Path, groups: Sequence[Group], problems: Optional[List[str]] = None) -> Dict[Path, str]:
+    """Copy each run's ``samples.png`` (the fixed-z grid an image run writes every ``train.sample_every`` steps
+    and at its last step) to ``out/sample_grids/<group>.<run>_<label>_seed=<seed>.png``; returns {run directory:
+    the copy's path relative to ``out``}. Copies rather than links into the runs, so that the report folder
+    can be moved or shared whole. A grid that cannot be read is left out with a line in ``problems``."""
+    links: Dict[Path, str] = {}
+    for gi, g in enumerate(groups, 1):
+        for ri, r in enumerate(g.runs, 1):
+            src = r.path / SAMPLES_FILE
+            if not src.is_file():
+                continue
+            who = f"seed={r.seed}" if r.seed is not None else r.path.name
+            name = f"{gi:02d}.{ri:02d}_{file_name(g.label)[:80]}_{file_name(who)[:40]}.png"
+            try:
+                (out / GRIDS_DIR).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, out / GRIDS_DIR / name)
+            except OSError as err:
+                if problems is None:
+                    raise
+                problems.append(f"{src}: cannot be copied ({err.strerror or type(err).__name__}); no sample grid "
+                                f"for this run in the report")
+                continue
+            links[r.path] = f"{GRIDS_DIR}/{name}"
+    return links
+
+
+def _md_text(text: str) -> str:
+    """``text`` inside a markdown table cell or image alt text."""
+    return re.sub(r"([\\|\[\]])", r"\\\1", text)
+
+
+def _seed_order(seed: str):
+    return (0, int(seed), "") if seed.lstrip("-").isdigit() else (1, 0, seed)
+
+
+def samples_markdown(groups: Sequence[Group], grids: Dict[Path, str], at_step: Optional[float] = None) -> List[str]:
+    """report.md's "Samples": a row per group, its runs' sample grids side by side, a column per seed (or per
+    run, when a group holds several runs of one seed, as ``--by`` can make). Nothing when no run has a grid
+    (2-D runs draw their points into TensorBoard instead)."""
+    if not grids:
+        return []
+    every = [r for g in groups for r in g.runs]
+    shared = set.intersection(*(set(r.overrides.items()) for r in every))
+
+    def cell(g: Group, r: Optional[Run], named: bool) -> str:
+        if r is None:
+            return "–"
+        who = f"seed={r.seed}" if r.seed is not None else r.path.name
+        if r.path not in grids:
+            return _md_text(f"{who + ': ' if named else ''}no {SAMPLES_FILE} ({r.status})")
+        image = f"![{_md_text(f'{g.label} {who}')}]({grids[r.path]})"
+        # Several runs of one group and seed: what tells them apart, their overrides outside the group's key.
+        own = " ".join(f"{k}={v}" for k, v in sorted(r.overrides.items())
+                       if k != "seed" and (k, v) not in shared and (k, v) not in g.key)
+        return (_md_text(f"{who} {own}".strip()) + "<br>" if named else "") + image
+
+    by_seed = all(None not in {r.seed for r in g.runs} and len({r.seed for r in g.runs}) == len(g.runs) for g in groups)
+    if by_seed:
+        seeds = sorted({r.seed for g in groups for r in g.runs}, key=_seed_order)
+        rows = [["group", *(f"seed={s}" for s in seeds)]]
+        for g in groups:
+            runs = {r.seed: r for r in g.runs}
+            rows.append([_md_text(g.label), *(cell(g, runs.get(s), False) for s in seeds)])
+    else:
+        width = max(len(g.runs) for g in groups)
+        rows = [["group", *(f"run {i}" for i in range(1, width + 1))]]
+        for g in groups:
+            rows.append([_md_text(g.label), *(cell(g, r, True) for r in g.runs), *([""] * (width - len(g.runs)))])
+    when = (f" (the latest grids, not as of step {at_step:g})" if at_step is not None else "")
+    return ["## Samples", "",
+            f"Each run's latest `{SAMPLES_FILE}`{when}: its fixed-z sample grid, written every `train.sample_every` "
+            f"generator steps and at its last step, copied into `{GRIDS_DIR}/`. A row per group, its seeds side by side.",
+            "", format_markdown_table(rows), ""]
 
 
 def _mean_std_by_step(runs: Sequence[Run], metric: str):
@@ -768,8 +895,10 @@ def plot_figures(out_dir: Path, groups: Sequence[Group], metrics: Sequence[str])
     ± 1 sample std over the seeds at each step, clipped to the metric's range (BAND_TEXT says so on the
     figure and in the PNG's Description metadata).
 
-    Groups whose metric is null in every finished run get a legend entry with the reason; a group with a
-    single evaluation per run is drawn as a marked point and the figure says so. When the groups cover
+    Groups whose metric is null in every finished run get a legend entry with the reason; a figure without
+    a single drawn value is not written (run_report leaves the metrics null in every run out beforehand and
+    names them in one line). A group with a single evaluation per run is drawn as a marked point and the
+    figure says so. When the groups cover
     several datasets, each dataset gets its own panel of the figure.
     """
     import matplotlib  # noqa: PLC0415 - figures are optional and matplotlib is slow to import
@@ -778,7 +907,6 @@ def plot_figures(out_dir: Path, groups: Sequence[Group], metrics: Sequence[str])
     import matplotlib.pyplot as plt  # noqa: PLC0415
     from matplotlib.patches import Patch  # noqa: PLC0415
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     panel_key = _panel_key(groups)
     panels: Dict[str, List[Group]] = {}
     for g in groups:
@@ -805,8 +933,7 @@ def plot_figures(out_dir: Path, groups: Sequence[Group], metrics: Sequence[str])
                             shown = text if len(text) <= 100 else text[:99] + "…"  # full text: metadata, report.md
                             ax.plot([], [], linestyle="none", marker="x", color=colors[label(g)], label=shown)
                             legend.append(text)
-                            drew = True
-                        continue
+                        continue   # a legend entry alone does not make a figure: no blank axes
                     xs = steps if axis == "step" else times
                     one = len(steps) == 1
                     line = ax.plot(xs, means, label=label(g), color=colors[label(g)], linewidth=1.5,
@@ -838,6 +965,7 @@ def plot_figures(out_dir: Path, groups: Sequence[Group], metrics: Sequence[str])
             if drew:
                 fig.suptitle(f"{metric} — {BAND_TEXT}", fontsize=8, wrap=True)
                 fig.tight_layout()
+                out_dir.mkdir(parents=True, exist_ok=True)   # only once there is a figure to put in it
                 path = out_dir / f"{metric}_vs_{axis}.png"
                 description = "\n".join([BAND_TEXT, *(f"legend: {x}" for x in legend), *fig_notes])
                 fig.savefig(path, dpi=110, metadata={"Title": f"{metric} vs {xlabel}", "Description": description})
@@ -1126,6 +1254,10 @@ def run_report(args: argparse.Namespace) -> str:
     by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by else None
     if args.metrics:
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        kept = [m for m in metrics if m in CURVE_KEYS]
+        if kept:
+            raise GanbenchError(f"--metrics {','.join(kept)}: bookkeeping of metrics.jsonl, not a metric (metrics "
+                                f"found: {', '.join(sorted({m for r in runs for m in r.metric_names()})) or 'none'})")
     else:
         metrics = sorted({m for r in runs for m in r.metric_names()})
     if args.sort and args.sort not in metrics:
@@ -1133,31 +1265,36 @@ def run_report(args: argparse.Namespace) -> str:
     groups = group_runs(runs, by)
     summarize_groups(groups, metrics, args.at_step)
     groups = sort_groups(groups, args.sort, runs)
+    # Metrics null in every run (no Inception weights: IS, FID, KID) are one line, not columns and blank figures.
+    empty = null_everywhere(runs, metrics)
+    shown = [m for m in metrics if m not in empty]
     by_keys = by or sorted({k for g in groups for k, _ in g.key})
     # The preset's paper claims (and the toy budget check); before anything is written: a malformed claim fails.
     claim_text, claim_md = claims.section(runs, args.at_step)
 
     out = args.out or args.sweep_dirs[0]
     out.mkdir(parents=True, exist_ok=True)
-    figures = [] if args.no_figures else plot_figures(out / "figures", groups, metrics)
+    unreadable: List[str] = []
+    figures = [] if args.no_figures else plot_figures(out / "figures", groups, shown)
     if not args.no_figures:
-        unreadable: List[str] = []
         figures += report_gradnorm.plot_grad_norm(out / "figures", groups, unreadable)
-        for line in unreadable:
-            warn(line)
+    grids = copy_sample_grids(out, groups, unreadable)
+    for line in unreadable:
+        warn(line)
     write_csv(out / "report.csv", groups, metrics, by_keys)
-    write_markdown(out / "report.md", groups, metrics, args.sweep_dirs, figures, args.at_step, claim_md)
+    write_markdown(out / "report.md", groups, shown, args.sweep_dirs, figures, args.at_step, claim_md, empty, grids)
 
-    table = format_text_table(table_rows(groups, metrics, ("final",)))
+    table = format_text_table(table_rows(groups, shown, ("final",)))
     counts = Counter(r.status for r in runs)
     summary = ", ".join(f"{c} {s}" for s, c in sorted(counts.items()))
     left_out = f"; {len(skipped)} run(s) skipped, malformed (warnings above)" if skipped else ""
     lines = [f"{len(runs)} runs in {len(groups)} groups ({summary}){left_out}; final values, mean ± std over seeds",
              table]
-    lines += notes(groups, metrics, ("final",))
+    lines += notes(groups, shown, ("final",), empty)
     lines += claim_text
     lines.append(f"wrote {out / 'report.md'}, {out / 'report.csv'}"
-                 + (f", {len(figures)} figures in {out / 'figures'}" if figures else ""))
+                 + (f", {len(figures)} figures in {out / 'figures'}" if figures else "")
+                 + (f", {len(grids)} sample grids in {out / GRIDS_DIR}" if grids else ""))
     return "\n".join(lines)
 
 

@@ -423,3 +423,100 @@ def test_toy_table_without_toy_metrics_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("ganbench-report: error: --table toy: no run has modes") and err.count("\n") == 1
     assert "--table" in report.build_parser().format_help() and "standard error" in report.build_parser().format_help()
+
+
+INCEPTION_REASON = "Inception weights not in /cache/weights-inception.pth and download failed (URLError)"
+
+
+def image_like_sweep(root, groups=("objective=hinge", "objective=vanilla"), seeds=(0, 1)):
+    """An image sweep without Inception weights: IS/FID/KID null in every run with one reason, eval_samples and
+    images_seen in every metrics.jsonl row, and ``mnist_is`` (a metric with values) beside them."""
+    null = dict(metric(None, None), reason=INCEPTION_REASON)
+    runs = []
+    for g in groups:
+        for seed in seeds:
+            curve = [{"step": s, "images_seen": 8 * s, "wall_time_s": s / 10, "eval_samples": 50000,
+                      "is_mean": None, "fid": None, "kid_mean": None, "mnist_is": 2.0 + s / 100 + seed}
+                     for s in (50, 100)]
+            runs.append(make_run(root, ["experiment=cifar", g, f"seed={seed}"], curve=curve,
+                                 metrics={"is_mean": null, "fid": dict(null, higher_is_better=False),
+                                          "kid_mean": dict(null, higher_is_better=False),
+                                          "mnist_is": metric(3.0 + seed, 3.0 + seed)}))
+    return runs
+
+
+def test_metrics_null_in_every_run_are_one_line_not_columns_or_figures(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    image_like_sweep(root)
+    out = tmp_path / "o"
+    assert report.main([str(root), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    md = (out / "report.md").read_text()
+    line = f"null in every run, not tabulated or plotted: fid, is_mean, kid_mean: {INCEPTION_REASON}"
+    # The reason once, in one line, in the printed report and in report.md.
+    assert printed.count(INCEPTION_REASON) == 1 and line in printed.splitlines()
+    assert md.count(INCEPTION_REASON) == 1 and f"- {line}" in md.splitlines()
+    header = printed.splitlines()[1].split()
+    assert "mnist_is" in header and not {"fid", "is_mean", "kid_mean"} & set(header)
+    md_header = next(x for x in md.splitlines() if x.startswith("| group | n | completed"))
+    assert "mnist_is final" in md_header and "fid" not in md_header and "| null" not in md
+    assert "## mnist_is" in md and "## fid" not in md and "## is_mean" not in md
+    # No figure of a null metric: only mnist_is's two.
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["mnist_is_vs_step.png", "mnist_is_vs_time.png"]
+    # report.csv keeps their (empty) columns: a machine-readable table has the same columns whatever ran.
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert rows[0]["fid_final_n"] == "0" and rows[0]["fid_final_mean"] == ""
+
+
+def test_bookkeeping_fields_are_never_metrics(tmp_path, capsys):
+    from ganbench.metric_catalog import BOOKKEEPING
+
+    root = tmp_path / "sweep"
+    runs = image_like_sweep(root)
+    assert set(BOOKKEEPING) == {"step", "images_seen", "wall_time_s", "eval_samples"}
+    assert report.load_run(runs[0]).metric_names() == ["fid", "is_mean", "kid_mean", "mnist_is"]
+    out = tmp_path / "o"
+    assert report.main([str(root), "--out", str(out)]) == 0
+    capsys.readouterr()
+    written = (out / "report.md").read_text() + (out / "report.csv").read_text()
+    assert not any(name in written for name in ("eval_samples", "images_seen", "wall_time_s"))
+    assert not any(p.name.startswith(BOOKKEEPING) for p in (out / "figures").iterdir())
+    # Asked for by name: one line, exit 2, nothing written.
+    other = tmp_path / "other"
+    assert report.main([str(root), "--out", str(other), "--metrics", "mnist_is,eval_samples"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--metrics eval_samples: bookkeeping of metrics.jsonl, not a metric" in err[0]
+    assert "mnist_is" in err[0] and not other.exists()
+
+
+def test_a_group_null_metrics_share_one_line_per_reason(tmp_path, capsys):
+    """A group whose metrics are all null while another group has values: a null cell each, and one note for
+    the group and its reason (not one per metric)."""
+    root = tmp_path / "sweep"
+    null = dict(metric(None, None), reason="no sample in the high-quality region")
+    for seed in (0, 1):
+        make_run(root, ["objective=dragan", f"seed={seed}"], metrics={"hq_pct": metric(50.0, 60.0),
+                                                                       "reverse_kl": metric(0.5, 0.4, higher=False)},
+                 curve=[{"step": 100, "wall_time_s": 1.0, "hq_pct": 50.0, "reverse_kl": 0.5}])
+        make_run(root, ["objective=vanilla", f"seed={seed}"], metrics={"hq_pct": null, "reverse_kl": null},
+                 curve=[{"step": 100, "wall_time_s": 1.0, "hq_pct": None, "reverse_kl": None}])
+    assert report.main([str(root), "--out", str(tmp_path / "o")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [x for x in lines if x.startswith("null")] == \
+        ["null: objective=vanilla: hq_pct, reverse_kl: no sample in the high-quality region"]
+    assert next(x for x in lines if x.startswith("objective=vanilla")).split()[-2:] == ["null", "null"]
+
+
+def test_a_figure_with_nothing_drawn_is_not_written(tmp_path):
+    """A metric without a single value in the groups given (a legend entry of reasons only) writes no PNG and
+    no figures folder."""
+    root = tmp_path / "sweep"
+    image_like_sweep(root)
+    runs = report.find_runs([root])
+    groups = report.group_runs(runs)
+    report.summarize_groups(groups, ["fid", "mnist_is"])
+    assert all("fid" in g.null_reasons for g in groups)
+    assert report.plot_figures(tmp_path / "figs", groups, ["fid"]) == []
+    assert not (tmp_path / "figs").exists()
+    assert [f.path.name for f in report.plot_figures(tmp_path / "figs", groups, ["mnist_is"])] == \
+        ["mnist_is_vs_step.png", "mnist_is_vs_time.png"]
