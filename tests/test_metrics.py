@@ -688,9 +688,19 @@ def test_log_hparams_writes_into_the_run_directory(tmp_path):
     assert start.hparams["objective.name"].string_value == "hinge"
     assert start.hparams["optimizer.lr"].number_value == pytest.approx(2e-4)
     exp = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert [m.name.tag for m in exp.metric_infos] == ["final/fid"]
-    assert acc.Scalars("final/fid")[0].value == pytest.approx(31.5)
-    assert "final/is_mean" not in acc.Tags()["scalars"]
+    assert [m.name.tag for m in exp.metric_infos] == ["results/fid"]
+    assert acc.Scalars("results/fid")[0].value == pytest.approx(31.5)
+    assert "results/is_mean" not in acc.Tags()["scalars"]
+
+
+def test_final_metrics_sort_after_the_curves_in_tensorboard():
+    """TensorBoard's Scalars tab orders tag groups (the tag up to its first "/") by character code and opens the
+    first two: the one-point final values must not be among them. The groups of a training run's curves and
+    images are README's TensorBoard table (D/, grad/, images/, loss/, metrics/, perf/)."""
+    from ganbench.metrics.hparams import FINAL_TAG
+
+    final_group = FINAL_TAG.format("fid").split("/", 1)[0]
+    assert all(final_group > group for group in ("D", "grad", "images", "loss", "metrics", "perf"))
 
 
 def test_a_2d_run_imports_neither_torchvision_nor_torch_fidelity(tmp_path):
