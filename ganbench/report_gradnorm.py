@@ -83,7 +83,9 @@ def plot_grad_norm(out_dir: Path, groups, unreadable: Optional[List[str]] = None
         fig, axes = plt.subplots(len(shown), 1, figsize=(8, 2.6 * len(shown) + 0.6), squeeze=False, sharex=True)
         notes: List[str] = []
         for ax, (run, (steps, norms)) in zip(axes[:, 0], shown):
-            ax.plot(steps, norms, color="tab:red", linewidth=1.2, label=f"{TAG} (TensorBoard)")
+            # A single logged value (a run shorter than 2·train.log_every) is a line of no length: mark the points.
+            ax.plot(steps, norms, color="tab:red", linewidth=1.2, label=f"{TAG} (TensorBoard)",
+                    marker="o" if len(steps) == 1 else None, markersize=4)
             ax.set_ylabel("‖∇ₓD(x)‖ at real x", color="tab:red", fontsize=8)
             ax.tick_params(axis="y", labelcolor="tab:red", labelsize=7)
             ax.grid(alpha=0.3)

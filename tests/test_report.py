@@ -520,3 +520,23 @@ def test_a_figure_with_nothing_drawn_is_not_written(tmp_path):
     assert not (tmp_path / "figs").exists()
     assert [f.path.name for f in report.plot_figures(tmp_path / "figs", groups, ["mnist_is"])] == \
         ["mnist_is_vs_step.png", "mnist_is_vs_time.png"]
+
+
+def test_a_gradient_norm_logged_once_is_drawn_not_a_blank_panel(tmp_path):
+    """A run shorter than 2·train.log_every logs grad/D_real_norm once: a line through one point draws nothing,
+    so the point is marked. Its pixels (tab:red) lie mid-panel, away from the red axis label and ticks."""
+    import numpy as np
+    from PIL import Image
+    from torch.utils.tensorboard import SummaryWriter
+
+    from ganbench import report_gradnorm
+
+    run = make_run(tmp_path / "s", ["objective=a", "seed=0"])
+    writer = SummaryWriter(str(run))
+    writer.add_scalar(report_gradnorm.TAG, 0.5, 10)
+    writer.close()
+    figures = report_gradnorm.plot_grad_norm(tmp_path / "figures", report.group_runs(report.find_runs([tmp_path / "s"])))
+    pixels = np.asarray(Image.open(figures[0].path).convert("RGB")).astype(int)
+    red = np.abs(pixels - np.array([214, 39, 40])).sum(-1) < 30   # tab:red
+    width = red.shape[1]
+    assert red[:, int(0.3 * width):int(0.9 * width)].sum() > 10
