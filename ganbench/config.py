@@ -138,6 +138,9 @@ class TrainConfig:
     # Image networks in NHWC memory (torch.channels_last; batches follow from the first convolution): faster
     # convolutions on tensor cores. Images only.
     channels_last: bool = False
+    # The step's arithmetic (ganbench/precision.py): fp32, bf16 (autocast) or fp16 (autocast + loss scaling;
+    # dynamics=alternating).
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         at_least_one(replicas=self.replicas)
@@ -151,6 +154,8 @@ class TrainConfig:
             raise ConfigError(f"lr_decay: unknown option '{self.lr_decay}'; allowed: none, linear")
         if not 0 <= self.lr_decay_start < 1:
             raise ConfigError(f"lr_decay_start: must be in [0, 1) (got {self.lr_decay_start})")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision: unknown option '{self.precision}'; allowed: fp32, bf16, fp16")
 
 
 @dataclass

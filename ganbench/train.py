@@ -271,8 +271,10 @@ def bind_game(spec: Spec, dynamics: Game, G: nn.Module, D: nn.Module, data: Any,
     G_avg = make_average(G, spec.train.g_average, spec.train.ema_beta)
     # train.batch_size counts D's inputs, packs with pack=m (PacGAN's code: batch_size packs per step), so the
     # game draws batch_size·m samples of each kind per batch.
-    return dynamics.bind(Players(G, D, opt_G, opt_D, G_avg), spec.loss, spec.penalty, spec.n_dis, data,
+    game = dynamics.bind(Players(G, D, opt_G, opt_D, G_avg), spec.loss, spec.penalty, spec.n_dis, data,
                          spec.train.batch_size * spec.pack, spec.train.iterations, layout, spec.pack, spec.augment)
+    game.set_precision(spec.train.precision)
+    return game
 
 
 def build_players(spec: Spec, arch: DictConfig, shape: Any) -> Any:

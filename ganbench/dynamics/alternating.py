@@ -24,6 +24,7 @@ class Alternating(Game):
 
     name = "alternating"
     replicable = True
+    supports_fp16 = True
 
     def setup(self) -> None:
         # Without batch norm in D, real and fake can share one forward pass: identical maths, one launch.
@@ -43,7 +44,13 @@ class Alternating(Game):
         d_loss = self.loss.d_loss(real_out, fake_out)
         pen = self.zero
         if penalised:
-            pen = self.penalty(self.D, real, fake)
+            if self.scalers:  # fp16: the penalty's forward and input gradient in fp32 (ganbench/precision.py)
+                from ..precision import full_precision
+
+                with full_precision(self.device):
+                    pen = self.penalty(self.D, real.float(), fake.float())
+            else:
+                pen = self.penalty(self.D, real, fake)
             if self.penalty.every > 1:
                 pen = pen * self.penalty.every
         return d_loss, pen, real_out, fake_out
@@ -60,8 +67,8 @@ class Alternating(Game):
             penalised = penalty.adds_loss and self.d_step % penalty.every == 0
             d_loss, pen, real_out, fake_out = self.d_objective(real, fake, penalised)
             p.opt_D.zero_grad(set_to_none=True)
-            self.layout.total(d_loss + pen if penalised else d_loss).backward()
-            p.opt_D.step()
+            self.backward(self.layout.total(d_loss + pen if penalised else d_loss), "D")
+            self.update("D", p.opt_D)
             penalty.after_d_step(D)
             self.d_step += 1
         return d_loss, pen, real_out, fake_out
@@ -100,9 +107,9 @@ class Alternating(Game):
         g_loss = self.g_objective(self.latent(), real_out)
         p.opt_G.zero_grad(set_to_none=True)
         self.zero_extra_grads()
-        self.layout.total(g_loss).backward()
-        p.opt_G.step()
-        self.step_extra()
+        self.backward(self.layout.total(g_loss), "G")
+        # The extra players (an objective's encoder, ...) learn from the generator's loss, so from its scale.
+        self.update("G", p.opt_G, *[o for o in p.extra_opt.values() if o is not None])
         D.requires_grad_(True)
         if p.G_avg is not None:
             p.G_avg.update_parameters(G)

@@ -129,6 +129,11 @@ class Game:
     pack = 1
     #: The augmentation of D's inputs (``augment``, ganbench/augment/), None for none. Set by ``bind``.
     augment = None
+    #: ``train.precision`` (ganbench/precision.py) and, for fp16, each player's loss scaler. Set by
+    #: ``set_precision``; a dynamics whose updates all go through ``backward``/``update`` supports fp16.
+    precision = "fp32"
+    scalers = None
+    supports_fp16 = False
 
     def __post_init__(self) -> None:
         if not self.instance_noise >= 0:
@@ -160,6 +165,36 @@ class Game:
         self.base_lrs = [[group["lr"] for group in opt.param_groups] for opt in self.optimizers()]
         self.setup()
         return self
+
+    def set_precision(self, precision: str) -> None:
+        """Run every step under ``train.precision`` (autocast), with fp16's loss scalers."""
+        from .. import precision as amp
+
+        if precision == "fp16" and self.layout.replicas:
+            raise ConfigError("train.precision: fp16 scales each player's loss by one factor, which N replicas would "
+                              "share (a step skipped for one would be skipped for all); use train.precision=bf16 "
+                              "with train.replicas, or train.replicas=1")
+        if precision == "fp16" and not self.supports_fp16:
+            raise ConfigError(f"train.precision: fp16 needs loss scaling in every update, which dynamics={self.name} "
+                              "does not have; use train.precision=bf16 (no scaling needed) or dynamics=alternating")
+        self.precision = precision
+        self.scalers = amp.scalers(precision, self.device)
+        self.step = amp.under(precision, self.device, self.step)
+
+    def backward(self, loss: Tensor, player: str) -> None:
+        """``loss.backward()``, scaled by the player's (``"D"``, ``"G"``) loss scaler under fp16."""
+        (self.scalers[player].scale(loss) if self.scalers else loss).backward()
+
+    def update(self, player: str, *opts: torch.optim.Optimizer) -> None:
+        """``opt.step()`` of each optimizer that the player's backward filled; under fp16 the player's scaler
+        unscales the gradients, skips steps whose gradients are not finite, then adapts its scale once."""
+        for opt in opts:
+            if self.scalers:
+                self.scalers[player].step(opt)
+            else:
+                opt.step()
+        if self.scalers:
+            self.scalers[player].update()
 
     def optimizers(self) -> List[torch.optim.Optimizer]:
         p = self.players
@@ -246,6 +281,8 @@ class Game:
             extra = obj.extra_state() if obj is self else obj.state_dict()
             if extra:
                 state[key] = extra
+        if self.scalers:
+            state["scalers"] = {player: scaler.state_dict() for player, scaler in self.scalers.items()}
         return state
 
     def extra_state(self) -> Dict[str, Any]:
@@ -274,6 +311,9 @@ class Game:
                 self.penalty.load_state_dict(state["penalty_state"])
             if state.get("game_state"):
                 self.load_extra_state(state["game_state"])
+            if self.scalers and state.get("scalers"):
+                for player, scaler in self.scalers.items():
+                    scaler.load_state_dict(state["scalers"][player])
             self.d_step = int(state["d_step"])
         except (RuntimeError, ValueError, KeyError, TypeError) as ex:
             first = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__

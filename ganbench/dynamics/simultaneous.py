@@ -23,6 +23,7 @@ class Simultaneous(Alternating):
     """
 
     name = "simultaneous"
+    supports_fp16 = False  # its updates do not go through Game.backward/update (loss scaling)
 
     def compile_steps(self) -> None:  # both gradients come from one autograd.grad call, not the objectives
         Game.compile_steps(self)

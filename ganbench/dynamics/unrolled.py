@@ -73,6 +73,7 @@ class Unrolled(Alternating):
     """
 
     name = "unrolled"
+    supports_fp16 = False  # its updates do not go through Game.backward/update (loss scaling)
     # Batched: the functional copy of a replicated D holds the stacked parameters, the inner Adam step is
     # elementwise, and the inner gradient is that of the replicas' summed losses (each replica's own).
     replicable = True
