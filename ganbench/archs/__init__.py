@@ -3,7 +3,7 @@
 An architecture is a pair of two independently chosen sides, G (``arch.g``) and D (``arch.d``), each a family
 (``name``) with its own keys: ``conf/arch/g/<family>.yaml`` and ``conf/arch/d/<family>.yaml``, whose schemas
 are each family module's ``GConfig`` and ``DConfig``. Families: dcgan, mlp, resnet (the WGAN-GP CIFAR-10
-ResNet) and bogonet (a network drawn at random from the other three, DRAGAN paper §5.3). Each module exposes
+ResNet), sngan (the SNGAN standard CNN) and bogonet (a network drawn at random from the other three, DRAGAN paper §5.3). Each module exposes
 ``generator(cfg, shape)``, ``discriminator(cfg, shape)`` and ``fit_error(cfg, shape)`` (why a side cannot take
 samples of ``shape``, or None).
 
@@ -23,11 +23,11 @@ from torch import nn
 
 from ..config import resolved, structured
 from ..errors import ConfigError
-from . import bogonet, dcgan, mlp, resnet
+from . import bogonet, dcgan, mlp, resnet, sngan
 
 log = logging.getLogger(__name__)
 
-FAMILIES = {"dcgan": dcgan, "mlp": mlp, "resnet": resnet, "bogonet": bogonet}
+FAMILIES = {"dcgan": dcgan, "mlp": mlp, "resnet": resnet, "sngan": sngan, "bogonet": bogonet}
 SIDES = (("g", "G"), ("d", "D"))
 PAIR_RESERVED = ("name", "base", "g", "d")
 
@@ -100,7 +100,8 @@ def _shape_words(shape: Tuple[int, ...]) -> str:
 def concrete(spec: ArchSpec, shape: Tuple[int, ...], d_shape: Tuple[int, ...], gradient_penalty: bool,
              data: Optional[str] = None) -> Built:
     """The sides ``build`` makes for G's samples of ``shape`` and D's inputs of ``d_shape``: BogoNet sides
-    drawn (``bogonet.draw``), D's norm ``auto`` resolved (batch norm, or none with a gradient penalty).
+    drawn (``bogonet.draw``), D's norm ``auto`` resolved (batch norm, or none with a gradient penalty or
+    spectral normalisation).
     A pair that does not fit is one ConfigError naming both sides (``data`` names the dataset)."""
     out = {"g": spec.g, "d": spec.d}
     drawn = {}
@@ -119,7 +120,9 @@ def concrete(spec: ArchSpec, shape: Tuple[int, ...], d_shape: Tuple[int, ...], g
     if getattr(d, "norm", None) == "auto":
         from dataclasses import replace
 
-        d = out["d"] = replace(d, norm="none" if gradient_penalty else "batch")
+        # Spectral normalisation replaces batch norm in D, as in every discriminator of Miyato et al. 2018.
+        plain = gradient_penalty or getattr(d, "spectral_norm", False)
+        d = out["d"] = replace(d, norm="none" if plain else "batch")
     if gradient_penalty and getattr(d, "minibatch_discrimination", 0):
         # Refused, not warned (unlike batch norm): o(x_i) sums over the whole batch, so ∇ₓ of ΣD(x_i)
         # is not the per-sample gradient the penalty means, and no published setting pairs the two.

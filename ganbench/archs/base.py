@@ -1,5 +1,8 @@
-"""Shared pieces of the architectures: activations, normalisations and the DCGAN initialisation."""
+"""Shared pieces of the architectures: activations, normalisations, spectral normalisation and the DCGAN
+initialisation."""
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm as _torch_spectral_norm
 
 from ..errors import ConfigError
 from .layers import Maxout, MinibatchDiscrimination, VirtualBatchNorm
@@ -28,6 +31,34 @@ def dcgan_init(module: nn.Module) -> None:
         if module.weight is not None:
             nn.init.normal_(module.weight, 1.0, 0.02)
             nn.init.zeros_(module.bias)
+
+
+#: Layers whose ``weight`` spectral normalisation divides by its largest singular value.
+SN_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+#: Power iterations per forward pass: 1, Miyato et al. 2018 (Algorithm 1; their code's ``Ip=1``).
+SN_POWER_ITERATIONS = 1
+#: The normalisation's ε (a choice: Miyato et al. state none; torch's default, also their Chainer code's 1e-12).
+SN_EPS = 1e-12
+
+
+def apply_spectral_norm(net: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) of every convolution and linear layer of ``net``, in place:
+
+        W̄ = W / σ(W),  σ(W) ≈ ũᵀ W ṽ,  ṽ ← Wᵀũ / ‖Wᵀũ‖,  ũ ← W ṽ / ‖W ṽ‖,
+
+    W reshaped to (out, in·k·k) (a transposed convolution's (in, out, k, k) weight to (out, in·k·k)), one power
+    iteration per forward pass in train mode (none in eval mode), through
+    ``torch.nn.utils.parametrizations.spectral_norm``. The vectors ũ, ṽ are buffers (``..._u``, ``..._v``) of
+    the module's state_dict: checkpoints hold them and a resume continues them exactly; replicas stack them
+    (each replica its own ũ). Called after the weights are initialised: the trained parameter is the
+    unnormalised W (``parametrizations.weight.original``), and ũ, ṽ are drawn from N(0, I) (torch's global RNG)
+    and refined by 15 power iterations at construction. Minibatch discrimination's tensor T and norm layers
+    are not weights of this kind and are left as they are (Miyato et al. normalise every layer's W).
+    """
+    for module in list(net.modules()):
+        if isinstance(module, SN_LAYERS) and not parametrize.is_parametrized(module, "weight"):
+            _torch_spectral_norm(module, n_power_iterations=SN_POWER_ITERATIONS, eps=SN_EPS)
+    return net
 
 
 def check_minibatch_discrimination(kernels: int, dim: int) -> None:
@@ -85,8 +116,18 @@ def mirror_of_discriminator(D: nn.Module, out_dim: int, objective: str):
         raise ConfigError(f"objective={objective}: the network mirrors D's layers (D.net ending in a Linear or "
                           "Conv2d output layer, as arch=mlp and arch=dcgan build); this D has none")
     body = copy.deepcopy(net[:-1])
+    normalised = parametrize.is_parametrized(last, "weight")
+    for module in list(body.modules()):
+        if parametrize.is_parametrized(module, "weight"):
+            # reset_parameters would write into the computed W̄, not the trained W: drop the normalisation,
+            # reset, and normalise the fresh weight again below (the mirror is normalised as D is).
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+            normalised = True
     for module in body.modules():
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()  # fresh weights: a copy of D's would tie the new network's start to D
+    if normalised:
+        apply_spectral_norm(body)
+        apply_spectral_norm(head)
     return body, head, isinstance(last, nn.Linear)
 

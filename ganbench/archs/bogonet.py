@@ -94,6 +94,9 @@ class _Side:
     dcgan: DCGANRange = field(default_factory=DCGANRange)
     resnet: ResNetRange = field(default_factory=ResNetRange)
     mlp: MLPRange = field(default_factory=MLPRange)
+    # Spectral normalisation (Miyato et al. 2018) of the drawn network, whatever its family: not a variation
+    # of the draw (our choice: it draws no number, so a side's draw is the same with and without it).
+    spectral_norm: bool = False
 
     def _check(self, side: str) -> None:
         if self.seed < 0:
@@ -164,18 +167,19 @@ def draw_once(cfg: _Side, side: str, attempt: int):
         width, kernel, norm, act = (rng.choice(r.widths), rng.choice(r.kernels), rng.choice(r.norms),
                                     rng.choice(r.activations))
         extra = {"z_dim": z_dim} if g else {}
-        return schema(width=width, kernel=kernel, norm=norm, activation=act, **extra)
+        return schema(width=width, kernel=kernel, norm=norm, activation=act, spectral_norm=cfg.spectral_norm, **extra)
     if family == "resnet":
         r = cfg.resnet
         dim, blocks, norm = rng.choice(r.dims), rng.choice(r.plain_blocks), rng.choice(r.norms)
         extra = {"z_dim": z_dim} if g else {}
-        return schema(dim=dim, plain_blocks=blocks, norm=norm, **extra)
+        return schema(dim=dim, plain_blocks=blocks, norm=norm, spectral_norm=cfg.spectral_norm, **extra)
     r = cfg.mlp
     depth = rng.choice(r.depths)
     widths = [rng.choice(r.widths) for _ in range(depth)]
     act = rng.choice(r.activations)
     extra = {"z_dim": z_dim} if g else {}
-    return schema(depth=depth, width=widths[0], widths=widths, activation=act, **extra)
+    return schema(depth=depth, width=widths[0], widths=widths, activation=act, spectral_norm=cfg.spectral_norm,
+                  **extra)
 
 
 def draw(cfg: _Side, side: str, shape: Tuple[int, ...]):

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .base import ACTIVATIONS, FeatureTrunk, activation, check_minibatch_discrimination, dcgan_init
+from .base import ACTIVATIONS, FeatureTrunk, activation, apply_spectral_norm, check_minibatch_discrimination, dcgan_init
 from .layers import MinibatchDiscrimination, VirtualBatchNorm, reference_latents, run_with_reference
 
 D_NORMS = ("auto", "batch", "layer", "none")
@@ -61,6 +61,9 @@ class GConfig:
     activation: str = "relu"
     constant_width: bool = False  # every layer has the first layer's w·2ⁿ⁻¹ filters (DRAGAN paper §5.2.3)
     kernel: int = 4  # the stride-2 transposed convolutions: 4×4 (padding 1) or 5×5 (padding 2, output padding 1)
+    # Spectral normalisation (Miyato et al. 2018) of every (transposed) convolution, batch norm kept: G's SN
+    # as SAGAN and BigGAN use it (base.apply_spectral_norm).
+    spectral_norm: bool = False
 
     def __post_init__(self) -> None:
         _check(width=self.width, z_dim=self.z_dim, vbn_ref_size=self.vbn_ref_size, activation=self.activation,
@@ -83,6 +86,9 @@ class DConfig:
     # the authors' CIFAR-10 code uses B=100, C=5.
     minibatch_discrimination: int = 0
     mbd_dim: int = 5
+    # Spectral normalisation (Miyato et al. 2018) of every convolution and linear layer (not of minibatch
+    # discrimination's T); norm=auto then resolves to none, as in Miyato et al.'s discriminators.
+    spectral_norm: bool = False
 
     def __post_init__(self) -> None:
         check_minibatch_discrimination(self.minibatch_discrimination, self.mbd_dim)
@@ -181,6 +187,8 @@ class Generator(nn.Module):
         layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
+        if cfg.spectral_norm:
+            apply_spectral_norm(self.net)
         # A buffer: it follows G to its device and is saved in (and restored from) G's state_dict; None
         # (no entry in the state_dict) without virtual batch norm.
         vbn = cfg.norm == "virtual_batch"
@@ -231,6 +239,8 @@ class Discriminator(FeatureTrunk):
             layers.append(nn.Conv2d(c_in, 1, 4, 1, 0))  # 4×4 → 1×1, linear output
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
+        if cfg.spectral_norm:
+            apply_spectral_norm(self.net)
         self.name_features("conv")
 
     def forward(self, x: Tensor) -> Tensor:

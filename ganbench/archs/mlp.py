@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple, Union
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .base import ACTIVATIONS, FeatureTrunk, activation, check_minibatch_discrimination, dcgan_init
+from .base import ACTIVATIONS, FeatureTrunk, activation, apply_spectral_norm, check_minibatch_discrimination, dcgan_init
 from .layers import Maxout, MinibatchDiscrimination
 
 G_NORMS = ("none", "batch")
@@ -52,6 +52,8 @@ class GConfig:
     # Weight init: auto = dcgan on images, torch on points; dcgan = N(0, 0.02); torch = PyTorch's default;
     # he_normal = N(0, 2/fan_in), the DRAGAN authors' MNIST notebook ("xavier_init"). Biases 0 except torch.
     init: str = "auto"
+    # Spectral normalisation (Miyato et al. 2018) of every linear layer, the output layer included.
+    spectral_norm: bool = False
 
     def __post_init__(self) -> None:
         _check_common(self.depth, self.width, self.widths, self.activation, self.init, "activation")
@@ -82,6 +84,10 @@ class DConfig:
     minibatch_discrimination: int = 0
     mbd_dim: int = 5
     init: str = "auto"
+    # Spectral normalisation (Miyato et al. 2018) of every linear layer: the hidden ones (maxout's included)
+    # and, our choice where the paper has no MLP, the output layer too, as every layer of its CNNs
+    # (minibatch discrimination's T is not normalised).
+    spectral_norm: bool = False
 
     def __post_init__(self) -> None:
         check_minibatch_discrimination(self.minibatch_discrimination, self.mbd_dim)
@@ -193,6 +199,8 @@ class Generator(nn.Module):
         # Images live in [-1, 1]; points are unbounded.
         self.out = nn.Tanh() if len(shape) == 3 else nn.Identity()
         _initialise(self, cfg.init, len(shape) == 3)
+        if cfg.spectral_norm:
+            apply_spectral_norm(self.net)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.out(self.net(z)).view(*z.shape[:-1], *self.shape)
@@ -220,6 +228,8 @@ class Discriminator(FeatureTrunk):
         else:
             self.net = net
         _initialise(self, cfg.init, len(shape) == 3)
+        if cfg.spectral_norm:
+            apply_spectral_norm(self.net)
         self.name_features("hidden")
 
     def forward(self, x: Tensor) -> Tensor:

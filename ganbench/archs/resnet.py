@@ -18,7 +18,8 @@ BogoNet's random depth), log₂(R) − 2 up blocks (3 for 32×32: 4 → 8 → 16
 tanh. Norm = batch norm (NORMALIZATION_G = True) or none.
 
 D: the optimized block (R → R/2), down blocks until the maps are 8×8 (one for 32×32: 16 → 8), ``plain_blocks``
-plain blocks (2 in the reference), ReLU, the mean over the spatial positions, Linear(dim → 1). Norm inside the
+plain blocks (2 in the reference), ReLU, the mean over the spatial positions (``pool: sum``: their sum, as
+SNGAN's ResNet D), Linear(dim → 1). Norm inside the
 blocks = none (NORMALIZATION_D = False, the reference's setting) or layer (its alternative: LayerNorm over
 (C, H, W) per sample, per-channel affine).
 
@@ -30,6 +31,12 @@ Initialisation as the reference's tflib: convolutions uniform with std √(4/(fa
 residual branch's convolutions ("he_init", = xavier_uniform with gain √2), √(2/(fan_in + fan_out)) for the
 shortcuts and G's output convolution (Glorot); linear layers Glorot uniform; biases 0; norm scales 1, shifts 0.
 fan_in = c_in·k², fan_out = c_out·k².
+
+The SNGAN CIFAR-10 ResNet (Miyato et al. 2018, Appendix B.4, their code's ``SNResNetDiscriminator`` and
+``ResNetGenerator``) is this network with other keys (``conf/arch/sngan_resnet.yaml``): G dim 256, D dim 128
+with the same 4 blocks (the optimized one, 1 down block, 2 plain blocks), the sum pool (``pool: sum``) and
+spectral normalisation on every layer of D (``spectral_norm``; objective=sngan sets it). Its code's
+initialisation (Glorot uniform with gain √2 in the residual branch, 1 in the shortcuts) is the one above.
 """
 import math
 from dataclasses import dataclass
@@ -39,9 +46,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .base import apply_spectral_norm
 
 G_NORMS = ("batch", "none")
 D_NORMS = ("none", "layer")
+POOLS = ("mean", "sum")
 
 
 def _check(prefix: str, dim: int, z_dim: Optional[int], plain_blocks: int, norm: str, norms) -> None:
@@ -63,6 +72,7 @@ class GConfig:
     z_dim: int = 128
     norm: str = "batch"  # NORMALIZATION_G = True: batch norm; none
     plain_blocks: int = 0  # residual blocks at 4×4 before the up blocks (0 in the reference)
+    spectral_norm: bool = False  # Miyato et al. 2018 on every convolution and linear layer (SAGAN/BigGAN's G SN)
 
     def __post_init__(self) -> None:
         _check("", self.dim, self.z_dim, self.plain_blocks, self.norm, G_NORMS)
@@ -76,9 +86,15 @@ class DConfig:
     dim: int = 128  # DIM_D
     norm: str = "none"  # NORMALIZATION_D = False; layer = its layer norm
     plain_blocks: int = 2  # plain residual blocks after the downsampling ones (2 in the reference)
+    # The spatial reduction before the output layer: mean (WGAN-GP's reference) or sum (SNGAN's ResNet D,
+    # Miyato et al.'s code: F.sum over the 8×8 positions, 64 × the mean for 32×32 inputs).
+    pool: str = "mean"
+    spectral_norm: bool = False  # Miyato et al. 2018 on every convolution and linear layer (the SNGAN D)
 
     def __post_init__(self) -> None:
         _check("", self.dim, None, self.plain_blocks, self.norm, D_NORMS)
+        if self.pool not in POOLS:
+            raise ConfigError(f"pool: unknown option '{self.pool}'; allowed: {', '.join(POOLS)}")
 
 
 @dataclass
@@ -178,6 +194,8 @@ class Generator(nn.Module):
         blocks += [ResidualBlock(cfg.dim, cfg.dim, "up", cfg.norm) for _ in range(n_up)]
         self.blocks = nn.Sequential(*blocks)
         self.out = nn.Sequential(_norm(cfg.norm, cfg.dim), nn.ReLU(), _conv(cfg.dim, channels, 3, he=False), nn.Tanh())
+        if cfg.spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, z: Tensor) -> Tensor:
         h = self.input(z.flatten(1)).view(z.shape[0], self.dim, 4, 4)
@@ -203,10 +221,16 @@ class Discriminator(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.relu = nn.ReLU()
         self.output = _linear(cfg.dim, 1)
+        self.pool = cfg.pool
         self.feature_names = [f"block{i + 1}" for i in range(len(blocks))] + ["pool"]
+        if cfg.spectral_norm:
+            apply_spectral_norm(self)
+
+    def _reduce(self, h: Tensor) -> Tensor:
+        return h.sum((2, 3)) if self.pool == "sum" else h.mean((2, 3))
 
     def pooled(self, x: Tensor) -> Tensor:
-        return self.relu(self.blocks(x)).mean((2, 3))
+        return self._reduce(self.relu(self.blocks(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.output(self.pooled(x)).flatten()
@@ -216,7 +240,7 @@ class Discriminator(nn.Module):
         for i, block in enumerate(self.blocks):
             h = block(h)
             out[f"block{i + 1}"] = h
-        out["pool"] = self.relu(h).mean((2, 3))
+        out["pool"] = self._reduce(self.relu(h))
         return out
 
 
