@@ -314,3 +314,31 @@ def test_fp16_refusals(tmp_path, extra, words):
 
     with pytest.raises(ConfigError, match=words):
         prepare(compose(FAST + POINTS + ["train.precision=fp16"] + extra), tmp_path / "run")
+
+
+# ---- evaluation: one copy to the host per evaluation, the reference features uploaded once ----
+def test_an_evaluation_reads_the_host_once_whatever_its_batch_count(tmp_path, monkeypatch):
+    from test_metrics import ImageData, ImageG, TinyExtractor, make_cfg
+
+    from ganbench.metrics import build_evaluator
+
+    counts = []
+    for batch_size in (7, 100):
+        cfg = make_cfg(tmp_path / str(batch_size), eval_over={"batch_size": batch_size},
+                       metrics_over={"names": ["is", "fid", "kid", "prc", "dc"]})
+        ev = build_evaluator(cfg, ImageData(), "cpu", tmp_path / str(batch_size), extractor=TinyExtractor())
+        ev.evaluate(ImageG(), step=1, final=False, z_dim=8)  # builds the reference once
+        calls = []
+        original = torch.Tensor.cpu
+
+        def cpu(self, *args, **kwargs):
+            calls.append(1)
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, "cpu", cpu)
+        pool = ev._ref["pool_device"]
+        ev.evaluate(ImageG(), step=2, final=False, z_dim=8)
+        monkeypatch.undo()
+        assert ev._ref["pool_device"] is pool  # the reference features stay on the device between evaluations
+        counts.append(len(calls))
+    assert counts[0] == counts[1], counts  # 29 batches or 2: the same host reads

@@ -224,20 +224,29 @@ class Evaluator:
     def _generate(self, G, n: int, z_dim: int):
         """Yield G(z) batch by batch for the same n latent vectors at every evaluation: z ~ N(0, I) drawn at
         once on the CPU from eval.seed, so the samples depend neither on the batch size nor on the device."""
-        z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(self.s.seed))
+        z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(self.s.seed)).to(self.device)
         for s in range(0, n, self.s.batch_size):
-            x = G(z[s:s + self.s.batch_size].to(self.device))
+            x = G(z[s:s + self.s.batch_size])
             # Accumulated on the device and read once per evaluation: no host sync per batch.
             self._nonfinite = self._nonfinite | ~torch.isfinite(x).all()
             yield x
 
     def _extract(self, batches) -> dict[str, torch.Tensor]:
-        """Run uint8 RGB batches through the extractor; concatenated float32 CPU features."""
+        """Run uint8 RGB batches through the extractor; concatenated float32 CPU features. The batches' features
+        stay on the device until the last one: one copy to the host per evaluation, not one wait per batch."""
         out: dict[str, list[torch.Tensor]] = {}
         for u8 in batches:
             for k, v in self.extractor.features(u8).items():
-                out.setdefault(k, []).append(v.detach().float().cpu())
-        return {k: torch.cat(v) for k, v in out.items()}
+                out.setdefault(k, []).append(v.detach().float())
+        return {k: torch.cat(v).cpu() for k, v in out.items()}
+
+    def _reference_pool_on_device(self) -> torch.Tensor:
+        """The reference features on the evaluation device, uploaded once per run (precision/recall and
+        density/coverage compare them with every evaluation's)."""
+        ref = self._reference()
+        if "pool_device" not in ref:
+            ref["pool_device"] = ref["pool"].to(self.device)
+        return ref["pool_device"]
 
     # ------------------------------------------------------------------ reference
     def _reference(self) -> dict:
@@ -297,26 +306,26 @@ class Evaluator:
             else:
                 out["kid_mean"], out["kid_std"] = image.kid(ref["pool"], pool, self.s.kid_subsets, size)
         if "prc" in groups:
-            out["precision"], out["recall"] = image.precision_recall(ref["pool"].to(self.device),
+            out["precision"], out["recall"] = image.precision_recall(self._reference_pool_on_device(),
                                                                      pool.to(self.device), self.s.prc_k)
         if "dc" in groups:
-            out["density"], out["coverage"] = image.density_coverage(ref["pool"].to(self.device),
+            out["density"], out["coverage"] = image.density_coverage(self._reference_pool_on_device(),
                                                                      pool.to(self.device), self.s.dc_k)
         return out
 
     def _stacked_metrics(self, G, z_dim: int) -> dict[str, float]:
-        digits = torch.cat([stacked.classify_channels(self.classifier, images_to_uint8(x)).cpu()
-                            for x in self._generate(G, self.s.stacked_samples, z_dim)])
+        digits = torch.cat([stacked.classify_channels(self.classifier, images_to_uint8(x))
+                            for x in self._generate(G, self.s.stacked_samples, z_dim)]).cpu()
         return stacked.stacked_mode_metrics(digits)
 
     def _mnist_is(self, G, z_dim: int) -> dict[str, float]:
         probs = torch.cat([mnist_score.class_probabilities(self.classifier, images_to_uint8(x))
-                           for x in self._generate(G, self.s.mnist_is_samples, z_dim)])
+                           for x in self._generate(G, self.s.mnist_is_samples, z_dim)]).cpu()
         mean, std = mnist_score.classifier_score(probs, self.s.mnist_is_splits)
         return {"mnist_is": mean, "mnist_is_std": std}
 
     def _point_metrics(self, G, z_dim: int) -> dict[str, float | None]:
-        pts = torch.cat([x.float().cpu() for x in self._generate(G, self.s.mode_samples, z_dim)])
+        pts = torch.cat([x.float() for x in self._generate(G, self.s.mode_samples, z_dim)]).cpu()
         out: dict[str, float | None] = {}
         if "modes" in self.groups:
             out.update(toy.mode_metrics(pts, self.dataset.centers, self._axis_std(), self.s.hq_test,

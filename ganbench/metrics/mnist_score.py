@@ -28,13 +28,14 @@ NUM_CLASSES = 10
 
 @torch.no_grad()
 def class_probabilities(model: torch.nn.Module, images_uint8: torch.Tensor) -> torch.Tensor:
-    """p(y|x) of uint8 (B, C, H, W) images: (B, 10) float64 on the CPU. Several channels are averaged to one
+    """p(y|x) of uint8 (B, C, H, W) images: (B, 10) float64 on the images' device (the evaluator reads them on the
+    host once per evaluation). Several channels are averaged to one
     (``dataset.channels=3`` repeats the digit in R, G, B); sides other than 28 are resized (bilinear,
     antialiased) to the classifier's 28×28, as for Stacked MNIST."""
     x = images_uint8.float().mean(1, keepdim=True) / 255
     if x.shape[-2:] != (28, 28):
         x = F.interpolate(x, size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
-    return torch.softmax(model(x).double(), dim=1).cpu()
+    return torch.softmax(model(x).double(), dim=1)
 
 
 def classifier_score(probs: torch.Tensor, splits: int = 10) -> tuple[float, float]:
