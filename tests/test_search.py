@@ -187,7 +187,7 @@ def test_unknown_metric_lists_the_datasets_metrics(tmp_path):
      "integer (1) but UniformDistribution draws floats (Hydra's interval() is a float range); use range(a, b) or "
      "choice(...)"),
     ("arm=choice(vanilla, nope)", "ganbench: error: hydra.sweeper.params.arm: unknown option 'nope'; allowed: dragan, "
-     "minimax, pacgan2, pacgan4, unrolled, vanilla, wgan, wgan_gp"),
+     "minimax, pacgan2, pacgan4, sngan, unrolled, vanilla, wgan, wgan_gp"),
 ])
 def test_a_search_space_key_that_does_not_fit_is_named(tmp_path, space, line):
     sweep = tmp_path / "s"

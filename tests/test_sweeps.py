@@ -87,7 +87,7 @@ def test_presets_define_their_sweeps():
     params = toy.hydra.sweeper.params
     assert params.dataset.split(",") == ["ring8", "grid25"]
     assert sorted(params.arm.split(",")) == sorted(
-        ["vanilla", "minimax", "dragan", "wgan", "wgan_gp", "unrolled", "pacgan2", "pacgan4"])
+        ["vanilla", "minimax", "dragan", "wgan", "wgan_gp", "unrolled", "pacgan2", "pacgan4", "sngan"])
     assert "seed" not in params and toy.train.replicas == 10  # 10 trials per job, as replicas
     assert toy.arch.name == "mlp" and "joblib" in toy.hydra.launcher._target_
 
