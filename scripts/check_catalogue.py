@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 OBJECTIVES = ["fgan_kl", "fgan_reverse_kl", "fgan_pearson", "fgan_hellinger", "fgan_js", "fgan_gan", "fgan_tv",
-              "ebgan", "lsgan_qi", "mdgan", "mixgan", "feature_matching"]
+              "ebgan", "lsgan_qi", "mdgan", "mixgan", "feature_matching", "sngan"]
 SCHEMES = {  # penalties and training schemes, each with objective=vanilla
     "roth": ["penalty=roth"],
     "consensus": ["penalty=consensus", "dynamics=simultaneous"],
@@ -28,8 +28,11 @@ SCHEMES = {  # penalties and training schemes, each with objective=vanilla
     "label_smoothing": ["objective.real_label=0.9"],
     "minibatch_discrimination": ["arch.minibatch_discrimination=100"],
     "lr_decay": ["train.lr_decay=linear"],
+    "spectral_norm": ["arch.g.spectral_norm=true", "arch.d.spectral_norm=true"],
 }
 VBN = {"virtual_batch_norm": ["arch.g_norm=virtual_batch"]}  # DCGAN only
+SNGAN = {"sngan_cnn": ["objective=sngan", "arch=sngan"],  # the SNGAN networks (images only), their own arch
+         "sngan_resnet": ["objective=sngan", "arch=sngan_resnet"]}
 
 
 def run(name: str, args: list[str], out: Path) -> tuple[str, str, float]:
@@ -61,6 +64,7 @@ def main() -> None:
                   "train.batch_size=16"]
         jobs += [(f"cifar/{o}", images + [f"objective={o}"]) for o in OBJECTIVES]
         jobs += [(f"cifar/{k}", images + ["objective=vanilla", *v]) for k, v in {**SCHEMES, **VBN}.items()]
+        jobs += [(f"cifar/{k}", [o for o in images if o != "arch=dcgan"] + v) for k, v in SNGAN.items()]
     failed = 0
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         for name, status, secs in pool.map(lambda job: run(job[0], job[1], a.out), jobs):
