@@ -342,3 +342,35 @@ def test_an_evaluation_reads_the_host_once_whatever_its_batch_count(tmp_path, mo
         assert ev._ref["pool_device"] is pool  # the reference features stay on the device between evaluations
         counts.append(len(calls))
     assert counts[0] == counts[1], counts  # 29 batches or 2: the same host reads
+
+
+# ---- images kept on the host for a GPU run: gathered into pinned memory, copied without waiting ----
+def test_host_images_are_gathered_into_pinned_memory_for_cuda(monkeypatch):
+    from ganbench.data.images import gather_to
+
+    seen = {}
+    empty = torch.empty
+
+    def spy_empty(*args, pin_memory=False, **kwargs):
+        seen["pinned"] = pin_memory  # no CUDA here to pin with: record the request, allocate plainly
+        return empty(*args, **kwargs)
+
+    tensor_to = torch.Tensor.to
+
+    def spy_to(self, *args, **kwargs):
+        target = kwargs.get("device", args[0] if args else None)
+        if isinstance(target, torch.device) and target.type == "cuda":
+            seen["non_blocking"] = kwargs.get("non_blocking", False)
+            seen["copied"] = self
+            return self
+        return tensor_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", spy_empty)
+    monkeypatch.setattr(torch.Tensor, "to", spy_to)
+    data = torch.arange(5 * 2 * 3, dtype=torch.uint8).view(5, 2, 3)
+    idx = torch.tensor([[4, 0, 4], [1, 1, 2]])  # Stacked MNIST's (B, 3) digit indices
+    out = gather_to(data, idx, torch.device("cuda"))
+    monkeypatch.undo()
+    assert seen == {"pinned": True, "non_blocking": True, "copied": out}
+    assert torch.equal(out, data[idx])
+    assert torch.equal(gather_to(data, idx[0], torch.device("cpu")), data[idx[0]])  # on the data's device: a view

@@ -64,10 +64,7 @@ class ImageDataset:
         global RNG of the device that holds the images (the training device unless on_device kept them on
         the CPU)."""
         idx = torch.randint(self.num_images, (batch_size,), device=self.data.device, generator=generator)
-        x = self.data.index_select(0, idx)
-        if x.device != self.device:
-            x = x.to(self.device, non_blocking=True)
-        return x.to(torch.float32).div_(127.5).sub_(1.0)
+        return gather_to(self.data, idx, self.device).to(torch.float32).div_(127.5).sub_(1.0)
 
     def real_uint8(self, split: str | None = None) -> torch.Tensor:
         """uint8 (N, C, H, W) CPU tensor of a whole split ("train" | "test"); None = the split sampled from."""
@@ -91,6 +88,21 @@ def describe(name: str, num_images: int, split: str | None, source, shape, what:
     which = f"split={split}" if split is not None else "split=null: every image, any train/ and test/ sub-folders together"
     where = f" from {source}" if source is not None else ""
     return f"dataset {name}: {num_images} {what} ({which}){where}, {h}x{w}x{c}"
+
+
+def gather_to(data: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``data[idx]`` on ``device`` (idx: any shape of row indices, on data's device). When the data stay on the
+    host for a CUDA run, the rows are gathered into pinned memory, so the copy to the GPU does not wait for the
+    host (from pageable memory a ``non_blocking`` copy is synchronous); PyTorch's pinned allocator keeps a
+    buffer until its copy has run, so a buffer per batch is safe and cached."""
+    if data.device == device:
+        return data[idx]
+    if device.type != "cuda":
+        return data[idx].to(device)
+    rows = data.shape[1:]
+    out = torch.empty(tuple(idx.shape) + tuple(rows), dtype=data.dtype, pin_memory=True)
+    torch.index_select(data, 0, idx.reshape(-1), out=out.view(-1, *rows))
+    return out.to(device, non_blocking=True)
 
 
 def place(images: torch.Tensor, device: torch.device, on_device: str) -> torch.Tensor:

@@ -11,7 +11,7 @@ import logging
 import torch
 
 from ganbench.data import options
-from ganbench.data.images import data_root, describe, load_torchvision, place
+from ganbench.data.images import data_root, describe, gather_to, load_torchvision, place
 from ganbench.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,7 @@ class StackedMNIST:
         """(batch_size, 3, R, R): three digits drawn independently per sample, from ``generator`` (None:
         the global RNG of the device that holds the digits)."""
         idx = torch.randint(self.num_images, (batch_size, 3), device=self._digits.device, generator=generator)
-        x = self._digits[idx]  # (B, 3, R, R): channel c is digit idx[:, c]
-        if x.device != self.device:
-            x = x.to(self.device, non_blocking=True)
+        x = gather_to(self._digits, idx, self.device)  # (B, 3, R, R): channel c is digit idx[:, c]
         return x.to(torch.float32).div_(127.5).sub_(1.0)
 
     def mnist(self, split: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
