@@ -6,7 +6,8 @@ axis, ``(N, B, *sample)``, and train them as one program:
 - ``Replicated`` holds the parameters and buffers of N copies of a network stacked along that axis and
   applies replica i's weights to replica i's inputs: natively for MLPs (one ``baddbmm`` per linear layer),
   otherwise by ``torch.func.vmap`` over ``functional_call`` (convolutions become grouped ones, and batch
-  norm keeps per-replica statistics in per-replica running buffers).
+  norm keeps per-replica statistics in per-replica running buffers, spectral normalisation per-replica
+  power-iteration vectors ũ, ṽ: ``StackedSpectralNorm``).
 - ``Layout`` is the one place that knows the difference: where the batch axis is, how a loss is
   reduced over the runs, and where random numbers come from. A run draws from torch's global RNG exactly
   as before; replica i draws from its own ``torch.Generator``, whose state is the one the separate run with
@@ -32,7 +33,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 from .errors import ConfigError
 
@@ -159,6 +162,9 @@ class Replicated(nn.Module):
                     owner, _, leaf = name.rpartition(".")
                     setattr(self.module.get_submodule(owner) if owner else self.module, leaf,
                             StackedLinear(m.in_features, m.out_features, m.bias is not None))
+        for m in self.module.modules():
+            if type(m) is _SpectralNorm:
+                m.__class__ = StackedSpectralNorm  # the same computation, written so that vmap can batch it
         with torch.no_grad():
             for name, _ in first.named_parameters():
                 stacked = torch.stack([m.get_parameter(name).detach() for m in modules])
@@ -192,6 +198,20 @@ class Replicated(nn.Module):
         view.load_state_dict(state)
         view.train(self.training)
         return view
+
+
+class StackedSpectralNorm(_SpectralNorm):
+    """torch's spectral normalisation (``torch.nn.utils.parametrizations.spectral_norm``) with its power
+    iteration ũ ← Wṽ/‖Wṽ‖, ṽ ← Wᵀũ/‖Wᵀũ‖ written into the buffers with ``copy_`` instead of ``normalize(...,
+    out=)``, which vmap cannot batch. Under ``Replicated``'s vmap the buffers are the stacks of the replicas'
+    ũ and ṽ, so each replica updates its own vectors in place, as its separate run does; the values are
+    those of torch's method (the same operations, only the write differs)."""
+
+    @torch.no_grad()
+    def _power_method(self, weight_mat: Tensor, n_power_iterations: int) -> None:
+        for _ in range(n_power_iterations):
+            self._u.copy_(F.normalize(torch.mv(weight_mat, self._v), dim=0, eps=self.eps))
+            self._v.copy_(F.normalize(torch.mv(weight_mat.H, self._u), dim=0, eps=self.eps))
 
 
 class StackedLinear(nn.Module):

@@ -195,3 +195,64 @@ def test_resume_without_the_vectors_is_not_exact(tmp_path, monkeypatch):
     run_train(tmp_path / "split", over)
     a, b = load_ckpt(tmp_path / "straight"), load_ckpt(tmp_path / "split")
     assert not all(torch.equal(a["D"][k], b["D"][k]) for k in a["D"])
+
+
+def _has_compiler() -> bool:
+    import shutil
+
+    return shutil.which("g++") is not None or shutil.which("c++") is not None
+
+
+@pytest.mark.skipif(not _has_compiler(), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_sngan_step_equals_eager(tmp_path):
+    """train.compile with SN on D (and G): from one state, the compiled D step's loss, parameter gradients
+    and power-iteration updates of ũ, ṽ equal eager's; a second call continues from the updated vectors.
+    (The SN case of tests/test_compile.py's equivalence test, kept here with the other SN tests.)"""
+    import copy
+
+    from ganbench.train import prepare
+
+    game = prepare(compose(FAST + POINTS + ["objective=sngan", "arch.g.spectral_norm=true"]), tmp_path / "run").game
+    start = copy.deepcopy(game.D.state_dict())
+    real, fake = torch.randn(16, 2), torch.randn(16, 2)
+    results = []
+    for compile_now in (False, True):
+        game.D.load_state_dict(start)
+        if compile_now:
+            game.compile_steps()
+        steps = []
+        for _ in range(2):
+            d_loss, pen, _, _ = game.d_objective(real, fake, True)
+            grads = torch.autograd.grad(d_loss, list(game.D.parameters()), allow_unused=True)
+            vectors = {k: v.clone() for k, v in game.D.state_dict().items() if k.endswith(("._u", "._v"))}
+            steps.append((d_loss.detach(), grads, vectors))
+        results.append(steps)
+    for (a, ga, ua), (b, gb, ub) in zip(*results):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+        for x, y in zip(ga, gb):
+            if x is not None:
+                # the gradient through σ̃ = ũᵀWṽ rounds differently once fused (measured ~1e-6 relative)
+                assert torch.allclose(x, y, rtol=1e-4, atol=1e-5 * x.abs().max().item())
+        assert ua.keys() == ub.keys() and len(ua) == 6
+        for k in ua:
+            torch.testing.assert_close(ua[k], ub[k], rtol=1e-6, atol=1e-7)
+    # the vectors moved between the two calls (one power iteration per forward)
+    assert not all(torch.equal(results[1][0][2][k], results[1][1][2][k]) for k in results[1][0][2])
+
+
+def test_a_mirror_of_a_normalised_d_is_fresh_and_leaves_d_intact():
+    """EBGAN's / MD-GAN's encoder mirrors D: with SN its layers are re-initialised (W and ũ, ṽ) and normalised,
+    and D keeps working (removing the copy's parametrization would delete the property from the class the
+    copy shares with D's layer: 'ParametrizedLinear' object has no attribute 'weight')."""
+    from ganbench.archs.base import mirror_of_discriminator
+
+    torch.manual_seed(0)
+    _, D = build(_arch(POINTS + ["arch.d.spectral_norm=true"]), (2,), False)
+    before = {k: v.clone() for k, v in D.state_dict().items()}
+    body, head, _ = mirror_of_discriminator(D, 4, "mdgan")
+    assert_same_tensors(D.state_dict(), before)  # D untouched
+    for k, v in body.state_dict().items():
+        assert not torch.equal(v, before["net." + k]), k
+    x = torch.randn(5, 2)
+    assert D(x).shape == (5,) and head(body(x)).shape == (5, 4)
+    assert all(parametrize.is_parametrized(m, "weight") for m in _sn_layers(body) + [head])

@@ -1,5 +1,6 @@
 """Shared pieces of the architectures: activations, normalisations, spectral normalisation and the DCGAN
 initialisation."""
+import torch
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _torch_spectral_norm
@@ -100,6 +101,26 @@ class FeatureTrunk(nn.Module):
         return any(isinstance(m, MinibatchDiscrimination) for m in self.modules())
 
 
+def _reset_normalised(module: nn.Module) -> None:
+    """``reset_parameters`` of a spectrally normalised layer: its own initialisation of the trained weight W
+    (``parametrizations.weight.original``) and bias, and fresh ũ, ṽ (N(0, I), 15 power iterations, as at
+    construction). reset_parameters itself would write into the computed W̄; and removing the parametrization
+    would change the class the copy shares with D's layer (torch deletes the property from it)."""
+    import torch.nn.functional as F
+
+    base = type(module).__bases__[0]  # nn.Linear, nn.Conv2d, ...: the class before the parametrization
+    plain = base.__new__(base)
+    plain.__dict__.update(module.__dict__)
+    plain._parameters = {"weight": module.parametrizations.weight.original, "bias": module.bias}
+    plain.reset_parameters()  # in place, on the shared tensors
+    sn = module.parametrizations.weight[0]
+    with torch.no_grad():
+        mat = sn._reshape_weight_to_matrix(module.parametrizations.weight.original)
+        sn._u.copy_(F.normalize(mat.new_empty(mat.shape[0]).normal_(0, 1), dim=0, eps=sn.eps))
+        sn._v.copy_(F.normalize(mat.new_empty(mat.shape[1]).normal_(0, 1), dim=0, eps=sn.eps))
+        sn._power_method(mat, 15)
+
+
 def mirror_of_discriminator(D: nn.Module, out_dim: int, objective: str):
     """D's layers up to its output layer, copied and re-initialised, plus a new ``out_dim``-wide output layer of
     the same kind (a Linear for arch=mlp, the 4×4 → 1×1 convolution for arch=dcgan): the encoder of an
@@ -117,17 +138,13 @@ def mirror_of_discriminator(D: nn.Module, out_dim: int, objective: str):
                           "Conv2d output layer, as arch=mlp and arch=dcgan build); this D has none")
     body = copy.deepcopy(net[:-1])
     normalised = parametrize.is_parametrized(last, "weight")
-    for module in list(body.modules()):
-        if parametrize.is_parametrized(module, "weight"):
-            # reset_parameters would write into the computed W̄, not the trained W: drop the normalisation,
-            # reset, and normalise the fresh weight again below (the mirror is normalised as D is).
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
-            normalised = True
     for module in body.modules():
-        if hasattr(module, "reset_parameters"):
+        if parametrize.is_parametrized(module, "weight"):
+            _reset_normalised(module)
+            normalised = True
+        elif hasattr(module, "reset_parameters"):
             module.reset_parameters()  # fresh weights: a copy of D's would tie the new network's start to D
     if normalised:
-        apply_spectral_norm(body)
-        apply_spectral_norm(head)
+        apply_spectral_norm(head)  # normalised as D's output layer is
     return body, head, isinstance(last, nn.Linear)
 
