@@ -48,7 +48,7 @@ def test_cfg_job_shows_an_mlp_g_and_a_dcgan_d(tmp_path):
 
     arch = yaml.safe_load(out.stdout)["arch"]
     assert arch["g"] == {"name": "mlp", "depth": 4, "width": 512, "widths": None, "activation": "relu",
-                         "z_dim": 100, "norm": "none", "init": "auto"}
+                         "z_dim": 100, "norm": "none", "init": "auto", "spectral_norm": False}
     assert arch["d"]["name"] == "dcgan" and arch["d"]["width"] == 64 and arch["d"]["activation"] == "leaky_relu"
 
 
@@ -442,3 +442,20 @@ def test_a_checkpoint_written_before_the_sides_existed_still_resumes(tmp_path):
 
     with pytest.raises(CheckpointError, match=r"arch\.width: 8 in the checkpoint, 16 now"):
         check_matches(state["config"], OmegaConf.to_container(new, resolve=True), ckpt, ("arch",))
+
+
+def test_sngan_sides_need_square_images_whose_side_is_a_multiple_of_8():
+    """The SNGAN standard CNN (M_g = M/8): 24×24 fits (Miyato et al.'s STL-10 48×48 too), 20×20 and points do not,
+    each refused in one line naming both sides."""
+    from ganbench.archs import check_fits
+
+    node = compose(FAST + ["arch=sngan"]).arch
+    for resolution in (24, 32, 48):
+        check_fits(node, {"name": "folder", "kind": "image", "resolution": resolution, "channels": 3}, 1, False)
+    with pytest.raises(ConfigError, match=r"arch=sngan \(G: sngan, D: sngan\) does not fit dataset=folder .*"
+                                          r"G: sngan needs square images whose side is a multiple of 8"):
+        check_fits(node, {"name": "folder", "kind": "image", "resolution": 20, "channels": 3}, 1, False)
+    with pytest.raises(ConfigError, match="sngan needs image data"):
+        check_fits(node, {"name": "ring8", "kind": "points"}, 1, False)
+    G, D = build(node, (3, 24, 24), False)
+    assert G(torch.randn(2, 128)).shape == (2, 3, 24, 24) and D(torch.randn(2, 3, 24, 24)).shape == (2,)
