@@ -3,6 +3,7 @@
     python scripts/bench.py                          # every case below; prints the ratio table
     python scripts/bench.py --arch mlp --json bench.json
     python scripts/bench.py replicas                 # N sequential runs vs one train.replicas=N process
+    python scripts/bench.py gpu                      # the DCGAN iteration per numeric mode vs its FLOP floor
 
 For each case (arch, objective, batch, device) the two sides are
 
@@ -420,24 +421,24 @@ def replica_overrides(arch: str, images: Optional[str], root: Optional[str]) -> 
     if arch == "mlp":
         return REPLICA_TOY
     return ["dataset=folder", f"dataset.path={images}", f"dataset.root={root}", "arch=dcgan", "arch.width=32",
-            "train.batch_size=64", "objective=dragan", "train.progress=false", "device=cpu"]
+            "train.batch_size=64", "objective=dragan", "train.progress=false"]
 
 
-def replica_step_time(base: List[str], n: int, threads: int, steps: int, repeats: int) -> float:
-    """Median seconds of one generator step of ``train.replicas=n`` (n=1: one run) over ``repeats`` blocks."""
+def replica_step_time(base: List[str], n: int, threads: int, steps: int, repeats: int,
+                      device: str = "cpu") -> float:
+    """Median seconds of one generator step of ``train.replicas=n`` (n=1: one run) over ``repeats`` blocks,
+    the device drained before and after each block."""
     from ganbench.train import prepare
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="bench_replicas_") as tmp:
-        game = prepare(compose(base + [f"train.replicas={n}", f"threads={threads}"]), Path(tmp) / "seed=0").game
+        game = prepare(compose(base + [f"train.replicas={n}", f"threads={threads}", f"device={device}"]),
+                       Path(tmp) / "seed=0").game
         for _ in range(max(2, steps // 5)):  # warm-up: allocator, Adam's lazy state
             game.step()
         times = []
         for _ in range(repeats):
-            t = time.perf_counter()
-            for _ in range(steps):
-                game.step()
-            times.append((time.perf_counter() - t) / steps)
+            times.append(time_block(game.step, steps, game.device)[0])
     return statistics.median(times)
 
 
@@ -458,12 +459,12 @@ def cmd_replicas(args: argparse.Namespace) -> int:
         base = replica_overrides(args.arch, images, f"{tmp}/root")
         steps = args.steps or (200 if args.arch == "mlp" else 3)
         single_threads = 1 if args.arch == "mlp" else (os.cpu_count() or 1)
-        t1 = replica_step_time(base, 1, single_threads, steps, args.repeats or 5)
+        t1 = replica_step_time(base, 1, single_threads, steps, args.repeats or 5, args.device)
         rows = []
         for n in args.n:
-            for threads in sorted({1, os.cpu_count() or 1}):
+            for threads in (sorted({1, os.cpu_count() or 1}) if args.device == "cpu" else [1]):
                 tn = replica_step_time(base, n, threads, max(2, steps // n * 2) if args.arch == "mlp" else 2,
-                                       args.repeats or 5)
+                                       args.repeats or 5, args.device)
                 rows.append({"replicas": n, "threads": threads, "step_ms": tn * 1e3, "per_run_ms": tn * 1e3 / n,
                              "speedup_vs_sequential": n * t1 / tn})
     info = machine()
@@ -527,6 +528,89 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+# Dense peak throughput of one H100 SXM (NVIDIA's datasheet, without sparsity), by the precision a mode's
+# products run in: the FLOP floor of a step is its counted FLOPs over this.
+PEAKS = {"fp32": 66.9e12, "tf32": 494.7e12, "bf16": 989.4e12}
+GPU_MODES = {  # mode -> (overrides, the peak its products run at)
+    "fp32": (["train.tf32=false"], "fp32"),
+    "tf32": (["train.tf32=true"], "tf32"),
+    "bf16": (["train.precision=bf16"], "bf16"),
+    "compiled": (["train.compile=true"], "tf32"),
+    "compiled-bf16": (["train.compile=true", "train.precision=bf16"], "bf16"),
+}
+
+
+def step_flops(game: Any) -> int:
+    """FLOPs of one generator iteration of ``game``: torch's own per-operator formulas
+    (``torch.utils.flop_counter.flop_registry``: products and convolutions, forward, backward and a penalty's
+    double backward) summed by a dispatch mode. (FlopCounterMode itself hooks modules in a way that
+    ``autograd.grad``, which the penalties call, does not support.)"""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    total = [0]
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                total[0] += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with Count():
+        game.step()
+    return total[0]
+
+
+def cmd_gpu(args: argparse.Namespace) -> int:
+    """The card's main job: one DCGAN 32×32 generator iteration (vanilla, DRAGAN, WGAN-GP) per numeric mode
+    (fp32 = IEEE, tf32, bf16 autocast, train.compile, compile + bf16), timed after warm-up with the device
+    drained, against its FLOP floor (counted FLOPs / the H100's dense peak of the mode's precision)."""
+    from ganbench.train import prepare
+
+    torch.set_flush_denormal(True)
+    logging.getLogger("ganbench").setLevel(logging.WARNING)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
+        images = str(random_image_folder(Path(tmp) / "images", 256))
+        base = ["dataset=folder", f"dataset.path={images}", f"dataset.root={tmp}/root", "arch=dcgan",
+                f"arch.width={args.width}", "train.batch_size=64", f"device={args.device}"] + QUIET
+        for objective in args.objective:
+            flops = None
+            for mode in args.modes:
+                overrides, peak = GPU_MODES[mode]
+                game = prepare(compose(base + [f"objective={objective}"] + overrides), Path(tmp) / f"{objective}{mode}").game
+                t = time.perf_counter()
+                for _ in range(args.warmup):  # compiles, autotunes, fills the allocator
+                    game.step()
+                sync(game.device)
+                first = time.perf_counter() - t
+                if flops is None:
+                    flops = step_flops(game)
+                per_step = statistics.median(time_block(game.step, args.steps, game.device)[0]
+                                             for _ in range(args.repeats))
+                floor = flops / PEAKS[peak]
+                rows.append({"objective": objective, "mode": mode, "ms": per_step * 1e3, "gflop": flops / 1e9,
+                             "floor_ms": floor * 1e3, "x_floor": per_step / floor, "warmup_s": first})
+                print(f"{objective} {mode}: {per_step * 1e3:.3f} ms per iteration, {flops / 1e9:.2f} GFLOP, floor "
+                      f"{floor * 1e3:.3f} ms ({per_step / floor:.1f}x), warm-up {first:.1f} s", flush=True)
+                if args.json:  # after every case: a time limit keeps the figures measured so far
+                    Path(args.json).write_text(json.dumps(dict(machine=machine(), peaks=PEAKS, cases=rows),
+                                                          indent=2) + "\n")
+    info = machine()
+    print(f"PyTorch {info['torch']}, {info.get('gpu') or info['cpu']}, load {loadavg()}")
+    print("| objective | mode | ms per iteration | GFLOP | floor ms | × floor |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['objective']} | {r['mode']} | {r['ms']:.3f} | {r['gflop']:.2f} | {r['floor_ms']:.3f} | "
+              f"{r['x_floor']:.1f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(machine=info, peaks=PEAKS, cases=rows), indent=2) + "\n")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
@@ -535,6 +619,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rep.add_argument("--arch", choices=ARCHS, default="mlp", help="mlp (the toy run, default) or dcgan")
     rep.add_argument("--steps", type=int, help="generator steps per timed block of one run (default 200)")
     rep.add_argument("--repeats", type=int, help="timed blocks (default 5)")
+    rep.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     rep.add_argument("--json", help="also write the figures to this JSON file")
     comp = sub.add_parser("compile", help="train.compile: eager vs compiled step, and the compile time")
     comp.add_argument("--arch", nargs="+", choices=ARCHS, default=list(ARCHS))
@@ -543,6 +628,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     comp.add_argument("--steps", type=int, help="steps per timed block (mlp 100, dcgan 3)")
     comp.add_argument("--repeats", type=int, help="timed blocks (default 3)")
     comp.add_argument("--json", help="also write the figures to this JSON file")
+    gpu = sub.add_parser("gpu", help="the DCGAN 32x32 iteration per numeric mode against its FLOP floor")
+    gpu.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu for a dry run")
+    gpu.add_argument("--objective", nargs="+", choices=OBJECTIVES, default=list(OBJECTIVES))
+    gpu.add_argument("--modes", nargs="+", choices=list(GPU_MODES), default=list(GPU_MODES))
+    gpu.add_argument("--width", type=int, default=64, help="dcgan arch.width (default 64, the DCGAN)")
+    gpu.add_argument("--steps", type=int, default=50, help="iterations per timed block (default 50)")
+    gpu.add_argument("--repeats", type=int, default=5, help="timed blocks (default 5)")
+    gpu.add_argument("--warmup", type=int, default=5, help="untimed iterations first (default 5)")
+    gpu.add_argument("--json", help="also write the figures to this JSON file")
     steps = sub.add_parser("steps", help="ganbench's step vs the bare loop (the default command)")
     for p in (parser, steps):
         p.add_argument("--arch", nargs="+", choices=ARCHS, default=list(ARCHS))
@@ -568,6 +662,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return cmd_replicas(args)
     if args.command == "compile":
         return cmd_compile(args)
+    if args.command == "gpu":
+        return cmd_gpu(args)
     return cmd_steps(args)
 
 
