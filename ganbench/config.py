@@ -425,9 +425,6 @@ def validate(cfg: DictConfig) -> Spec:
                           "2-D points: use train.channels_last=false")
     spec = Spec(train=train, loss=loss, n_dis=common.n_dis, penalty=penalty, optimizer=opt_name,
                 opt_g=opt_g, opt_d=opt_d, pack=pack, augment=augment)
-    if train.replicas > 1 and train.compile:
-        raise ConfigError("train.compile: not available with train.replicas > 1 (the replicated step is not "
-                          "compiled yet); use one of the two")
     if train.replicas > 1 and cfg.get("resume"):
         raise ConfigError("resume: train.replicas continues each seed from its own run directory; resume=<path> "
                           "names one checkpoint: drop resume= (or use train.replicas=1)")
@@ -477,6 +474,10 @@ def check_game(cfg: DictConfig, spec: Spec) -> None:
             G, D = build_players(spec, cfg.arch, shape)
             game = bind_game(spec, dynamics, G, D, _Shape(shape))
             if spec.train.compile:
+                if spec.train.replicas > 1:
+                    from .replicas import refuse_compiled_vmap
+
+                    refuse_compiled_vmap(G, D)
                 game.compile_steps()  # wraps the steps; compiling waits for their first call
     finally:
         logging.disable(previous)

@@ -128,6 +128,30 @@ class Layout:
 SINGLE = Layout()
 
 
+def batched_natively(module: nn.Module) -> bool:
+    """Whether N copies of ``module`` run as one native batched program (``Replicated``): a network of linear
+    layers whose forward takes leading batch axes (arch=mlp); other networks run through ``vmap``."""
+    return getattr(module, "batched_forward", False) and all(
+        isinstance(m, nn.Linear) or not (list(m.parameters(recurse=False)) or list(m.buffers(recurse=False)))
+        for m in module.modules())
+
+
+def refuse_compiled_vmap(G: nn.Module, D: nn.Module) -> None:
+    """``train.compile`` with ``train.replicas``: the compiled replicated step is the native batched program of
+    linear networks (checked equal to eager, tests/test_compile.py); networks that replicas run through
+    ``vmap`` are refused in one line. G, D: the single networks, or their ``Replicated`` stacks."""
+    from .errors import ConfigError
+
+    def native(m: nn.Module) -> bool:
+        return m.native if isinstance(m, Replicated) else batched_natively(m)
+
+    if not (native(G) and native(D)):
+        raise ConfigError("train.compile: with train.replicas, the compiled replicated step is that of networks of "
+                          "plain linear layers (arch=mlp: one batched program); these replicas run through vmap, "
+                          "whose compiled step is not checked against eager; use train.compile=false, or "
+                          "train.replicas=1")
+
+
 class Replicated(nn.Module):
     """N copies of a network with their parameters and buffers stacked: input ``(N, B, ...)`` → output
     ``(N, B, ...)``, replica i computed with copy i's weights (``vmap`` over ``functional_call``).
@@ -153,9 +177,7 @@ class Replicated(nn.Module):
         # Networks of linear layers whose forward takes leading batch axes (arch=mlp) run natively: each
         # nn.Linear becomes a batched matrix product with its bias fused (baddbmm). vmap would do the same
         # maths at several times the per-operation cost, which is what a toy step consists of.
-        self.native = getattr(first, "batched_forward", False) and all(
-            isinstance(m, nn.Linear) or not (list(m.parameters(recurse=False)) or list(m.buffers(recurse=False)))
-            for m in first.modules())
+        self.native = batched_natively(first)
         if self.native:
             for name, m in list(self.module.named_modules()):
                 if isinstance(m, nn.Linear):

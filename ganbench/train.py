@@ -33,8 +33,8 @@ from .dynamics.base import make_average, make_optimizer
 from .errors import CheckpointError, ConfigError, GanbenchError, one_line_error
 from .packing import pack, packed_shape
 from .penalties.base import input_grad_norm
-from .replicas import (SINGLE, Layout, Replicated, join_states, not_batched, replica_config, replica_dirs,
-                       replica_overrides, split_state)
+from .replicas import (SINGLE, Layout, Replicated, join_states, not_batched, refuse_compiled_vmap, replica_config,
+                       replica_dirs, replica_overrides, split_state)
 from .rundir import log_seed
 from .results import RunRecord
 
@@ -451,6 +451,9 @@ def prepare_replicas(cfg: DictConfig, spec: Spec, dynamics: Game, run_dir: Path,
     layout = Layout(generators)
     G, D = Replicated(Gs, "G").to(device), Replicated(Ds, "D").to(device)
     start.game = game = bind_game(spec, dynamics, G, D, start.data, layout)
+    if spec.train.compile:
+        refuse_compiled_vmap(G, D)
+        game.compile_steps()
     log_sizes(Gs[0], Ds[0], f" per replica; {len(Gs)} replicas (seeds {entries[0][2].seed}..{entries[-1][2].seed})")
 
     step = steps.pop()

@@ -493,15 +493,20 @@ def cmd_compile(args: argparse.Namespace) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_compile_") as tmp:
         images = str(random_image_folder(Path(tmp) / "images", 128))
-        for arch in args.arch:
+        for arch in (["toy"] if args.toy else args.arch):
             base = (["dataset=ring8", "arch=mlp", "train.batch_size=256", "threads=1"] if arch == "mlp" else
                     ["dataset=folder", f"dataset.path={images}", f"dataset.root={tmp}/root", "arch=dcgan",
-                     f"arch.width={args.width}", "train.batch_size=64"])
+                     f"arch.width={args.width}", "train.batch_size=64"] if arch == "dcgan" else
+                    # one job of the toy comparison: its protocol, 10 trials as replicas, grid25
+                    ["experiment=toy_mode_collapse", "dataset=grid25", "threads=1"] + QUIET)
             for objective in args.objective:
-                steps = args.steps or (100 if arch == "mlp" else 3)
+                if arch == "toy":
+                    objective = f"arm={objective}"
+                steps = args.steps or (3 if arch == "dcgan" else 100)
                 times = {}
                 for compiled in (False, True):
-                    cfg = compose(base + [f"objective={objective}", "device=cpu", f"train.compile={compiled}"])
+                    what = objective if objective.startswith("arm=") else f"objective={objective}"
+                    cfg = compose(base + [what, "device=cpu", f"train.compile={compiled}"])
                     game = prepare(cfg, Path(tmp) / f"{arch}{objective}{compiled}").game
                     t = time.perf_counter()
                     game.step()  # compiles when asked
@@ -627,6 +632,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     comp.add_argument("--width", type=int, default=32, help="dcgan arch.width (default 32)")
     comp.add_argument("--steps", type=int, help="steps per timed block (mlp 100, dcgan 3)")
     comp.add_argument("--repeats", type=int, help="timed blocks (default 3)")
+    comp.add_argument("--toy", action="store_true",
+                      help="one job of the toy comparison instead (toy_mode_collapse, grid25, 10 replicas; "
+                           "--objective names its arms)")
     comp.add_argument("--json", help="also write the figures to this JSON file")
     gpu = sub.add_parser("gpu", help="the DCGAN 32x32 iteration per numeric mode against its FLOP floor")
     gpu.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu for a dry run")
