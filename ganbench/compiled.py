@@ -66,11 +66,15 @@ def inductor_cache(key: str = "train.compile") -> str:
     return path
 
 
-def compiled(fn: Callable[..., Any], what: str) -> Callable[..., Any]:
+def compiled(fn: Callable[..., Any], what: str, mode: Any = True) -> Callable[..., Any]:
     """``fn`` compiled (static shapes: a run's batch never changes), with Inductor's caches in a private folder
-    (``inductor_cache``), logging when its first call, which compiles it, starts and how long it took."""
+    (``inductor_cache``), logging when its first call, which compiles it, starts and how long it took.
+    ``mode`` is ``train.compile``: true, or ``reduce-overhead``, which adds CUDA graphs (Inductor's
+    ``triton.cudagraphs``, what torch.compile's mode of that name sets; torch takes a mode or options, not both,
+    and ganbench passes options). On the CPU CUDA graphs do not apply and torch compiles as for true."""
     inductor_cache()
-    program = torch.compile(fn, dynamic=False, options=OPTIONS)
+    options = dict(OPTIONS, **({"triton.cudagraphs": True} if mode == "reduce-overhead" else {}))
+    program = torch.compile(fn, dynamic=False, options=options)
     first = [True]
 
     def call(*args: Any) -> Any:

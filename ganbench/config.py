@@ -128,7 +128,7 @@ class TrainConfig:
     replicas: int = 1
     # torch.compile the D and G steps, gradient penalties included (ganbench/compiled.py); off by default:
     # compiling costs tens of seconds, which pays only for long runs.
-    compile: bool = False
+    compile: Any = False  # false, true, or reduce-overhead (true plus CUDA graphs: Inductor's triton.cudagraphs)
     # CUDA matrix products and convolutions in TensorFloat-32 (10-bit mantissa inputs, fp32 accumulation): on by
     # default, as PyTorch's own cuDNN default and NVIDIA's recipes; false for IEEE fp32 products. CUDA only.
     tf32: bool = True
@@ -154,6 +154,9 @@ class TrainConfig:
             raise ConfigError(f"lr_decay: unknown option '{self.lr_decay}'; allowed: none, linear")
         if not 0 <= self.lr_decay_start < 1:
             raise ConfigError(f"lr_decay_start: must be in [0, 1) (got {self.lr_decay_start})")
+        if self.compile not in (False, True, "reduce-overhead") or isinstance(self.compile, (int, float)) and \
+                not isinstance(self.compile, bool):
+            raise ConfigError(f"compile: must be false, true or reduce-overhead (got {self.compile!r})")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"precision: unknown option '{self.precision}'; allowed: fp32, bf16, fp16")
 

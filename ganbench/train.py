@@ -274,6 +274,7 @@ def bind_game(spec: Spec, dynamics: Game, G: nn.Module, D: nn.Module, data: Any,
     game = dynamics.bind(Players(G, D, opt_G, opt_D, G_avg), spec.loss, spec.penalty, spec.n_dis, data,
                          spec.train.batch_size * spec.pack, spec.train.iterations, layout, spec.pack, spec.augment)
     game.set_precision(spec.train.precision)
+    game.compile_mode = spec.train.compile
     return game
 
 

@@ -33,7 +33,7 @@ TOP = """\
 top-level keys:
        seed=0  device=auto|cpu|cuda|cuda:N|mps  threads=auto|N  resume=PATH  restart=false
        train.iterations=100000  train.batch_size=64  train.log_every  train.ckpt_every  train.sample_every
-       train.g_average=none|ema|uniform  train.replicas=1|N  train.compile=false|true  pack=1|m
+       train.g_average=none|ema|uniform  train.replicas=1|N  train.compile=false|true|reduce-overhead  pack=1|m
        eval.every=auto|N  metrics.names=auto|[is,fid,kid,modes,...]
        search.metric=NAME  search.value=final|best  search.seeds=1|N      (hydra/sweeper=optuna)
 """

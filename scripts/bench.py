@@ -542,6 +542,7 @@ GPU_MODES = {  # mode -> (overrides, the peak its products run at)
     "bf16": (["train.precision=bf16"], "bf16"),
     "compiled": (["train.compile=true"], "tf32"),
     "compiled-bf16": (["train.compile=true", "train.precision=bf16"], "bf16"),
+    "cuda-graphs": (["train.compile=reduce-overhead"], "tf32"),
 }
 
 
@@ -571,8 +572,9 @@ def step_flops(game: Any) -> int:
 
 def cmd_gpu(args: argparse.Namespace) -> int:
     """The card's main job: one DCGAN 32×32 generator iteration (vanilla, DRAGAN, WGAN-GP) per numeric mode
-    (fp32 = IEEE, tf32, bf16 autocast, train.compile, compile + bf16), timed after warm-up with the device
-    drained, against its FLOP floor (counted FLOPs / the H100's dense peak of the mode's precision)."""
+    (fp32 = IEEE, tf32, bf16 autocast, train.compile, compile + bf16, compile + CUDA graphs), timed after warm-up
+    with the device drained, against its FLOP floor (counted FLOPs / the H100's dense peak of the mode's
+    precision)."""
     from ganbench.train import prepare
 
     torch.set_flush_denormal(True)

@@ -8,7 +8,7 @@
 # It runs, in order, each with its own time limit so that one slow part cannot take the others' time:
 #   1. the CUDA-only tests (tests/ -k cuda; on the CPU they skip, which the dry run reports);
 #   2. the DCGAN 32x32 generator iteration (vanilla, DRAGAN, WGAN-GP) per numeric mode (fp32, TF32, bf16,
-#      train.compile, compile + bf16) against its FLOP floor (scripts/bench.py gpu);
+#      train.compile, compile + bf16, compile + CUDA graphs) against its FLOP floor (scripts/bench.py gpu);
 #   3. toy replicas at N = 1, 8, 64, 256 against N separate runs (scripts/bench.py replicas);
 #   4. a toy comparison at its converged budget with its table and claims: toy_mode_collapse_converged's ring8
 #      DRAGAN and WGAN-GP arms, 32,000 steps x 10 trials each (DRAGAN Figure 13's claim that both cover the

@@ -182,3 +182,33 @@ def test_a_torchinductor_cache_dir_others_can_write_is_refused(tmp_path, private
     from ganbench.compiled import inductor_cache
 
     assert inductor_cache() == str(shared) and not private_cache.exists()
+
+
+@pytest.mark.parametrize("value,graphs", [("true", False), ("reduce-overhead", True)])
+def test_reduce_overhead_adds_cuda_graphs_to_the_compiled_steps(tmp_path, monkeypatch, value, graphs):
+    """train.compile=reduce-overhead compiles as true does, with Inductor's CUDA graphs (torch's mode of that
+    name; ganbench passes options, and torch takes a mode or options, not both). torch.compile is observed, not
+    run: what it is asked for is the point."""
+    import ganbench.compiled as compiled_mod
+    from ganbench.train import prepare
+
+    asked = []
+
+    def spy(fn, **kwargs):
+        asked.append(kwargs)
+        return fn
+
+    monkeypatch.setattr(compiled_mod.torch, "compile", spy)
+    start = prepare(compose(FAST + POINTS + [f"train.compile={value}"]), tmp_path / "run")
+    start.game.step()
+    assert len(asked) == 2  # the D and the G objective
+    for kwargs in asked:
+        assert "mode" not in kwargs and kwargs["options"]["fallback_random"] is True
+        assert kwargs["options"].get("triton.cudagraphs", False) is graphs
+
+
+def test_compile_takes_three_values(tmp_path):
+    from ganbench.train import prepare
+
+    with pytest.raises(ConfigError, match="train.compile: must be false, true or reduce-overhead"):
+        prepare(compose(FAST + POINTS + ["train.compile=fast"]), tmp_path / "run")

@@ -91,8 +91,8 @@ class Alternating(Game):
     def compile_steps(self) -> None:
         from ..compiled import compiled
 
-        self.d_objective = compiled(self.d_objective, "D step")
-        self.g_objective = compiled(self.g_objective, "G step")
+        self.d_objective = compiled(self.d_objective, "D step", self.compile_mode)
+        self.g_objective = compiled(self.g_objective, "G step", self.compile_mode)
 
     def g_outputs(self, real_out: Tensor):
         """D's verdict for the generator step: (D(G(z')), the D(x) that G's loss may use)."""

@@ -133,6 +133,8 @@ class Game:
     #: ``set_precision``; a dynamics whose updates all go through ``backward``/``update`` supports fp16.
     precision = "fp32"
     scalers = None
+    #: ``train.compile``'s value for ``compile_steps``: true, or reduce-overhead (CUDA graphs). Set by train.bind_game.
+    compile_mode = True
     supports_fp16 = False
 
     def __post_init__(self) -> None:
