@@ -172,7 +172,11 @@ def test_a_full_disk_in_tensorboard_is_one_error_without_a_traceback(tmp_path, m
     events = writer.file_writer.event_writer._async_writer.path
     assert events.parent == tmp_path and events.name.startswith("events.out.tfevents.")
 
+    write = RecordWriter.write
+
     def full(self, data):
+        if not writes_under(self, tmp_path):  # another test's writer, left open: not this disk
+            return write(self, data)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(RecordWriter, "write", full)
@@ -183,9 +187,20 @@ def test_a_full_disk_in_tensorboard_is_one_error_without_a_traceback(tmp_path, m
     assert "Traceback" not in err and "Exception in thread" not in err, err
 
 
-def full_after_final_checkpoint(final: int) -> None:
-    """Every TensorBoard event write raises ENOSPC once the checkpoint of step ``final`` is written (the
-    case where TensorBoard's thread printed a traceback and results.json stayed ``running``)."""
+def writes_under(record_writer, folder) -> bool:
+    """Whether a TensorBoard RecordWriter writes into ``folder``. The full-disk patches fail only those: an event
+    writer that an earlier test of the same process left open (its background thread flushes on its own)
+    would otherwise print its own traceback into this test's stderr."""
+    import os
+
+    name = getattr(getattr(record_writer, "_writer", None), "filename", None)
+    return name is not None and os.fsdecode(name).startswith(str(folder))
+
+
+def full_after_final_checkpoint(final: int, folder=None) -> None:
+    """Every TensorBoard event write (into ``folder``, when given) raises ENOSPC once the checkpoint of step
+    ``final`` is written (the case where TensorBoard's thread printed a traceback and results.json stayed
+    ``running``)."""
     from tensorboard.summary.writer.record_writer import RecordWriter
 
     from ganbench import checkpoint
@@ -199,7 +214,7 @@ def full_after_final_checkpoint(final: int) -> None:
             full.append(True)
 
     def event(self, data):
-        if full:
+        if full and (folder is None or writes_under(self, folder)):
             raise OSError(errno.ENOSPC, "No space left on device")
         return write(self, data)
 
@@ -215,7 +230,7 @@ def test_events_failing_after_the_final_checkpoint_in_process(tmp_path, monkeypa
 
     monkeypatch.setattr(checkpoint, "save", checkpoint.save)  # restored afterwards
     monkeypatch.setattr(RecordWriter, "write", RecordWriter.write)
-    full_after_final_checkpoint(20)
+    full_after_final_checkpoint(20, tmp_path)
     run_dir = tmp_path / "run"
     with pytest.raises(GanbenchError, match=rf"disk full while writing {run_dir}/events\.out\.tfevents\.\S+ {FREE}") \
             as caught:
@@ -238,7 +253,7 @@ def test_record_unwritable_too_keeps_the_one_of_the_final_checkpoint(tmp_path, m
 
     monkeypatch.setattr(checkpoint, "save", checkpoint.save)
     monkeypatch.setattr(RecordWriter, "write", RecordWriter.write)
-    full_after_final_checkpoint(20)
+    full_after_final_checkpoint(20, tmp_path)
     run_dir = tmp_path / "run"
     write_json = results_module.write_json_atomic
     written = []
