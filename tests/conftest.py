@@ -3,6 +3,7 @@ folder, and the shared data directory (tests that need it skip with a reason whe
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -21,6 +22,25 @@ GANBENCH = VENV_BIN / "ganbench"
 FAST = ["train.progress=false", "threads=1", "eval.every=0", "metrics.names=[]", "device=cpu"]
 # A tiny 2-D run: ring8, a small MLP.
 POINTS = ["dataset=ring8", "arch=mlp", "arch.width=8", "arch.depth=2", "train.batch_size=16"]
+
+
+@pytest.fixture(autouse=True)
+def _root_log_handlers_restored():
+    """A test that runs the CLI in this process leaves Hydra's log handlers on the root logger, bound to the
+    test's captured streams; once pytest closes those, every later log line prints '--- Logging error ---' and
+    a traceback into another test's stderr. Each test gets the root handlers it started with (pytest's own
+    capture handlers are left to pytest)."""
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in before and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+            handler.close()
+    for handler in before:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 def shared_file(name: str) -> Path:

@@ -103,6 +103,7 @@ def test_presets_define_their_sweeps():
         ("dragan", 500_000, 1, 1e-4, [0.5, 0.9], "dragan", "adam"),
         ("wgan", 100_000, 5, 5e-5, None, "weight_clip", "rmsprop"),
         ("wgan_gp", 100_000, 5, 1e-4, [0.5, 0.9], "wgan_gp", "adam"),
+        ("sngan", 100_000, 5, 2e-4, [0.0, 0.9], "none", "adam"),
     ],
 )
 def test_dragan_vs_wgangp_paper_settings(objective, iterations, n_dis, lr, betas, penalty, optimizer):
@@ -111,6 +112,7 @@ def test_dragan_vs_wgangp_paper_settings(objective, iterations, n_dis, lr, betas
     assert cfg.dataset.name == "cifar10" and cfg.arch.name == "dcgan" and cfg.train.batch_size == 64
     assert cfg.train.iterations == iterations
     assert cfg.train.iterations * cfg.objective.n_dis == 500_000  # same discriminator iterations
+    assert cfg.arch.d.spectral_norm == (objective == "sngan")
     assert cfg.objective.n_dis == n_dis and cfg.objective.lr == pytest.approx(lr)
     assert cfg.penalty.name == penalty and cfg.optimizer.name == optimizer
     if betas is not None:
@@ -123,7 +125,7 @@ def test_dragan_vs_wgangp_paper_settings(objective, iterations, n_dis, lr, betas
     assert cfg.compare.wgan_iterations % cfg.eval.every == 0
     assert cfg.eval.num_samples == cfg.eval.num_samples_final  # one protocol for the ^g and ^d numbers
     assert cfg.arch.d_norm == "none"  # one D in every arm: the comparison varies the objective only
-    assert set(cfg.hydra.sweeper.params.objective.split(",")) == {"vanilla", "dragan", "wgan", "wgan_gp"}
+    assert set(cfg.hydra.sweeper.params.objective.split(",")) == {"vanilla", "dragan", "wgan", "wgan_gp", "sngan"}
     assert len(cfg.hydra.sweeper.params.seed.split(",")) == 3
 
 
@@ -133,8 +135,8 @@ def test_sweep_preview_prints_each_objective(capsys):
     assert preview.main(["-m", "experiment=dragan_vs_wgangp_cifar10", "--cfg", "job", "--resolve"], config_dir()) == 0
     out = capsys.readouterr().out
     headers = [line for line in out.splitlines() if line.startswith("# run ")]
-    assert headers == [f"# run {i}/4: objective={o}  (seeds 0,1,2)"
-                       for i, o in enumerate(["vanilla", "dragan", "wgan", "wgan_gp"], start=1)]
+    assert headers == [f"# run {i}/5: objective={o}  (seeds 0,1,2)"
+                       for i, o in enumerate(["vanilla", "dragan", "wgan", "wgan_gp", "sngan"], start=1)]
     blocks = out.split("# run ")[1:]
     assert "iterations: 500000" in blocks[0] and "n_dis: 1" in blocks[0]
     assert "iterations: 100000" in blocks[2] and "n_dis: 5" in blocks[2] and "clip: 0.01" in blocks[2]
@@ -144,7 +146,7 @@ def test_dragan_vs_wgangp_cfg_job_via_cli(tmp_path):
     """`ganbench -m <preset> --cfg job` (Hydra alone refuses -m with --cfg; the CLI previews instead)."""
     done = ganbench(["-m", "experiment=dragan_vs_wgangp_cifar10", "--cfg", "job"], cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("# run ") == 4 and "objective=wgan_gp" in done.stdout
+    assert done.stdout.count("# run ") == 5 and "objective=wgan_gp" in done.stdout
     assert not (tmp_path / "outputs").exists()  # a preview writes nothing
 
 
