@@ -479,27 +479,3 @@ def test_presets_search_on_the_veegan_protocol(preset, arm, space):
         assert cfg.hydra.sweeper.sampler._target_ == "optuna.samplers.RandomSampler"
         assert sorted(cfg.hydra.sweeper.studies) == ["dragan", "minimax", "vanilla", "wgan", "wgan_gp"]
         assert cfg.optimizer.g.betas == cfg.optimizer.d.betas == cfg.objective.betas
-
-
-# ---------------------------------------------------------------------------------------------- SLURM
-
-from test_slurm import LAUNCH, cluster, env as slurm_env, ganbench_cmd, job_dirs  # noqa: E402,F401
-
-
-@pytest.mark.slurm
-@pytest.mark.slow
-def test_search_on_slurm(cluster, tmp_path):  # noqa: F811 - the cluster fixture of test_slurm
-    """A 4-trial search through hydra/launcher=slurm: two batches of two trials, each batch one job array."""
-    sweep = tmp_path / "sweep"
-    t0 = time.time()
-    done = subprocess.run(ganbench_cmd("-m", "hydra/sweeper=optuna", *LAUNCH, f"hydra.sweep.dir={sweep}", *TINY,
-                                       "train.iterations=40", "search.metric=hq_pct", LR, "hydra.sweeper.n_trials=4",
-                                       "hydra.sweeper.n_jobs=2"),
-                          cwd=tmp_path, env=slurm_env(cluster), capture_output=True, text=True, timeout=900)
-    print(f"4-trial search on SLURM: {time.time() - t0:.0f} s")
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    trials = finished(study(sweep))
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
-    for t in trials:
-        assert t.value == pytest.approx(seed_value(sweep, t.user_attrs["run_dirs"][0]))
-    assert len(job_dirs(sweep)) == 4  # one array task per trial

@@ -282,3 +282,28 @@ def test_preempted_job_is_requeued_and_resumes_exactly(cluster, tmp_path):
     assert len(raw) == len(set(raw)), "duplicated TensorBoard steps"
     evals = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert evals == sorted(set(evals)) and evals[-1] == iterations
+
+
+# ------------------------------------------------- a search through hydra/launcher=slurm (moved from test_search:
+# every test of the cluster lives in this module, so that one pytest-xdist worker owns the cluster and its ports)
+
+from test_search import LR, TINY, finished, seed_value, study  # noqa: E402 - the search tests' tiny protocol
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_search_on_slurm(cluster, tmp_path):
+    """A 4-trial search through hydra/launcher=slurm: two batches of two trials, each batch one job array."""
+    sweep = tmp_path / "sweep"
+    t0 = time.time()
+    done = subprocess.run(ganbench_cmd("-m", "hydra/sweeper=optuna", *LAUNCH, f"hydra.sweep.dir={sweep}", *TINY,
+                                       "train.iterations=40", "search.metric=hq_pct", LR, "hydra.sweeper.n_trials=4",
+                                       "hydra.sweeper.n_jobs=2"),
+                          cwd=tmp_path, env=env(cluster), capture_output=True, text=True, timeout=900)
+    print(f"4-trial search on SLURM: {time.time() - t0:.0f} s")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    trials = finished(study(sweep))
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    for t in trials:
+        assert t.value == pytest.approx(seed_value(sweep, t.user_attrs["run_dirs"][0]))
+    assert len(job_dirs(sweep)) == 4  # one array task per trial
