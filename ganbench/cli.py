@@ -4,10 +4,8 @@ Torch is imported inside the task, so that a process that only submits jobs (SLU
 Errors the user can fix are printed as one line (``ganbench: error: ...``) with exit code 1; the full
 traceback is shown with ``HYDRA_FULL_ERROR=1``.
 """
-import hashlib
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
@@ -32,94 +30,7 @@ def config_dir() -> str:
     raise FileNotFoundError(f"ganbench: cannot find conf/config.yaml next to {here}")
 
 
-SWEPT_ENV = "GANBENCH_SWEPT_KEYS"
-
-
-def swept_keys(hydra_node: Any) -> List[str]:
-    """The keys a multirun varies: the command line's sweep overrides (SWEPT_ENV, set by ``main``) and the
-    preset's ``hydra.sweeper.params``; none outside a multirun. ``hydra_node`` is the config's hydra node."""
-    if hydra_node is None or not str(OmegaConf.select(hydra_node, "mode", default="")).endswith("MULTIRUN"):
-        return []
-    keys = [k for k in os.environ.get(SWEPT_ENV, "").split(",") if k]
-    keys += [str(k) for k in (OmegaConf.select(hydra_node, "sweeper.params", default=None) or {})]
-    return list(dict.fromkeys(keys))
-
-
-def override_items(override_dirname: str) -> List[str]:
-    """Hydra's ``k=v,k=v`` as items. Values may hold commas (``metrics.names=[a,b]``): items are split only
-    before a ``key=``."""
-    return re.split(r",(?=[+~]*[\w.\-/@]+=)", override_dirname) if override_dirname else []
-
-
-def override_key(item: str) -> str:
-    return item.split("=", 1)[0].lstrip("+~")
-
-
-# Keys that never name a run directory: train.replicas trains each seed into the directory its own run
-# would use (ganbench/replicas.py), so the directory must not depend on how many seeds shared a process;
-# search.* say what a hyperparameter search reads from the runs (its seeds train like replicas), not what
-# is trained.
-UNNAMED_KEYS = ("train.replicas", "search.metric", "search.value", "search.seeds")
-
-
-def swept_first(override_dirname: str, swept: List[str]) -> str:
-    """Hydra's ``k=v,k=v`` (sorted by key) with the swept keys moved to the front, in sweep order.
-
-    In a sweep the keys that vary are what tells runs apart: they lead the run directory's name, and so
-    the run's name in TensorBoard. Values may hold commas (``metrics.names=[a,b]``): items are split only
-    before a ``key=``.
-    """
-    if not override_dirname or not swept:
-        return override_dirname
-    items = override_items(override_dirname)
-    rank = {k: i for i, k in enumerate(dict.fromkeys(swept))}
-    lead = sorted((i for i in items if override_key(i) in rank), key=lambda i: rank[override_key(i)])
-    return ",".join(lead + [i for i in items if override_key(i) not in rank])
-
-
-def run_dirname(override_dirname: str, _root_: Any = None) -> str:
-    """A safe, readable directory name from Hydra's ``k=v,k=v`` override string, swept keys first.
-
-    Path separators in values (``dataset.path=../data/x.tar.gz``) must not create or escape directories;
-    names past 200 characters keep a prefix plus a hash so they stay unique.
-    """
-    try:
-        swept = swept_keys(OmegaConf.select(_root_, "hydra", default=None) if _root_ is not None else None)
-    except Exception:  # noqa: BLE001 - outside a Hydra app there is no hydra node
-        swept = []
-    override_dirname = ",".join(i for i in override_items(override_dirname) if override_key(i) not in UNNAMED_KEYS)
-    override_dirname = swept_first(override_dirname, swept)
-    name = override_dirname or "default"
-    # A path value keeps its file name plus a hash of the whole path: readable, and two different
-    # paths with the same file name still get different run directories.
-    name = re.sub(
-        r"=([^,=]*[/\\][^,=]*)",
-        lambda m: "=" + re.split(r"[/\\]", m.group(1).rstrip("/\\"))[-1] + "@"
-        + hashlib.sha1(m.group(1).encode()).hexdigest()[:6],
-        name,
-    )
-    name = re.sub(r"[/\\]", "_", name).replace("..", "_")
-    name = re.sub(r"[^\w.,=+\-\[\]:@%]", "_", name)
-    if len(name) > 200:
-        name = name[:180] + "__" + hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
-    return name
-
-
-def mark_swept_keys(argv: List[str]) -> None:
-    """For ``-m``: tell the run-directory resolver which command-line keys are swept (``a=1,2``, ranges,
-    choices). Launcher workers (joblib, SLURM) inherit the variable with the rest of the environment."""
-    os.environ.pop(SWEPT_ENV, None)
-    if not any(a in ("-m", "--multirun") for a in argv):
-        return
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-") and "=" in a])
-    except Exception:  # noqa: BLE001 - Hydra reports the parse error itself, with its own message
-        return
-    keys = [o.key_or_group for o in parsed if o.is_sweep_override() and not o.key_or_group.startswith("hydra.")]
-    os.environ[SWEPT_ENV] = ",".join(keys)
-
+from .run.names import mark_swept_keys, run_dirname  # noqa: E402
 
 if not OmegaConf.has_resolver("gb.dirname"):
     OmegaConf.register_new_resolver("gb.dirname", run_dirname)
@@ -141,7 +52,7 @@ def _run_and_report(func: Any) -> Any:
             raise
         print(f"ganbench: error: {one_line_error(ex)}", file=sys.stderr)
         sys.exit(1)
-    from .launchers.summary import is_sweep_result, summarize
+    from .sweep.summary import is_sweep_result, summarize
 
     if is_sweep_result(ret):
         failed = summarize(ret, sys.stdout)
@@ -165,7 +76,7 @@ class ValidateOnRunStart(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exceptions into warnings, so report and exit here (SystemExit passes).
         try:
-            from .rundir import check_writable_dir
+            from .run.rundir import check_writable_dir
 
             check_writable_dir(Path(str(config.hydra.run.dir)), "hydra.run.dir")
             validate_task(config)
@@ -174,7 +85,7 @@ class ValidateOnRunStart(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            from .rundir import check_writable_dir
+            from .run.rundir import check_writable_dir
 
             check_writable_dir(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
         except GanbenchError as ex:
@@ -184,7 +95,8 @@ class ValidateOnRunStart(Callback):
 def validate_task(cfg: DictConfig) -> None:
     """Every check of a run's config (the config alone: no data read, nothing written); a ConfigError names
     the key. ``ValidateOnRunStart`` runs it before Hydra makes the run directory."""
-    from .config import check_game, validate, validate_top
+    from .config import validate, validate_top
+    from .run.start import check_game
 
     restart = cfg.get("restart", False)
     if not isinstance(restart, bool):
@@ -208,14 +120,14 @@ def validate_task(cfg: DictConfig) -> None:
 def task(cfg: DictConfig) -> Optional[dict]:
     """One job: train a GAN (task=gan) or run the GMM-GAN lab (task=gmm). Returns the results record.
 
-    The start runs in two phases (ganbench/rundir.py): with the directory locked, every check that can
+    The start runs in two phases (ganbench/run/rundir.py): with the directory locked, every check that can
     fail; only then are ``.hydra/``, ``train.log`` and the run's files written. A start that fails leaves
     an existing run untouched and a new directory with at most a ``failed`` results.json.
     """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides: List[str] = list(hydra_cfg.overrides.task)
-    from . import search
+    from .sweep import search
 
     if search.is_search(hydra_cfg):
         # A trial of hydra/sweeper=optuna: its seeds' runs, and the value the search reads from them.
@@ -225,8 +137,8 @@ def task(cfg: DictConfig) -> Optional[dict]:
 
 def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Optional[dict]:
     """The job ``task`` runs, in ``run_dir`` with ``overrides`` (those of the command line or of the sweep)."""
-    from . import rundir
-    from .results import RESULTS, write_json_atomic
+    from .run import rundir
+    from .run.record import RESULTS, write_json_atomic
 
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
     key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
@@ -251,7 +163,7 @@ def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, overrides: 
             restart = bool(cfg.get("restart", False))
             start = None
             if cfg.task == "gan":
-                from .train import prepare
+                from .run.start import prepare
 
                 start = prepare(cfg, run_dir, fresh=restart)
             for d in list(locks):
@@ -276,7 +188,7 @@ def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, overrides: 
             from .gmm import run
 
             return run(cfg, run_dir)
-        from .train import run
+        from .run.loop import run
 
         return run(start, run_dir, overrides)
     except Exception as ex:
@@ -327,7 +239,7 @@ _app = hydra.main(version_base="1.3", config_path=config_dir(), config_name="con
 
 def main() -> None:
     from . import usage
-    from .launchers import preview
+    from .sweep import preview
 
     if usage.wants_help(sys.argv[1:]):
         print(usage.page(config_dir()))

@@ -6,104 +6,14 @@ unknown key, a wrong type or an out-of-range value becomes one ConfigError line 
 import dataclasses
 import math
 import re
-import typing
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Type, TypeVar
+from typing import Any, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
-from .errors import ConfigError, reword, unknown_key_message
-
-T = TypeVar("T")
-
-
-def _first_line(text: str) -> str:
-    return str(text).strip().splitlines()[0] if str(text).strip() else ""
-
-
-def structured(schema: Type[T], node: Any, prefix: str) -> T:
-    """Merge ``node`` into ``schema`` and instantiate it, turning every failure into a one-line ConfigError.
-
-    Range checks live in each schema's ``__post_init__`` and raise ConfigError with the key relative to
-    the node; ``prefix`` (e.g. ``penalty``) makes it the full key.
-    """
-    allowed = [f.name for f in dataclasses.fields(schema)]
-    if isinstance(node, DictConfig):
-        node = resolved(node, prefix)
-    if node is not None and not isinstance(node, dict):
-        raise ConfigError(f"{prefix}: must be a mapping of {', '.join(allowed)} (got {node!r})")
-    unknown = [k for k in (node or {}) if k not in allowed]
-    if unknown:
-        raise ConfigError(unknown_key_message(f"{prefix}.{unknown[0]}", allowed))
-    check_containers(schema, node or {}, prefix)
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), node or {})
-        return OmegaConf.to_object(merged)
-    except ConfigError as err:
-        raise ConfigError(f"{prefix}.{err}") from None
-    except ConfigKeyError as err:
-        raise ConfigError(unknown_key_message(f"{prefix}.{err.full_key}", allowed)) from None
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "?"
-        msg = reword(_first_line(getattr(err, "msg", None) or err))
-        raise ConfigError(f"{prefix}.{key}: {msg}") from None
-
-
-# What a list field holds, by element type, and an example of one: for "must be a list of ..." lines.
-_LIST_OF = {int: ("integers", "[1,2]"), float: ("numbers", "[0.5,0.9]"), str: ("names", "[a,b]")}
-
-
-def check_containers(schema: Type[Any], node: dict, prefix: str) -> None:
-    """A list- or mapping-typed field of ``schema`` (or of a schema nested in it) given a scalar: one line
-    naming the key and the type expected, where OmegaConf would say "AnyNode is not a ListConfig" or
-    "Cannot assign str to Dict[str, float]"."""
-    try:
-        hints = typing.get_type_hints(schema)
-    except Exception:  # noqa: BLE001 - an unresolvable annotation: OmegaConf's own check remains
-        hints = {}
-    for f in dataclasses.fields(schema):
-        value, key = node.get(f.name), f"{prefix}.{f.name}"
-        kind = hints.get(f.name, f.type)
-        if value is None:
-            continue
-        origin = typing.get_origin(kind)
-        if origin is list and not isinstance(value, list):
-            what, example = _LIST_OF.get((typing.get_args(kind) or (None,))[0], ("values", "[a,b]"))
-            raise ConfigError(f"{key}: must be a list of {what} such as {example} (got {value!r})")
-        if origin is dict and not isinstance(value, dict):
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-            example = ", ".join(f"{k}: {v}" for k, v in default.items()) if default else "a: 1, b: 2"
-            raise ConfigError(f"{key}: must be a mapping such as {{{example}}} (got {value!r})")
-        if dataclasses.is_dataclass(kind) and isinstance(kind, type):
-            if not isinstance(value, dict):
-                allowed = ", ".join(g.name for g in dataclasses.fields(kind))
-                raise ConfigError(f"{key}: must be a mapping of {allowed} (got {value!r})")
-            check_containers(kind, value, key)
-
-
-def resolved(node: Any, prefix: str) -> Any:
-    """``node`` as plain containers with interpolations resolved; a broken ``${...}`` is a ConfigError."""
-    try:
-        return OmegaConf.to_container(node, resolve=True)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        where = f"{prefix}.{key}" if key and prefix else (key or prefix or "config")
-        raise ConfigError(f"{where}: cannot resolve interpolation ({_first_line(getattr(err, 'msg', None) or err)})"
-                          ) from None
-
-
-def positive(prefix: str = "", **values: float) -> None:
-    for key, value in values.items():
-        if not value > 0:
-            raise ConfigError(f"{prefix}{key}: must be > 0 (got {value})")
-
-
-def at_least_one(prefix: str = "", **values: int) -> None:
-    for key, value in values.items():
-        if value < 1:
-            raise ConfigError(f"{prefix}{key}: must be an integer >= 1 (got {value})")
-
+from .errors import ConfigError, unknown_key_message
+from .schema import _first_line, at_least_one, positive, resolved, structured
 
 @dataclass
 class TrainConfig:
@@ -321,7 +231,7 @@ def validate_top(cfg: DictConfig) -> None:
     if resume is not None and not isinstance(resume, str):
         raise ConfigError(f"resume: must be a path to a checkpoint (got {resume!r})")
     if cfg.get("claims") is not None:   # a preset's paper claims: a malformed one fails here, not in the report
-        from .claims import parse_all
+        from .report.claims import parse_all
 
         parse_all(resolved(cfg.claims, "claims"))
 
@@ -432,55 +342,3 @@ def validate(cfg: DictConfig) -> Spec:
         raise ConfigError("resume: train.replicas continues each seed from its own run directory; resume=<path> "
                           "names one checkpoint: drop resume= (or use train.replicas=1)")
     return spec
-
-
-class _Shape:
-    """The stand-in dataset of ``check_game``: the sample shape is all a game reads from its data when it binds."""
-
-    def __init__(self, shape: Any) -> None:
-        self.shape = tuple(shape)
-
-
-def check_game(cfg: DictConfig, spec: Spec) -> None:
-    """The checks a run's start makes once the config is valid key by key: the device exists (``device``),
-    the dynamics' keys, and every check made while the game is put together (``train.prepare``: the networks
-    built from the arch for the dataset's sample shape, the game bound to its players, loss and penalty,
-    ``train.compile``). These need the config alone, so a combination that cannot train (dynamics=simultaneous
-    with objective.n_dis=2, penalty=consensus without dynamics=simultaneous, objective.layer naming no layer of
-    D, objective=mixgan with dynamics=unrolled, ...) fails here, before Hydra makes the run directory, rather
-    than in a run directory left holding a failed results.json.
-
-    The game is assembled as ``train.prepare`` assembles it, from the same functions, so the two cannot
-    disagree; its players are built on torch's meta device (shapes only: no memory, no random draws, no
-    data read, however large the networks). Nothing of it is kept: ``train.prepare`` builds the real game.
-    Logging and warnings are silenced meanwhile (the real build logs the same lines into the run's log).
-    """
-    import logging
-    import warnings
-
-    import torch
-
-    from .archs import data_shape
-    from .dynamics import build_dynamics
-    from .train import bind_game, build_players, resolve_device
-
-    resolve_device(cfg.device)
-    dynamics = build_dynamics(cfg.get("dynamics"))
-    shape = data_shape(cfg.dataset)
-    if shape is None:  # a dataset config that fails its own checks, which name the key
-        return
-    previous = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]), torch.device("meta"):
-            warnings.simplefilter("ignore")
-            G, D = build_players(spec, cfg.arch, shape)
-            game = bind_game(spec, dynamics, G, D, _Shape(shape))
-            if spec.train.compile:
-                if spec.train.replicas > 1:
-                    from .replicas import refuse_compiled_vmap
-
-                    refuse_compiled_vmap(G, D)
-                game.compile_steps()  # wraps the steps; compiling waits for their first call
-    finally:
-        logging.disable(previous)

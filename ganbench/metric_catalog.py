@@ -1,7 +1,7 @@
 """Which metrics a run produces and which way each is better, without importing torch.
 
 ganbench.metrics.evaluator computes the metrics and imports torch; the process that submits a
-hyperparameter search (ganbench.search) only needs the names and directions, to check ``search.metric``
+hyperparameter search (ganbench.sweep.search) only needs the names and directions, to check ``search.metric``
 and to set the study's direction from the metric's ``higher_is_better``. Both read the tables here.
 """
 
@@ -28,7 +28,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "stacked_modes": True, "stacked_kl": False, "mnist_is": True, "mnist_is_std": False,
 }
 # Bookkeeping fields of a metrics.jsonl row: where and with what an evaluation was made, not what it measured
-# (ganbench.results.RunRecord.add writes them beside the metrics). ganbench-report never tabulates or plots
+# (ganbench.run.record.RunRecord.add writes them beside the metrics). ganbench-report never tabulates or plots
 # them as metrics: a constant eval_samples drawn as a curve is a flat line that says nothing of the runs.
 BOOKKEEPING: tuple[str, ...] = ("step", "images_seen", "wall_time_s", "eval_samples")
 MIXTURE_DATASETS = ("ring8", "grid25")

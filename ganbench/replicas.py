@@ -23,7 +23,7 @@ axis, ``(N, B, *sample)``, and train them as one program:
 ``split_state`` / ``join_states`` convert between the stacked state of a replicated game and the
 checkpoint of each replica's own run directory, which is exactly the checkpoint its separate run writes.
 A method that is not batched (``not_batched``: its class says ``replicable = False``) trains the job's
-seeds one after another instead (ganbench/train.py ``prepare_in_turn``).
+seeds one after another instead (ganbench/run/start.py ``prepare_in_turn``).
 """
 from __future__ import annotations
 

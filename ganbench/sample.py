@@ -63,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
 # ---- the run: its checkpoint and its generator ----
 def find_checkpoint(run_dir: Path) -> Path:
     """The run's checkpoint: ``checkpoints/last.pt`` (``prev.pt`` if a kill between renames left only it)."""
-    from .checkpoint import previous_path
+    from .run.checkpoint import previous_path
 
     if not run_dir.is_dir():
         raise SampleError(f"RUN_DIR: {run_dir} is not a directory")
@@ -82,11 +82,11 @@ def load_generator(run_dir: Path, ema: bool, device: Any) -> Tuple[Any, Any, Dic
     import torch
     from omegaconf import OmegaConf
 
-    from . import checkpoint
+    from .run import checkpoint
     from .archs import data_shape
     from .config import validate
     from .errors import GanbenchError
-    from .train import build_players, seed_everything
+    from .run.start import build_players, seed_everything
 
     path = find_checkpoint(run_dir)
     try:
@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> str:
     import torch
 
     from .metrics.features import images_to_uint8
-    from .train import resolve_device
+    from .run.start import resolve_device
 
     out = Path(args.out)
     for key, value, low in (("--n", args.n, 1), ("--walk", args.walk, 1), ("--steps", args.steps, 2),
@@ -284,7 +284,7 @@ def points_output(args: argparse.Namespace, G: Any, D: Any, config: Dict[str, An
     import torch
     from omegaconf import OmegaConf
 
-    from .board import density_figure
+    from .run.board import density_figure
     from .data import build_dataset
 
     if not (args.density or args.grid or args.walk is not None):

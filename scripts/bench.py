@@ -8,7 +8,7 @@
 For each case (arch, objective, batch, device) the two sides are
 
 - **ganbench**: the config composed from ``conf/`` as the CLI composes it, checked and built by the
-  package's own ``ganbench.train.prepare(cfg, run_dir)``; one call of ``Start.game.step()`` is one
+  package's own ``ganbench.run.start.prepare(cfg, run_dir)``; one call of ``Start.game.step()`` is one
   generator iteration (``objective.n_dis`` discriminator steps, then one generator step);
 - **bare**: the same iteration written out as plain PyTorch below (``BareLoop``), on hand-built networks
   of the same layers, with the optimizer settings of ``conf/objective/*.yaml`` written out by hand.
@@ -275,7 +275,7 @@ def random_image_folder(root: Path, n: int = 512) -> Path:
 
 def bench_case(arch: str, objective: str, device: torch.device, opts: Dict[str, int], images: str,
                data_root: Optional[str], default_threads: int) -> Dict[str, Any]:
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     threads = 1 if arch == "mlp" else default_threads
     overrides = arch_overrides(arch, images, data_root) + [
@@ -428,7 +428,7 @@ def replica_step_time(base: List[str], n: int, threads: int, steps: int, repeats
                       device: str = "cpu") -> float:
     """Median seconds of one generator step of ``train.replicas=n`` (n=1: one run) over ``repeats`` blocks,
     the device drained before and after each block."""
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="bench_replicas_") as tmp:
@@ -486,7 +486,7 @@ def cmd_replicas(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     """train.compile: ganbench's eager step against its compiled step (DRAGAN and WGAN-GP), with the one-off
     compile time. MLP: ring8, width 128, batch 256, 1 thread; DCGAN: random 32×32 images, arch.width, batch 64."""
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     torch.set_flush_denormal(True)
     logging.getLogger("ganbench").setLevel(logging.WARNING)
@@ -575,7 +575,7 @@ def cmd_gpu(args: argparse.Namespace) -> int:
     (fp32 = IEEE, tf32, bf16 autocast, train.compile, compile + bf16, compile + CUDA graphs), timed after warm-up
     with the device drained, against its FLOP floor (counted FLOPs / the H100's dense peak of the mode's
     precision)."""
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     torch.set_flush_denormal(True)
     logging.getLogger("ganbench").setLevel(logging.WARNING)

@@ -63,7 +63,7 @@ def compose(overrides: Sequence[str] = ()) :
 
 def run_train(run_dir: Path, overrides: Sequence[str], fast: bool = True) -> Dict:
     """Compose ``overrides`` (after FAST) and train in-process in ``run_dir``; returns the results record."""
-    from ganbench.train import train
+    from ganbench.run.loop import train
 
     overrides = (FAST if fast else []) + list(overrides)
     cfg = compose(overrides)

@@ -434,7 +434,7 @@ def test_a_checkpoint_written_before_the_sides_existed_still_resumes(tmp_path):
     torch.save(state, ckpt)
     record = run_train(run_dir, base + ["train.iterations=4"])
     assert record["status"] == "completed" and record["step"] == 4
-    from ganbench.checkpoint import check_matches
+    from ganbench.run.checkpoint import check_matches
     from ganbench.errors import CheckpointError
 
     new = compose(FAST + base[:2] + ["arch.width=16"])

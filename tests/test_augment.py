@@ -179,7 +179,7 @@ def test_every_objective_and_penalty_trains_on_what_diffaug_shows_d(tmp_path, mo
 def test_none_shows_d_the_batches_themselves(tmp_path, monkeypatch, image_overrides):
     """augment=none leaves the game as it was: no augmentation object, D's real input is the data's batch."""
     from conftest import FAST, compose
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     start = prepare(compose(FAST + image_overrides + ["augment=none"]), tmp_path / "run")
     game = start.game

@@ -152,10 +152,11 @@ def test_the_early_check_refuses_exactly_what_the_real_build_refuses():
     from conftest import compose
 
     from ganbench.archs import data_shape
-    from ganbench.config import _Shape, check_game, validate
+    from ganbench.config import validate
+    from ganbench.run.start import _Shape, check_game
     from ganbench.dynamics import build_dynamics
     from ganbench.errors import ConfigError
-    from ganbench.train import bind_game, build_players
+    from ganbench.run.start import bind_game, build_players
 
     def meta(cfg):
         check_game(cfg, validate(cfg))

@@ -46,7 +46,7 @@ def test_failed_checkpoint_save_leaves_old_file(tmp_path, monkeypatch):
     torch.save is made to write 100 bytes of garbage to its file object and then raise; last.pt must still be
     the old file, byte for byte, and load (weights_only=True) to the old state.
     """
-    from ganbench import checkpoint
+    from ganbench.run import checkpoint
 
     path = tmp_path / "checkpoints" / "last.pt"
     old = {"step": 3, "G": {"w": torch.arange(6.0)}, "d_step": 3}
@@ -76,8 +76,8 @@ def test_every_critic_step_sees_fresh_batches(tmp_path, monkeypatch):
     order, concatenated or in two calls). Every real row is a fresh continuous draw, so no real row may repeat;
     G does not change during the critic steps, so a reused noise batch gives an identical fake block.
     """
-    import ganbench.board as board
-    import ganbench.train as train_mod
+    import ganbench.run.board as board
+    import ganbench.run.start as train_mod
 
     monkeypatch.setattr(board, "log_density", lambda *args, **kwargs: None)
     seen = []

@@ -57,7 +57,7 @@ def test_density_plot_feeds_a_batch_coupled_d_training_sized_batches():
     import torch
     from torch import nn
 
-    from ganbench.board import density_figure
+    from ganbench.run.board import density_figure
 
     class Recorder(nn.Module):
         def __init__(self, couples: bool):

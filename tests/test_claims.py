@@ -1,4 +1,4 @@
-"""Paper claims as data (ganbench/claims.py): fabricated sweeps whose numbers make every kind of check
+"""Paper claims as data (ganbench/report/claims.py): fabricated sweeps whose numbers make every kind of check
 reproduce, fail and lack data (the expected verdicts and numbers computed here by hand), the report's claims
 section, and every comparison preset's claims list."""
 
@@ -8,7 +8,7 @@ import math
 import pytest
 import yaml
 
-from ganbench import claims, report
+from ganbench.report import claims, cli as report_cli, tables as report
 from ganbench.errors import ConfigError
 
 
@@ -324,7 +324,7 @@ def test_report_prints_and_writes_the_verdicts(tmp_path, capsys):
                                                                              "value": 80}), "id": "hq"}]
     root = tmp_path / "sweep"
     sweep(root, {"dragan": [10, 12, 14], "vanilla": [4, 5, 6]}, nodes)
-    assert report.main([str(root), "--no-figures"]) == 0
+    assert report_cli.main([str(root), "--no-figures"]) == 0
     out = capsys.readouterr().out
     assert "claims of experiment=toy (6 runs): 1 reproduced, 1 not reproduced, 1 not enough data" in out
     assert "claim c (Paper §1, Table 1): reproduced: modes (final, mean ± SE over runs; higher is better): " \
@@ -345,14 +345,14 @@ def test_toy_report_prints_the_budget_check_beside_the_claims(tmp_path, capsys):
             curve = [{"step": 50, "modes": final / 2, "hq_pct": 40.0}, {"step": 100, "modes": final, "hq_pct": 85.0}]
             make_run(root, ["experiment=toy", f"arm={arm}", "dataset=ring8", f"seed={seed}"], [BETTER_SE],
                      {"modes": final, "hq_pct": 85.0}, curve=curve)
-    assert report.main([str(root), "--no-figures"]) == 0
+    assert report_cli.main([str(root), "--no-figures"]) == 0
     out = capsys.readouterr().out
     claims_at = out.index("claims of experiment=toy")
     assert out.index("budget check: step 50 fails the doubling test to step 100", claims_at) > claims_at
     # dragan: (5 + 6)/2 = 5.5 at step 50, (10 + 12)/2 = 11 at 100, s = √2, SE = s/√2 = 1; vanilla likewise
     assert "ring8 arm=dragan 5.5 -> 11.0 (SE 1.0); ring8 arm=vanilla 2.5 -> 5.0 (SE 1.0)" in out
     # --table toy: the claims follow its own budget check, which is not repeated
-    assert report.main([str(root), "--table", "toy"]) == 0
+    assert report_cli.main([str(root), "--table", "toy"]) == 0
     out = capsys.readouterr().out
     assert out.count("budget check:") == 1 and "claim c (Paper §1, Table 1): reproduced" in out
     assert "## Claims of experiment=toy" in (root / "toy_table.md").read_text()
@@ -362,7 +362,7 @@ def test_a_malformed_claim_fails_the_report_in_one_line_and_writes_nothing(tmp_p
     root = tmp_path / "sweep"
     sweep(root, {"dragan": [1, 2], "vanilla": [3, 4]}, [claim(better={"metric": "modes", "arm": "dragan"})])
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
-    assert report.main([str(root)]) == 2
+    assert report_cli.main([str(root)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ganbench-report: error: ") and "claims[0] (c).better.than: required" in err
     assert "\n" not in err and "Traceback" not in err
@@ -513,7 +513,7 @@ def test_bogonet_table_prints_the_claims(tmp_path, capsys):
         for arm, score in (("dragan", dragan), ("vanilla", vanilla)):
             make_run(root, ["experiment=bogonet", f"arch.seed={instance}", f"arm={arm}", "seed=0"], [node],
                      {"mnist_is": score}, curve=[{"step": 50, "mnist_is": 1.0}, {"step": 100, "mnist_is": score}])
-    assert report.main([str(root), "--table", "bogonet"]) == 0
+    assert report_cli.main([str(root), "--table", "bogonet"]) == 0
     out = capsys.readouterr().out
     assert "claim c (Paper §1, Table 1): reproduced: mnist_is (final, mean over an instance's seeds): dragan beats " \
            "vanilla on 2 of 3 instances (arch.seed) with every arm; claim: a share >= 0.5" in out

@@ -249,7 +249,7 @@ def test_installed_wheel(tmp_path):
 
 
 def test_run_dirname_is_safe_readable_and_unique():
-    from ganbench.cli import run_dirname
+    from ganbench.run.names import run_dirname
 
     assert run_dirname("") == "default"
     a = run_dirname("dataset.path=../shared/data/cifar10-jpeg.tar.gz,dataset=folder,objective=dragan")
@@ -260,3 +260,12 @@ def test_run_dirname_is_safe_readable_and_unique():
     assert a != b  # same file name, different paths: different runs
     long = run_dirname(",".join(f"train.key{i}=value{i}" for i in range(40)))
     assert len(long) <= 200 and long != run_dirname(",".join(f"train.key{i}=value{i}" for i in range(41)))
+    # Cut at a key boundary (never inside key=value), with how many items were left out and a hash.
+    from ganbench.run.names import MAX_NAME
+
+    assert len(long) <= MAX_NAME and long.startswith("train.key0=value0,train.key1=value1,")
+    kept, tail = long.rsplit(",+", 1)
+    assert all(item.split("=")[1] == f"value{i}" for i, item in enumerate(kept.split(",")))
+    assert tail.split("__")[0] == str(40 - len(kept.split(",")))
+    short = "arm=vanilla,compare.eval_every=2500,dataset.root=data,dataset.split=test"
+    assert run_dirname(short) == short  # names up to MAX_NAME are unchanged

@@ -43,7 +43,7 @@ def test_input_gradient_by_vjp_equals_autograd():
 @pytest.mark.parametrize("objective", ["dragan", "wgan_gp"])
 def test_compiled_objective_and_gradients_equal_eager(tmp_path, objective):
     """From one state, the compiled D step's losses and parameter gradients equal eager's (1e-6)."""
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     game = prepare(compose(FAST + POINTS + [f"objective={objective}"]), tmp_path / "run").game
     real, fake = torch.randn(16, 2), torch.randn(16, 2)
@@ -88,7 +88,7 @@ def test_compiled_steps_equal_eager_over_20_steps(tmp_path, case, caplog):
 
 
 def test_compile_is_refused_where_no_compiled_step_exists(tmp_path):
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     for dyn in ("unrolled", "simultaneous"):
         with pytest.raises(ConfigError, match=f"train.compile: dynamics={dyn} has no compiled step"):
@@ -104,7 +104,7 @@ def test_compile_is_refused_where_no_compiled_step_exists(tmp_path):
 def test_compiled_replicas_equal_eager_replicas(tmp_path, objective):
     """train.compile with train.replicas=10 (the toy comparison's layout): 20 steps from one seed give G and D
     within 1e-6 of the eager replicated step (measured: 3e-8)."""
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     def params(extra):
         torch.manual_seed(0)
@@ -167,7 +167,7 @@ def test_inductor_folder_writable_by_others_is_emptied(private_cache):
 
 def test_a_torchinductor_cache_dir_others_can_write_is_refused(tmp_path, private_cache, monkeypatch):
     from ganbench.errors import GanbenchError
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o777)
@@ -190,7 +190,7 @@ def test_reduce_overhead_adds_cuda_graphs_to_the_compiled_steps(tmp_path, monkey
     name; ganbench passes options, and torch takes a mode or options, not both). torch.compile is observed, not
     run: what it is asked for is the point."""
     import ganbench.compiled as compiled_mod
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     asked = []
 
@@ -208,7 +208,7 @@ def test_reduce_overhead_adds_cuda_graphs_to_the_compiled_steps(tmp_path, monkey
 
 
 def test_compile_takes_three_values(tmp_path):
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     with pytest.raises(ConfigError, match="train.compile: must be false, true or reduce-overhead"):
         prepare(compose(FAST + POINTS + ["train.compile=fast"]), tmp_path / "run")

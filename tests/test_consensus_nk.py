@@ -288,7 +288,7 @@ def test_bad_config(penalty, override, key):
 
 @pytest.fixture
 def no_density(monkeypatch):
-    import ganbench.board as board
+    import ganbench.run.board as board
 
     monkeypatch.setattr(board, "log_density", lambda *args, **kwargs: None)
 

@@ -140,7 +140,8 @@ def install(monkeypatch, mode: Placement) -> None:
 def trace(tmp_path: Path, monkeypatch, overrides: List[str], steps: int = 3,
           data: List[str] = POINTS) -> List[Tuple[str, str]]:
     """The mixed operators of ``steps`` generator steps of the run composed from ``overrides``."""
-    from ganbench.train import prepare, run
+    from ganbench.run.start import prepare
+    from ganbench.run.loop import run
 
     schedule = [f"train.iterations={steps}", "train.log_every=1000", "train.ckpt_every=1000",
                 "train.sample_every=1000"]

@@ -69,7 +69,7 @@ def torch_like_failure(fail_at_step: int):
 # ---- 1. the checkpoint write: torch's RuntimeError ----
 
 def test_torch_runtime_error_from_a_full_disk_is_the_disk_full_line(tmp_path, monkeypatch):
-    from ganbench import checkpoint
+    from ganbench.run import checkpoint
     from ganbench.errors import GanbenchError
 
     path = tmp_path / "checkpoints" / "last.pt"
@@ -85,7 +85,7 @@ def test_torch_runtime_error_from_a_full_disk_is_the_disk_full_line(tmp_path, mo
 def test_a_writer_that_drops_the_oserror_is_still_a_full_disk(tmp_path, monkeypatch):
     """A writer that swallows its write's OSError and raises something else, outside the handler (no
     ``__context__``): the guarded file saw the ENOSPC, and that decides."""
-    from ganbench import rundir
+    from ganbench.run import rundir
     from ganbench.errors import GanbenchError
 
     class Full:
@@ -125,7 +125,7 @@ def test_a_writer_that_drops_the_oserror_is_still_a_full_disk(tmp_path, monkeypa
 
 
 def test_failed_checkpoint_in_a_run_records_the_line_and_keeps_the_previous(tmp_path, monkeypatch):
-    from ganbench import checkpoint
+    from ganbench.run import checkpoint
     from ganbench.errors import GanbenchError
 
     run_dir = tmp_path / "run"
@@ -149,7 +149,7 @@ def test_event_writes_happen_in_the_calling_thread(tmp_path):
     fails if a TensorBoard release renames what synchronous_events replaces."""
     from tensorboard.summary.writer import event_file_writer
 
-    from ganbench import board
+    from ganbench.run import board
 
     before = {t for t in threading.enumerate() if isinstance(t, event_file_writer._AsyncWriterThread)}
     writer = board.open_writer(tmp_path, 0)
@@ -165,7 +165,7 @@ def test_event_writes_happen_in_the_calling_thread(tmp_path):
 def test_a_full_disk_in_tensorboard_is_one_error_without_a_traceback(tmp_path, monkeypatch, capfd):
     from tensorboard.summary.writer.record_writer import RecordWriter
 
-    from ganbench import board
+    from ganbench.run import board
     from ganbench.errors import GanbenchError
 
     writer = board.open_writer(tmp_path, 0)
@@ -203,7 +203,7 @@ def full_after_final_checkpoint(final: int, folder=None) -> None:
     ``running``)."""
     from tensorboard.summary.writer.record_writer import RecordWriter
 
-    from ganbench import checkpoint
+    from ganbench.run import checkpoint
 
     full = []
     save, write = checkpoint.save, RecordWriter.write
@@ -225,7 +225,7 @@ def full_after_final_checkpoint(final: int, folder=None) -> None:
 def test_events_failing_after_the_final_checkpoint_in_process(tmp_path, monkeypatch, capfd):
     from tensorboard.summary.writer.record_writer import RecordWriter
 
-    from ganbench import checkpoint
+    from ganbench.run import checkpoint
     from ganbench.errors import GanbenchError
 
     monkeypatch.setattr(checkpoint, "save", checkpoint.save)  # restored afterwards
@@ -248,7 +248,7 @@ def test_record_unwritable_too_keeps_the_one_of_the_final_checkpoint(tmp_path, m
     the one written at the start (step 0)."""
     from tensorboard.summary.writer.record_writer import RecordWriter
 
-    from ganbench import checkpoint, results as results_module
+    from ganbench.run import checkpoint, record as results_module
     from ganbench.errors import GanbenchError
 
     monkeypatch.setattr(checkpoint, "save", checkpoint.save)
@@ -286,7 +286,7 @@ main()
 def test_events_failing_after_the_final_checkpoint_cli(tmp_path):
     """The command line: exit 1, the one line on stderr (the event file, the free space), results.json
     failed at the final step with that line, the final checkpoint in place."""
-    from ganbench import checkpoint
+    from ganbench.run import checkpoint
 
     run_dir = tmp_path / "run"
     args = FAST + POINTS + ["train.ckpt_every=10", "train.iterations=20", f"hydra.run.dir={run_dir}"]
@@ -305,7 +305,7 @@ def test_events_failing_after_the_final_checkpoint_cli(tmp_path):
 # ---- 3. the run lock on a full disk ----
 
 def test_lock_that_cannot_take_its_pid_is_removed(tmp_path, monkeypatch):
-    from ganbench import rundir
+    from ganbench.run import rundir
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -332,9 +332,9 @@ def test_lock_that_cannot_take_its_pid_is_removed(tmp_path, monkeypatch):
 def test_metrics_line_cut_short_by_a_full_disk_is_taken_back(tmp_path, monkeypatch):
     """os.write writes part of the line, the next call fails with ENOSPC: the part is truncated away (a
     later line would otherwise continue the torn one, and the reader would drop both)."""
-    from ganbench import results as results_module
+    from ganbench.run import record as results_module
     from ganbench.errors import GanbenchError
-    from ganbench.results import RunRecord
+    from ganbench.run.record import RunRecord
 
     record = RunRecord(tmp_path, {}, [])
     record.add(10, 0, 0.0, {"modes": 8.0}, {"modes": True})
@@ -403,7 +403,7 @@ def test_checkpoint_on_a_full_tmpfs(small_disk, completed_big):
     """Resumed to 40 steps with 256 KiB free: the step-30 checkpoint (~430 KiB) cannot be written. With
     that much room left torch's zip writer fails with its RuntimeError, not the OSError (measured: it does
     from 16 KiB free on; with less the OSError comes through)."""
-    from ganbench import checkpoint
+    from ganbench.run import checkpoint
 
     run_dir = small_disk / "run"
     shutil.copytree(completed_big, run_dir)

@@ -286,7 +286,7 @@ def test_gan_row_is_the_standard_gan():
 @pytest.fixture
 def no_density(monkeypatch):
     """The 2-D density figure (matplotlib) dominates a 2-step run."""
-    import ganbench.board as board
+    import ganbench.run.board as board
 
     monkeypatch.setattr(board, "log_density", lambda *args, **kwargs: None)
 

@@ -95,7 +95,7 @@ class _FakeGenerator:
 def test_replica_resume_on_cuda_from_a_checkpoint_written_without_cuda():
     """A checkpoint written where CUDA was unavailable holds rng['cuda'] == []: resuming its replicas on a GPU
     keeps each CUDA generator as its seed set it (as a single run does) instead of raising IndexError."""
-    from ganbench.train import restore_replica_rng
+    from ganbench.run.start import restore_replica_rng
 
     generators = {"cpu": [_FakeGenerator(), _FakeGenerator()], "cuda": [_FakeGenerator(), _FakeGenerator()]}
     restore_replica_rng(generators, 1, {"torch": "cpu-state", "cuda": []}, torch.device("cuda", 0))
@@ -108,7 +108,7 @@ def test_replica_generators_follow_the_device_type(monkeypatch):
     """MPS (or any accelerator): the replicas' draws look up generators by the run device's type, and the
     stand-in for a separate run's global RNG is that device's default generator state."""
     from ganbench.replicas import Layout
-    from ganbench.train import device_rng_state
+    from ganbench.run.start import device_rng_state
 
     monkeypatch.setattr(torch.mps, "get_rng_state", lambda *a, **k: torch.tensor([7], dtype=torch.uint8))
     assert torch.equal(device_rng_state(torch.device("mps")), torch.tensor([7], dtype=torch.uint8))
@@ -136,7 +136,7 @@ def test_cuda_numerics_follow_their_keys(fake_cuda, caplog, tf32, deterministic)
     import logging
 
     from conftest import compose
-    from ganbench.train import setup_device
+    from ganbench.run.start import setup_device
 
     caplog.set_level(logging.INFO, logger="ganbench")
     cfg = compose(["device=cuda", f"train.tf32={str(tf32).lower()}", f"train.deterministic={str(deterministic).lower()}"])
@@ -150,7 +150,7 @@ def test_cuda_numerics_follow_their_keys(fake_cuda, caplog, tf32, deterministic)
 # ---- train.channels_last, optimizer kernels ----
 def test_channels_last_networks_train_as_the_default_layout(tmp_path, image_overrides):
     from conftest import FAST, compose, load_ckpt, run_train
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     start = prepare(compose(FAST + image_overrides + ["train.channels_last=true"]), tmp_path / "probe")
     convs = [m.weight for m in start.game.D.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -167,7 +167,7 @@ def test_channels_last_networks_train_as_the_default_layout(tmp_path, image_over
 @pytest.mark.parametrize("kernel", ["fused", "foreach"])
 def test_optimizer_kernels_are_passed_and_change_nothing_but_the_kernel(tmp_path, kernel):
     from conftest import FAST, POINTS, compose, load_ckpt, run_train
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     keys = [f"optimizer.g.{kernel}=true", f"optimizer.d.{kernel}=true"]
     start = prepare(compose(FAST + POINTS + keys), tmp_path / "probe")
@@ -204,13 +204,13 @@ JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
     (_hydra("RunMode.MULTIRUN", JOBLIB, 16), 8, 8),                  # more workers than cores: cores
 ])
 def test_parallel_jobs_reads_the_launcher(node, cores, jobs):
-    from ganbench.train import parallel_jobs
+    from ganbench.run.start import parallel_jobs
 
     assert parallel_jobs(node, cores) == jobs
 
 
 def test_auto_threads_divides_the_cores_among_the_jobs():
-    from ganbench.train import auto_threads
+    from ganbench.run.start import auto_threads
 
     assert auto_threads("image", 2, 2)[0] == 1      # the issue's case: a 2-worker sweep on 2 cores
     assert auto_threads("image", 8, 3)[0] == 2
@@ -225,7 +225,7 @@ def test_set_threads_respects_the_affinity_mask(monkeypatch, caplog):
 
     from omegaconf import OmegaConf
 
-    import ganbench.train as train
+    import ganbench.run.start as train
 
     caplog.set_level(logging.INFO, logger="ganbench")
     before = torch.get_num_threads()
@@ -244,7 +244,7 @@ def test_set_threads_respects_the_affinity_mask(monkeypatch, caplog):
 # ---- train.precision ----
 def _steps(tmp_path, precision: str, extra, n: int, hook=None):
     from conftest import FAST, POINTS, compose
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     torch.manual_seed(0)
     start = prepare(compose(FAST + POINTS + [f"train.precision={precision}"] + list(extra)), tmp_path / precision)
@@ -310,7 +310,7 @@ def test_bf16_runs_every_objective_and_penalty(tmp_path, option):
 def test_fp16_refusals(tmp_path, extra, words):
     from conftest import FAST, POINTS, compose
     from ganbench.errors import ConfigError
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     with pytest.raises(ConfigError, match=words):
         prepare(compose(FAST + POINTS + ["train.precision=fp16"] + extra), tmp_path / "run")

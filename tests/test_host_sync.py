@@ -38,7 +38,7 @@ HOST_RESIDENT_CALLERS = (str(Path(torch.optim.__file__).parent / "optimizer.py")
 
 
 def prepared(run_dir: Path, objective: str, device: str, extra: List[str]):
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     overrides = FAST + POINTS + SCHEDULE + [f"objective={objective}", f"device={device}"] + extra
     return prepare(compose(overrides), run_dir), overrides
@@ -63,7 +63,7 @@ def wrap_steps(game, before: Callable[[int], None], after: Callable[[int], None]
 
 @pytest.mark.parametrize("objective,extra", CASES, ids=IDS)
 def test_no_host_reads_outside_check_steps(tmp_path, monkeypatch, objective, extra):
-    from ganbench.train import run
+    from ganbench.run.loop import run
 
     run_dir = tmp_path / "seed=0"
     start, overrides = prepared(run_dir, objective, "cpu", extra)
@@ -95,7 +95,7 @@ def test_no_host_reads_outside_check_steps(tmp_path, monkeypatch, objective, ext
                            "the CPU test above counts host reads instead")
 @pytest.mark.parametrize("objective,extra", CASES, ids=IDS)
 def test_no_cuda_sync_outside_check_steps(tmp_path, objective, extra):
-    from ganbench.train import run
+    from ganbench.run.loop import run
 
     run_dir = tmp_path / "seed=0"
     start, overrides = prepared(run_dir, objective, "cuda", extra)

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 import bogonet_sweep
-from ganbench import judge, report
+from ganbench.report import cli as report_cli, judge
 
 DRAGAN, VANILLA, WGAN = "objective=dragan", "objective=vanilla", "objective=wgan_gp"
 # The scripted judges' points for dragan per instance 0..5 (vanilla gets 5 minus these).
@@ -35,7 +35,7 @@ def chromium() -> str:
 @pytest.fixture
 def page(tmp_path):
     sweep = bogonet_sweep.build(tmp_path / "sweep")
-    assert report.main([str(sweep), "--judge", "--judge-pair", DRAGAN, VANILLA, "--judge-seed", "3"]) == 0
+    assert report_cli.main([str(sweep), "--judge", "--judge-pair", DRAGAN, VANILLA, "--judge-seed", "3"]) == 0
     pages = list((sweep / "judge").glob("page-*.html"))
     assert len(pages) == 1
     page_id = pages[0].stem[len("page-"):]
@@ -82,9 +82,9 @@ def test_the_page_is_blind_and_self_contained(page):
 
 def test_same_seed_same_page_other_seed_other_key(page):
     sweep, path, key = page
-    assert report.main([str(sweep), "--judge", "--judge-pair", DRAGAN, VANILLA, "--judge-seed", "3"]) == 0
+    assert report_cli.main([str(sweep), "--judge", "--judge-pair", DRAGAN, VANILLA, "--judge-seed", "3"]) == 0
     assert len(list((sweep / "judge").glob("page-*.html"))) == 1
-    assert report.main([str(sweep), "--judge", "--judge-pair", DRAGAN, VANILLA, "--judge-seed", "4"]) == 0
+    assert report_cli.main([str(sweep), "--judge", "--judge-pair", DRAGAN, VANILLA, "--judge-seed", "4"]) == 0
     assert len(list((sweep / "judge").glob("key-*.json"))) == 2
 
 
@@ -105,12 +105,12 @@ def test_scripted_judges_in_chromium_give_the_qualitative_score(page, tmp_path, 
     assert q["per_instance"]["0"] == {DRAGAN: 4.5, VANILLA: 0.5}
     assert q["per_instance"]["3"] == {DRAGAN: 0.75, VANILLA: 4.25}
     capsys.readouterr()
-    assert report.main([str(sweep), "--judge-score", *map(str, files)]) == 0
+    assert report_cli.main([str(sweep), "--judge-score", *map(str, files)]) == 0
     out = capsys.readouterr().out
     assert "2 judge(s), 6 instances of 5 points" in out
     assert (sweep / "judge_score.md").is_file()
     # Table 1's last column.
-    assert report.main([str(sweep), "--table", "bogonet", "--judge-score", *map(str, files)]) == 0
+    assert report_cli.main([str(sweep), "--table", "bogonet", "--judge-score", *map(str, files)]) == 0
     md = (sweep / "bogonet_table.md").read_text()
     assert f"| {DRAGAN} | 6 | 3.500 |" in md and md.split(f"| {DRAGAN} |")[1].split("\n")[0].endswith("| 17.00 |")
     assert md.split(f"| {WGAN} |")[1].split("\n")[0].endswith("| – |")
@@ -137,7 +137,7 @@ def test_bad_judgements_are_one_line_errors(page, tmp_path, capsys, mutate, word
     f = tmp_path / "bad.json"
     f.write_text(json.dumps(record))
     before = sorted(p.name for p in sweep.iterdir())
-    assert report.main([str(sweep), "--judge-score", str(f)]) == 2
+    assert report_cli.main([str(sweep), "--judge-score", str(f)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err
     for w in words:
@@ -150,22 +150,22 @@ def test_two_files_by_one_judge_or_from_two_pages_are_refused(page, tmp_path, ca
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(unjudged(key)))
     b.write_text(json.dumps(unjudged(key)))
-    assert report.main([str(sweep), "--judge-score", str(a), str(b)]) == 2
+    assert report_cli.main([str(sweep), "--judge-score", str(a), str(b)]) == 2
     assert "a second judgement by 'x'" in capsys.readouterr().err
     b.write_text(json.dumps(unjudged(key, page_id="ffff", judge="y")))
-    assert report.main([str(sweep), "--judge-score", str(a), str(b)]) == 2
+    assert report_cli.main([str(sweep), "--judge-score", str(a), str(b)]) == 2
     assert "different pages" in capsys.readouterr().err
 
 
 def test_judge_needs_a_pair_when_there_are_more_algorithms(tmp_path, capsys):
     sweep = bogonet_sweep.build(tmp_path / "sweep")
-    assert report.main([str(sweep), "--judge"]) == 2
+    assert report_cli.main([str(sweep), "--judge"]) == 2
     err = capsys.readouterr().err
     assert "3 algorithms" in err and "--judge-pair" in err
-    assert report.main([str(sweep), "--judge", "--judge-pair", DRAGAN, "objective=nope"]) == 2
+    assert report_cli.main([str(sweep), "--judge", "--judge-pair", DRAGAN, "objective=nope"]) == 2
     assert "no algorithm 'objective=nope'" in capsys.readouterr().err
     assert not (sweep / "judge").exists()
     # Two algorithms: no pair needed; wgan_gp ran on 4 instances, so the page has 4.
-    assert report.main([str(sweep), "--judge", "--judge-pair", VANILLA, WGAN, "--judge-seed", "1"]) == 0
+    assert report_cli.main([str(sweep), "--judge", "--judge-pair", VANILLA, WGAN, "--judge-seed", "1"]) == 0
     key = json.loads(next((sweep / "judge").glob("key-*.json")).read_text())
     assert [s["instance"] for s in key["sides"]] == ["0", "1", "2", "3"]

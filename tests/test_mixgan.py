@@ -10,7 +10,7 @@ from torch import nn
 
 from conftest import POINTS, assert_same_tensors, compose, load_ckpt, run_train
 from toy_game import assert_resumes_exactly
-from ganbench.board import density_figure
+from ganbench.run.board import density_figure
 from ganbench.errors import ConfigError
 from ganbench.objectives.mixture import Mixture, MixtureD, MixtureG, entropy
 from ganbench.penalties.none import NoPenalty
@@ -172,7 +172,7 @@ def test_tiny_dcgan_run(tmp_path, image_overrides):
                                           (["dynamics=unrolled"], "dynamics=unrolled")])
 def test_combinations_that_are_not_mixgan_are_refused(extra, named):
     from ganbench.errors import ConfigError
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     with pytest.raises(ConfigError, match=f"objective.k: objective=mixgan with k=2 .*got {named}"):
         prepare(compose(["objective=mixgan", "objective.k=2"] + POINTS + extra), Path("/nonexistent"))

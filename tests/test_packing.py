@@ -18,7 +18,7 @@ SHORT = ["train.iterations=6", "train.log_every=3", "train.ckpt_every=6", "train
 
 
 def _prepare(overrides, run_dir):
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     return prepare(compose(FAST + list(overrides)), run_dir)
 
@@ -219,7 +219,7 @@ def test_packed_run_logs_a_packed_gradient_probe_and_points_without_d_heatmap(tm
     """B=42 packs of m=7 (294 samples): the log step's probe is 252 samples (256 rounded down to whole packs)
     packed as D sees them; the D heatmap over the plane has no meaning for packs: the density plot shows the
     points only."""
-    from ganbench import board
+    from ganbench.run import board
 
     seen = []
     original = board.density_figure

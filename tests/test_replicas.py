@@ -153,7 +153,7 @@ def test_replica_directories_and_overrides():
 # ------------------------------------------------------------------ equivalence with separate runs
 
 def _prepare(overrides, run_dir):
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     return prepare(compose(FAST + list(overrides)), run_dir)
 
@@ -268,7 +268,7 @@ def test_a_kill_between_two_replicas_checkpoint_writes_resumes_all_at_the_common
     three from step 4, exactly as the uninterrupted job; seed=0's metrics after step 4 are dropped."""
     import os
 
-    from ganbench import checkpoint
+    from ganbench.run import checkpoint
 
     over = POINTS + ["objective=wgan_gp", "train.iterations=12", "train.ckpt_every=4", "train.replicas=3",
                      "eval.every=4"]
@@ -335,7 +335,8 @@ def test_completed_seeds_are_left_alone_and_the_others_train(tmp_path):
 
 
 def test_one_diverging_replica_ends_alone(tmp_path):
-    from ganbench.train import prepare, run
+    from ganbench.run.start import prepare
+    from ganbench.run.loop import run
 
     over = FAST + POINTS + ["objective=vanilla", "train.iterations=30", "train.log_every=5", "train.ckpt_every=10",
                             "train.replicas=3"]
@@ -374,7 +375,7 @@ def test_methods_that_are_not_batched_train_their_seeds_in_turn(tmp_path, extra,
 
 
 def test_replicas_refuse_resume_and_compile(tmp_path):
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     with pytest.raises(Exception, match="resume: train.replicas"):
         prepare(compose(FAST + POINTS + ["train.replicas=2", f"resume={tmp_path}/x.pt"]), tmp_path / "seed=0")

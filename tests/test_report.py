@@ -7,7 +7,7 @@ import math
 import pytest
 import yaml
 
-from ganbench import report
+from ganbench.report import cli as report_cli, figures, tables as report
 
 
 def make_run(root, overrides, status="completed", metrics=None, curve=None, results=True):
@@ -57,7 +57,7 @@ def sweep(tmp_path):
 
 
 def test_numbers_equal_hand_computation(sweep, capsys):
-    assert report.main([str(sweep)]) == 0
+    assert report_cli.main([str(sweep)]) == 0
     printed = capsys.readouterr().out
     assert "objective=dragan" in printed and "objective=vanilla" in printed
     assert "experiment=toy" not in printed.split("\n", 2)[1]  # shared override is not part of the label
@@ -100,7 +100,7 @@ def test_numbers_equal_hand_computation(sweep, capsys):
 
 def test_sort_and_by(sweep, tmp_path, capsys):
     out = tmp_path / "out"
-    assert report.main([str(sweep), "--sort", "modes", "--by", "objective", "--out", str(out), "--no-figures"]) == 0
+    assert report_cli.main([str(sweep), "--sort", "modes", "--by", "objective", "--out", str(out), "--no-figures"]) == 0
     table = capsys.readouterr().out.splitlines()
     first = next(i for i, line in enumerate(table) if "objective=dragan" in line)
     second = next(i for i, line in enumerate(table) if "objective=vanilla" in line)
@@ -108,7 +108,7 @@ def test_sort_and_by(sweep, tmp_path, capsys):
     assert (out / "report.csv").exists() and not (out / "figures").exists()
 
     # lower-is-better metric sorts ascending: dragan (0.5) first, vanilla (no value) last
-    assert report.main([str(sweep), "--sort", "reverse_kl", "--out", str(out), "--no-figures"]) == 0
+    assert report_cli.main([str(sweep), "--sort", "reverse_kl", "--out", str(out), "--no-figures"]) == 0
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert [r["group"] for r in rows] == ["objective=dragan", "objective=vanilla"]
 
@@ -137,7 +137,7 @@ def test_summarize_and_auc_formulas():
 
 
 def test_no_runs_is_a_one_line_error(tmp_path, capsys):
-    assert report.main([str(tmp_path)]) == 2
+    assert report_cli.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ganbench-report: error: no run directories") and err.count("\n") == 1
 
@@ -147,7 +147,7 @@ def test_at_step_reads_the_curve_up_to_that_step(sweep, tmp_path):
     out = tmp_path / "g"
     make_run(sweep, ["experiment=toy", "objective=vanilla", "seed=3"], results=False,
              curve=[{"step": 0, "wall_time_s": 0.0, "modes": 2.0}, {"step": 60, "wall_time_s": 6.0, "modes": 6.0}])
-    assert report.main([str(sweep), "--at-step", "50", "--out", str(out), "--no-figures"]) == 0
+    assert report_cli.main([str(sweep), "--at-step", "50", "--out", str(out), "--no-figures"]) == 0
     rows = {r["group"]: r for r in csv.DictReader((out / "report.csv").open())}
     a, b = rows["objective=dragan"], rows["objective=vanilla"]
     # dragan seeds at step 50: 4, 5, 6; best up to 50 = same (curves increase); AUC over 0..50
@@ -181,7 +181,7 @@ def test_confidence_intervals_are_clipped_to_the_metric_range(tmp_path):
     for seed in (0, 1):
         make_run(root, ["dataset=ring8", "objective=a", f"seed={seed}"],
                  metrics={m: metric(v[seed], v[seed], higher=m in ("hq_pct", "modes")) for m, v in values.items()})
-    assert report.main([str(root), "--no-figures"]) == 0
+    assert report_cli.main([str(root), "--no-figures"]) == 0
     a = csv_rows(root)["all"]  # one group: the shared overrides are not part of the label
     t = 12.706204736174707
 
@@ -209,7 +209,7 @@ def test_confidence_intervals_are_clipped_to_the_metric_range(tmp_path):
 def test_n1_cells_are_marked_with_a_footnote(sweep, tmp_path, capsys):
     make_run(sweep, ["experiment=toy", "objective=wgan", "seed=0"], metrics={"modes": metric(5.0, 6.0)})
     out = tmp_path / "o"
-    assert report.main([str(sweep), "--out", str(out), "--no-figures"]) == 0
+    assert report_cli.main([str(sweep), "--out", str(out), "--no-figures"]) == 0
     lines = capsys.readouterr().out.splitlines()
     row = next(line for line in lines if line.startswith("objective=wgan"))
     dragan = next(line for line in lines if line.startswith("objective=dragan"))
@@ -225,12 +225,12 @@ def test_figure_band_is_labelled_as_the_std_band_it_is(tmp_path):
         make_run(root, ["dataset=ring8", "objective=a", f"seed={seed}"], metrics={"hq_pct": metric(values[1], 100.0)},
                  curve=[{"step": s, "wall_time_s": s / 10, "hq_pct": v} for s, v in zip((0, 100), values)])
     runs = report.find_runs([root])
-    steps, _, means, lows, highs = report.band(runs, "hq_pct")
+    steps, _, means, lows, highs = figures.band(runs, "hq_pct")
     # step 0: 80, 100 -> mean 90, sample std √200 = 14.14 -> band [75.86, 100 (clipped from 104.14)]
     assert steps == [0.0, 100.0] and means == [90.0, 95.0]
     assert lows[0] == pytest.approx(90 - math.sqrt(200)) and highs[0] == 100.0
     assert lows[1] == pytest.approx(95 - math.sqrt(50)) and highs[1] == 100.0
-    assert report.main([str(root)]) == 0
+    assert report_cli.main([str(root)]) == 0
     desc = png_description(root / "figures" / "hq_pct_vs_step.png")
     assert desc.startswith(report.BAND_TEXT) and "1 sample std" in report.BAND_TEXT and "clipped" in report.BAND_TEXT
     assert report.BAND_TEXT in (root / "report.md").read_text()
@@ -243,7 +243,7 @@ def test_all_null_group_is_listed_with_its_reason(sweep, tmp_path, capsys):
         make_run(sweep, ["experiment=toy", "objective=hinge", f"seed={seed}"], metrics={"modes": null},
                  curve=[{"step": 0, "wall_time_s": 0.0, "modes": None}, {"step": 100, "wall_time_s": 1.0, "modes": None}])
     out = tmp_path / "o"
-    assert report.main([str(sweep), "--out", str(out), "--metrics", "modes"]) == 0
+    assert report_cli.main([str(sweep), "--out", str(out), "--metrics", "modes"]) == 0
     lines = capsys.readouterr().out.splitlines()
     row = next(line for line in lines if line.startswith("objective=hinge"))
     assert row.split()[-1] == "null"
@@ -262,7 +262,7 @@ def test_single_evaluation_is_reported_not_drawn_as_empty_axes(tmp_path, capsys)
                  curve=[{"step": 100, "wall_time_s": 5.0, "fid": 40.0 + seed}])
         make_run(root, ["objective=twice", f"seed={seed}"], metrics={"fid": metric(30.0, 30.0, higher=False)},
                  curve=[{"step": 50, "wall_time_s": 2.0, "fid": 35.0}, {"step": 100, "wall_time_s": 4.0, "fid": 30.0}])
-    assert report.main([str(root)]) == 0
+    assert report_cli.main([str(root)]) == 0
     printed = capsys.readouterr().out
     once = [line for line in printed.splitlines() if line.startswith("one evaluation:")]
     assert len(once) == 1 and "objective=once" in once[0] and "step 100" in once[0]
@@ -280,7 +280,7 @@ def test_failed_runs_show_their_one_line_error(sweep, tmp_path, capsys):
     body["error"] = "RuntimeError: CUDA out of memory\nTried to allocate 2.00 GiB"
     (run / "results.json").write_text(json.dumps(body))
     out = tmp_path / "o"
-    assert report.main([str(sweep), "--out", str(out), "--no-figures"]) == 0
+    assert report_cli.main([str(sweep), "--out", str(out), "--no-figures"]) == 0
     lines = capsys.readouterr().out.splitlines()
     failed = [line for line in lines if line.startswith("failed:")]
     assert failed == [f"failed: objective=dragan seed=9: RuntimeError: CUDA out of memory ({run})"]
@@ -330,7 +330,7 @@ def test_mean_se_is_sample_std_over_root_n():
 def test_toy_table_has_the_published_layout(toy_sweep, tmp_path, capsys):
     root, failed = toy_sweep
     out = tmp_path / "o"
-    assert report.main([str(root), "--table", "toy", "--out", str(out)]) == 0
+    assert report_cli.main([str(root), "--table", "toy", "--out", str(out)]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert "standard error" in printed[0] and "std/√n" in printed[0]
     rows, notes_ = report.toy_table(report.find_runs([root]))
@@ -419,10 +419,10 @@ def test_toy_table_method_is_every_varying_override_but_seed_and_dataset(tmp_pat
 def test_toy_table_without_toy_metrics_is_a_one_line_error(tmp_path, capsys):
     root = tmp_path / "cifar"
     make_run(root, ["objective=wgan", "seed=0"], metrics={"fid": metric(50.0, 40.0, higher=False)})
-    assert report.main([str(root), "--table", "toy"]) == 2
+    assert report_cli.main([str(root), "--table", "toy"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ganbench-report: error: --table toy: no run has modes") and err.count("\n") == 1
-    assert "--table" in report.build_parser().format_help() and "standard error" in report.build_parser().format_help()
+    assert "--table" in report_cli.build_parser().format_help() and "standard error" in report_cli.build_parser().format_help()
 
 
 INCEPTION_REASON = "Inception weights not in /cache/weights-inception.pth and download failed (URLError)"
@@ -449,7 +449,7 @@ def test_metrics_null_in_every_run_are_one_line_not_columns_or_figures(tmp_path,
     root = tmp_path / "sweep"
     image_like_sweep(root)
     out = tmp_path / "o"
-    assert report.main([str(root), "--out", str(out)]) == 0
+    assert report_cli.main([str(root), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     md = (out / "report.md").read_text()
     line = f"null in every run, not tabulated or plotted: fid, is_mean, kid_mean: {INCEPTION_REASON}"
@@ -476,14 +476,14 @@ def test_bookkeeping_fields_are_never_metrics(tmp_path, capsys):
     assert set(BOOKKEEPING) == {"step", "images_seen", "wall_time_s", "eval_samples"}
     assert report.load_run(runs[0]).metric_names() == ["fid", "is_mean", "kid_mean", "mnist_is"]
     out = tmp_path / "o"
-    assert report.main([str(root), "--out", str(out)]) == 0
+    assert report_cli.main([str(root), "--out", str(out)]) == 0
     capsys.readouterr()
     written = (out / "report.md").read_text() + (out / "report.csv").read_text()
     assert not any(name in written for name in ("eval_samples", "images_seen", "wall_time_s"))
     assert not any(p.name.startswith(BOOKKEEPING) for p in (out / "figures").iterdir())
     # Asked for by name: one line, exit 2, nothing written.
     other = tmp_path / "other"
-    assert report.main([str(root), "--out", str(other), "--metrics", "mnist_is,eval_samples"]) == 2
+    assert report_cli.main([str(root), "--out", str(other), "--metrics", "mnist_is,eval_samples"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--metrics eval_samples: bookkeeping of metrics.jsonl, not a metric" in err[0]
     assert "mnist_is" in err[0] and not other.exists()
@@ -500,7 +500,7 @@ def test_a_group_null_metrics_share_one_line_per_reason(tmp_path, capsys):
                  curve=[{"step": 100, "wall_time_s": 1.0, "hq_pct": 50.0, "reverse_kl": 0.5}])
         make_run(root, ["objective=vanilla", f"seed={seed}"], metrics={"hq_pct": null, "reverse_kl": null},
                  curve=[{"step": 100, "wall_time_s": 1.0, "hq_pct": None, "reverse_kl": None}])
-    assert report.main([str(root), "--out", str(tmp_path / "o")]) == 0
+    assert report_cli.main([str(root), "--out", str(tmp_path / "o")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [x for x in lines if x.startswith("null")] == \
         ["null: objective=vanilla: hq_pct, reverse_kl: no sample in the high-quality region"]
@@ -516,9 +516,9 @@ def test_a_figure_with_nothing_drawn_is_not_written(tmp_path):
     groups = report.group_runs(runs)
     report.summarize_groups(groups, ["fid", "mnist_is"])
     assert all("fid" in g.null_reasons for g in groups)
-    assert report.plot_figures(tmp_path / "figs", groups, ["fid"]) == []
+    assert figures.plot_figures(tmp_path / "figs", groups, ["fid"]) == []
     assert not (tmp_path / "figs").exists()
-    assert [f.path.name for f in report.plot_figures(tmp_path / "figs", groups, ["mnist_is"])] == \
+    assert [f.path.name for f in figures.plot_figures(tmp_path / "figs", groups, ["mnist_is"])] == \
         ["mnist_is_vs_step.png", "mnist_is_vs_time.png"]
 
 
@@ -529,7 +529,7 @@ def test_a_gradient_norm_logged_once_is_drawn_not_a_blank_panel(tmp_path):
     from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
 
-    from ganbench import report_gradnorm
+    from ganbench.report import gradnorm as report_gradnorm
 
     run = make_run(tmp_path / "s", ["objective=a", "seed=0"])
     writer = SummaryWriter(str(run))

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import bogonet_sweep
-from ganbench import judge, report, report_search
+from ganbench.report import cli as report_cli, judge, search as report_search, tables as report
 from test_report import make_run, metric, toy_metrics
 
 CURVE = [{"step": 0, "images_seen": 0, "wall_time_s": 0.0, "modes": 1.0},
@@ -113,7 +113,7 @@ def check_good_runs_reported(root: Path, printed: str, skipped: int = 1) -> None
 
 def test_the_sweep_without_a_malformed_file_reports_every_run(sweep, capsys):
     root, _ = sweep
-    assert report.main([str(root), "--no-figures"]) == 0
+    assert report_cli.main([str(root), "--no-figures"]) == 0
     out, err = capsys.readouterr()
     assert err == "" and out.startswith("4 runs in 3 groups (4 completed); final values")
 
@@ -130,7 +130,7 @@ def test_a_malformed_run_file_is_one_warning_and_the_rest_is_reported(sweep, cap
         target.write_bytes(content)
     else:
         target.write_text(content)
-    assert report.main([str(root), "--no-figures"]) == 0
+    assert report_cli.main([str(root), "--no-figures"]) == 0
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     warned = lines_naming(out + err, str(bad))
@@ -145,7 +145,7 @@ def test_a_torn_last_line_is_a_write_cut_short_not_a_malformed_file(sweep, capsy
     cut short by a kill (or is being written), and is left out without a warning."""
     root, bad = sweep
     (bad / METRICS).write_text('{"step": 0, "wall_time_s": 0.0, "modes": 1.0}\n{"step": 100, "wall_time_s": 1')
-    assert report.main([str(root), "--no-figures", "--at-step", "100"]) == 0
+    assert report_cli.main([str(root), "--no-figures", "--at-step", "100"]) == 0
     out, err = capsys.readouterr()
     assert err == ""
     rows = {r[0]: r for r in (line.split() for line in out.splitlines()) if r}
@@ -159,7 +159,7 @@ def test_records_of_the_allowed_shapes_are_read_not_skipped(sweep, capsys, body)
     """null or absent optional keys are no metrics, no config; an unknown status string counts as failed."""
     root, bad = sweep
     (bad / RESULTS).write_text(json.dumps(body))
-    assert report.main([str(root), "--no-figures"]) == 0
+    assert report_cli.main([str(root), "--no-figures"]) == 0
     out, err = capsys.readouterr()
     assert err == ""
     status = "failed" if body["status"] != "completed" else "completed"
@@ -181,7 +181,7 @@ def test_only_malformed_runs_is_a_one_line_error(tmp_path, capsys):
     bad = make_run(tmp_path / "s", ["objective=vanilla", "seed=0"])
     (bad / RESULTS).write_text("[]")
     before = listing(tmp_path)
-    assert report.main([str(tmp_path / "s")]) == 2
+    assert report_cli.main([str(tmp_path / "s")]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.splitlines() == [
         f"ganbench-report: warning: {bad / RESULTS}: is a list, expected a JSON object; run skipped",
@@ -259,7 +259,7 @@ def test_a_bad_flag_is_one_line_exit_2_and_writes_nothing(flag_sweep, tmp_path, 
     else:
         argv = [str(flag_sweep), *(a.replace("TMP", tmp) for a in argv)]
     before = listing(tmp_path)
-    assert report.main(argv) == 2
+    assert report_cli.main(argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and "Traceback" not in err
     assert len(err.splitlines()) == 1 and err.startswith("ganbench-report: error: ")
@@ -268,7 +268,7 @@ def test_a_bad_flag_is_one_line_exit_2_and_writes_nothing(flag_sweep, tmp_path, 
 
 
 def test_help_keeps_the_full_usage(capsys):
-    assert report.main(["--help"]) == 0
+    assert report_cli.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: ganbench-report") and "--judge-score" in out and len(out.splitlines()) > 20
 
@@ -280,13 +280,13 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_on_request(sweep, cap
     def boom(args):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(report, "run_report", boom)
-    assert report.main([str(root)]) == 1
+    monkeypatch.setattr(report_cli, "run_report", boom)
+    assert report_cli.main([str(root)]) == 1
     assert capsys.readouterr().err == ("ganbench-report: error: RuntimeError: boom (HYDRA_FULL_ERROR=1 shows the "
                                        "traceback)\n")
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(RuntimeError, match="boom"):
-        report.main([str(root)])
+        report_cli.main([str(root)])
 
 
 @pytest.mark.parametrize("case", ["results-list", "unknown-flag", "out-missing-parent"])
@@ -324,7 +324,7 @@ def test_toy_table_skips_a_malformed_run(tmp_path, capsys):
         make_run(root, ["dataset=ring8", "objective=dragan", f"seed={seed}"], metrics=toy_metrics(modes, 80.0, 0.1))
     make_run(root, ["dataset=ring8", "objective=wgan_gp", "seed=0"], metrics=toy_metrics(3.0, 50.0, 0.5))
     bad = break_run(root, ["dataset=ring8", "objective=vanilla", "seed=0"])
-    assert report.main([str(root), "--table", "toy"]) == 0
+    assert report_cli.main([str(root), "--table", "toy"]) == 0
     out, err = capsys.readouterr()
     one_warning(out, err, bad)
     rows = [line.split()[:5] for line in out.splitlines() if line.startswith("objective=")]
@@ -341,7 +341,7 @@ def bogonet_with_a_bad_run(tmp_path):
 
 def test_bogonet_table_skips_a_malformed_run(bogonet_with_a_bad_run, capsys):
     root, bad = bogonet_with_a_bad_run
-    assert report.main([str(root), "--table", "bogonet"]) == 0
+    assert report_cli.main([str(root), "--table", "bogonet"]) == 0
     out, err = capsys.readouterr()
     one_warning(out, err, bad)
     assert out.startswith("16 runs, 6 instances, 3 algorithms;")   # 6 + 6 + 4 and "lsgan" not in out
@@ -350,7 +350,7 @@ def test_bogonet_table_skips_a_malformed_run(bogonet_with_a_bad_run, capsys):
 def test_judge_and_judge_score_skip_a_malformed_run(bogonet_with_a_bad_run, tmp_path, capsys):
     root, bad = bogonet_with_a_bad_run
     pair = ["objective=dragan", "objective=vanilla"]
-    assert report.main([str(root), "--judge", "--judge-pair", *pair, "--judge-seed", "3"]) == 0
+    assert report_cli.main([str(root), "--judge", "--judge-pair", *pair, "--judge-seed", "3"]) == 0
     out, err = capsys.readouterr()
     one_warning(out, err, bad)
     key = json.loads(next((root / "judge").glob("key-*.json")).read_text())
@@ -358,7 +358,7 @@ def test_judge_and_judge_score_skip_a_malformed_run(bogonet_with_a_bad_run, tmp_
     f = tmp_path / "j.json"
     f.write_text(json.dumps(judgement(page_id=key["page_id"], points={s["instance"]: {"A": 5, "B": 0}
                                                                       for s in key["sides"]})))
-    assert report.main([str(root), "--judge-score", str(f)]) == 0
+    assert report_cli.main([str(root), "--judge-score", str(f)]) == 0
     out, err = capsys.readouterr()
     one_warning(out, err, bad)
     # A gets all 5 points on each of the 6 instances: the two algorithms' scores add up to 30.
@@ -375,7 +375,7 @@ def test_gradient_norm_figure_skips_unreadable_event_files(sweep, capsys):
     good = root / "objective=wgan_gp" / "seed=0"
     events = good / "events.out.tfevents.1.host"
     events.mkdir()
-    assert report.main([str(root)]) == 0
+    assert report_cli.main([str(root)]) == 0
     out, err = capsys.readouterr()
     one_warning(out, err, bad)
     assert lines_naming(out + err, str(events)) == [f"ganbench-report: warning: {events}: cannot be read (Is a "
@@ -399,13 +399,13 @@ def test_a_search_dir_reports_its_storage_whatever_its_run_folders_hold(tmp_path
         return trial.suggest_float("x", 0, 1)
 
     study.optimize(objective, n_trials=2)
-    assert report.main([str(root), "--no-figures"]) == 0
+    assert report_cli.main([str(root), "--no-figures"]) == 0
     out, err = capsys.readouterr()
     assert err == "" and "study s: 2 trials (2 complete, 0 failed, 0 running)" in out
     assert report_search.StudyReport(study).metric == "value"
     (root / "optuna.db").write_bytes(b"not a database")
     before = listing(tmp_path)
-    assert report.main([str(root)]) == 2
+    assert report_cli.main([str(root)]) == 2
     err = capsys.readouterr().err
     assert err.splitlines() == [f"ganbench-report: error: {root / 'optuna.db'}: not an Optuna database (file is not a "
                                 "database); it was left untouched; use another hydra.sweep.dir or hydra.sweeper.storage"]

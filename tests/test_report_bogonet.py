@@ -9,7 +9,7 @@ import pytest
 
 import bogonet_sweep
 from conftest import POINTS, run_train
-from ganbench import report, report_bogonet, report_gradnorm
+from ganbench.report import bogonet as report_bogonet, cli as report_cli, gradnorm as report_gradnorm, tables as report
 
 DRAGAN, VANILLA, WGAN = "objective=dragan", "objective=vanilla", "objective=wgan_gp"
 
@@ -95,7 +95,7 @@ def test_auc_over_steps_differs_from_time_as_worked_out(sweep):
 
 
 def test_cli_writes_the_table_and_says_what_it_measured(sweep, capsys):
-    assert report.main([str(sweep), "--table", "bogonet"]) == 0
+    assert report_cli.main([str(sweep), "--table", "bogonet"]) == 0
     out = capsys.readouterr().out
     assert "score: mnist_is (higher is better)" in out and "wall-clock minutes" in out
     assert "final mnist_is: objective=dragan ahead on 4, objective=vanilla on 1, ties 1" in out
@@ -111,7 +111,7 @@ def test_cli_writes_the_table_and_says_what_it_measured(sweep, capsys):
 def test_score_is_the_headline_and_can_be_chosen(sweep, capsys):
     runs = report.find_runs([sweep])
     assert report_bogonet.pick_score(runs, None) == "mnist_is"
-    assert report.main([str(sweep), "--table", "bogonet", "--score", "fid"]) == 2
+    assert report_cli.main([str(sweep), "--table", "bogonet", "--score", "fid"]) == 2
     assert "--score fid: no such metric (have: mnist_is)" in capsys.readouterr().err
 
 
@@ -142,20 +142,20 @@ def test_near_equal_values_tie_within_the_relative_tolerance(tmp_path, capsys):
     assert (p["kind"], p["wins_a"], p["wins_b"], p["ties"]) == ("final", 1, 0, 1)
     p = report_bogonet.bogonet(runs, "mnist_is", tie_rtol=0.0)["pairs"][0]
     assert (p["wins_a"], p["ties"]) == (2, 0)
-    assert report.main([str(root), "--table", "bogonet", "--tie-rtol", "0"]) == 0
+    assert report_cli.main([str(root), "--table", "bogonet", "--tie-rtol", "0"]) == 0
     assert "ties within a relative 0 (--tie-rtol)" in capsys.readouterr().out
-    assert report.main([str(root), "--table", "bogonet", "--tie-rtol", "1.5"]) == 2
+    assert report_cli.main([str(root), "--table", "bogonet", "--tie-rtol", "1.5"]) == 2
     assert "--tie-rtol: must be in [0, 1), got 1.5" in capsys.readouterr().err
 
 
 def test_a_run_without_the_instance_key_is_a_one_line_error(tmp_path, capsys):
     bogonet_sweep.make_run(tmp_path / "s", ["objective=dragan", "seed=0"],
                            [{"step": 1, "wall_time_s": 1.0, "mnist_is": 2.0}])
-    assert report.main([str(tmp_path / "s"), "--table", "bogonet"]) == 2
+    assert report_cli.main([str(tmp_path / "s"), "--table", "bogonet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "has no arch.seed (the BogoNet instance)" in err and "--instance-key" in err and "\n" not in err
     # Another key names the instances: here the run seed.
-    assert report.main([str(tmp_path / "s"), "--table", "bogonet", "--instance-key", "seed"]) == 0
+    assert report_cli.main([str(tmp_path / "s"), "--table", "bogonet", "--instance-key", "seed"]) == 0
 
 
 @pytest.mark.parametrize("argv,words", [
@@ -168,7 +168,7 @@ def test_a_run_without_the_instance_key_is_a_one_line_error(tmp_path, capsys):
 ])
 def test_options_of_another_mode_are_refused(sweep, capsys, argv, words):
     before = sorted(p.name for p in sweep.iterdir())
-    assert report.main([str(sweep), *argv]) == 2
+    assert report_cli.main([str(sweep), *argv]) == 2
     err = capsys.readouterr().err
     assert all(w in err for w in words) and err.count("\n") == 1
     assert sorted(p.name for p in sweep.iterdir()) == before
@@ -184,7 +184,7 @@ def test_gradient_norm_figure_from_a_real_run(tmp_path, capsys):
     assert steps == [10, 20, 30, 40] and all(v >= 0 and math.isfinite(v) for v in norms)
     runs = report.find_runs([tmp_path / "sweep"])
     assert report_gradnorm.mode_metric(runs[0]) == "modes"
-    assert report.main([str(tmp_path / "sweep")]) == 0
+    assert report_cli.main([str(tmp_path / "sweep")]) == 0
     png = tmp_path / "sweep" / "figures" / "grad_norm_all.png"
     assert png.is_file()
     from PIL import Image
@@ -198,5 +198,5 @@ def test_no_gradient_figure_without_event_files(sweep):
     runs = report.find_runs([sweep])
     groups = report.group_runs(runs)
     assert report_gradnorm.plot_grad_norm(sweep / "figures", groups) == []
-    assert report.main([str(sweep)]) == 0
+    assert report_cli.main([str(sweep)]) == 0
     assert not list((sweep / "figures").glob("grad_norm_*.png"))

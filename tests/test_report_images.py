@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import run_train
-from ganbench import report
+from ganbench.report import cli as report_cli, tables as report
 from ganbench.metric_catalog import BOOKKEEPING
 
 IMAGE_METRICS = ("fid", "is_mean", "is_std", "kid_mean", "kid_std")   # metrics.names=auto on an image folder
@@ -42,7 +42,7 @@ def links(md: str):
 
 def test_an_image_sweep_without_inception_weights_reports_its_sample_grids(image_sweep, tmp_path, capsys):
     out = tmp_path / "report"
-    assert report.main([str(image_sweep), "--out", str(out)]) == 0
+    assert report_cli.main([str(image_sweep), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     md = (out / "report.md").read_text()
     runs = report.find_runs([image_sweep])
@@ -100,7 +100,7 @@ def test_runs_without_a_grid_are_said_so_and_a_sweep_without_grids_has_no_sectio
     grid_run(root, ["objective=a", "seed=0"])
     grid_run(root, ["objective=a", "seed=1"], png=False, status="diverged")
     grid_run(root, ["objective=b", "seed=1"])
-    assert report.main([str(root), "--no-figures"]) == 0
+    assert report_cli.main([str(root), "--no-figures"]) == 0
     md = (root / "report.md").read_text()
     table = [x for x in md.split("## Samples", 1)[1].split("\n## ", 1)[0].splitlines() if x.startswith("|")]
     assert table[0] == "| group | seed=0 | seed=1 |"
@@ -115,7 +115,7 @@ def test_runs_without_a_grid_are_said_so_and_a_sweep_without_grids_has_no_sectio
     points = tmp_path / "points"
     grid_run(points, ["objective=a", "seed=0"], png=False)
     capsys.readouterr()
-    assert report.main([str(points)]) == 0
+    assert report_cli.main([str(points)]) == 0
     assert "## Samples" not in (points / "report.md").read_text()
     assert not (points / "sample_grids").exists() and "sample grids" not in capsys.readouterr().out
 
@@ -128,7 +128,7 @@ def test_a_group_with_several_runs_of_one_seed_gets_a_column_per_run(tmp_path):
     grid_run(root, ["objective=a", "optimizer.lr=0.2", "seed=0"])
     grid_run(root, ["objective=[x]", "optimizer.lr=0.1", "seed=0"])
     out = tmp_path / "o"
-    assert report.main([str(root), "--by", "objective", "--out", str(out), "--no-figures"]) == 0
+    assert report_cli.main([str(root), "--by", "objective", "--out", str(out), "--no-figures"]) == 0
     md = (out / "report.md").read_text()
     table = [x for x in md.split("## Samples", 1)[1].split("\n## ", 1)[0].splitlines() if x.startswith("|")]
     assert table[0] == "| group | run 1 | run 2 |"

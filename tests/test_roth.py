@@ -174,7 +174,7 @@ def test_bad_config(override, key):
 
 @pytest.fixture
 def no_density(monkeypatch):
-    import ganbench.board as board
+    import ganbench.run.board as board
 
     monkeypatch.setattr(board, "log_density", lambda *args, **kwargs: None)
 

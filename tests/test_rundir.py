@@ -1,4 +1,4 @@
-"""The run directory as a resource (ganbench/rundir.py and the CLI's start): one process per directory,
+"""The run directory as a resource (ganbench/run/rundir.py and the CLI's start): one process per directory,
 no failed start changes an existing run, a new directory records why it failed, stale temporary files go,
 TensorBoard never shows a step twice, restart=true moves a run aside, and a sweep ends with a summary."""
 from __future__ import annotations
@@ -172,7 +172,7 @@ def test_lock_rechecks_the_inode_after_flock(tmp_path, monkeypatch, third):
     import fcntl
     import os
 
-    from ganbench import rundir
+    from ganbench.run import rundir
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -243,7 +243,7 @@ def test_no_duplicate_tensorboard_steps_after_a_kill_before_the_first_checkpoint
 def test_disk_full_names_the_file_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     import torch
 
-    from ganbench import checkpoint
+    from ganbench.run import checkpoint
     from ganbench.errors import GanbenchError
 
     path = tmp_path / "checkpoints" / "last.pt"
@@ -263,9 +263,9 @@ def test_disk_full_names_the_file_and_keeps_the_last_checkpoint(tmp_path, monkey
 
 
 def test_a_full_disk_never_replaces_a_record(tmp_path, monkeypatch):
-    from ganbench import rundir
+    from ganbench.run import rundir
     from ganbench.errors import GanbenchError
-    from ganbench.results import RunRecord
+    from ganbench.run.record import RunRecord
 
     record = RunRecord(tmp_path, {}, [])
     record.write("completed", 5, 5, 1.0, 1.0)
@@ -282,7 +282,7 @@ def test_a_full_disk_never_replaces_a_record(tmp_path, monkeypatch):
 
 def test_best_within_one_protocol(tmp_path):
     """A final 50k-sample FID is not compared with 10k-sample ones: best is over the in-training protocol."""
-    from ganbench.results import RunRecord
+    from ganbench.run.record import RunRecord
 
     record = RunRecord(tmp_path, {}, [], best_samples=10_000)
     record.add(10, 0, 0.0, {"fid": 30.0}, {"fid": False}, eval_samples=10_000)
@@ -305,7 +305,7 @@ def test_best_within_one_protocol(tmp_path):
     (250, 1500, "points", 250),
 ])
 def test_eval_every_auto(every, iterations, kind, expect):
-    from ganbench.train import resolve_eval_every
+    from ganbench.run.loop import resolve_eval_every
 
     assert resolve_eval_every(every, iterations, kind) == expect
 
@@ -319,7 +319,7 @@ def test_eval_every_auto_gives_curves(tmp_path):
 
 
 def test_swept_keys_lead_run_names():
-    from ganbench.cli import swept_first
+    from ganbench.run.names import swept_first
 
     name = "arch=mlp,metrics.names=[a,b],objective=dragan,train.iterations=5"
     assert swept_first(name, ["objective"]) == "objective=dragan,arch=mlp,metrics.names=[a,b],train.iterations=5"
@@ -396,7 +396,7 @@ def test_cfg_job_shows_resolved_values(tmp_path):
 def test_out_of_memory_names_the_batch_size():
     import torch
 
-    from ganbench.train import out_of_memory
+    from ganbench.run.loop import out_of_memory
 
     err = out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), 512,
                         torch.device("cuda"))

@@ -9,7 +9,7 @@ from toy_game import assert_resumes_exactly
 
 @pytest.mark.parametrize("step,factor", [(0, 1.0), (5, 1.0), (6, 1.0), (7, 5 / 6), (9, 0.5), (11, 1 / 6), (12, 0.0)])
 def test_linear_factor_by_hand(step, factor):
-    from ganbench.train import lr_factor
+    from ganbench.run.loop import lr_factor
 
     # T = 12, decay from 0.5·T = 6: (12 - step) / 6 after step 6
     assert lr_factor(step, 12, "linear", 0.5) == pytest.approx(factor)

@@ -1,4 +1,4 @@
-"""Hyperparameter search (hydra/sweeper=optuna, ganbench/search.py, ganbench/launchers/optuna_search.py):
+"""Hyperparameter search (hydra/sweeper=optuna, ganbench/sweep/search.py, ganbench/sweep/optuna_search.py):
 the objective's direction, a trial's value over its seeds, failed trials, resuming a killed search without
 training a run twice, the storage checks, the presets and the report. Tiny runs: ring8, a 1x16 MLP, tens
 of steps."""
@@ -70,7 +70,7 @@ def test_direction_comes_from_the_metric(overrides, metric, direction):
     """The study maximises a metric whose higher_is_better is true and minimises the others: search.metric
     is the only setting."""
     from ganbench.metric_catalog import HIGHER_IS_BETTER
-    from ganbench.search import objective
+    from ganbench.sweep.search import objective
 
     obj = objective(compose([*overrides, f"search.metric={metric}"]))
     assert obj.direction == direction
@@ -88,7 +88,7 @@ def _fake_run(d: Path, seed: int, status: str = "completed", final=None, best=No
 
 
 def test_trial_value_is_the_mean_of_its_seeds_and_a_missing_value_fails_it(tmp_path):
-    from ganbench.search import Objective, trial_outcome
+    from ganbench.sweep.search import Objective, trial_outcome
 
     final = Objective("hq_pct", "final", 3, "maximize")
     rows = [{"status": "completed", "run_dir": str(_fake_run(tmp_path / f"a/seed={s}", s, final=v, best=v + 10))}
@@ -117,7 +117,7 @@ def test_trial_value_is_the_mean_of_its_seeds_and_a_missing_value_fails_it(tmp_p
 def test_expected_best_of_k_trials_by_hand():
     """Values 3, 1, 2. Minimising: k=1 -> mean 2; k=2 -> pairs {3,1} {3,2} {1,2} give 1, 2, 1 -> 4/3; k=3 -> 1.
     Maximising k=2: 3, 3, 2 -> 8/3."""
-    from ganbench.search import expected_best
+    from ganbench.sweep.search import expected_best
 
     assert expected_best([3, 1, 2], 1, higher=False) == pytest.approx(2.0)
     assert expected_best([3, 1, 2], 2, higher=False) == pytest.approx(4 / 3)
@@ -131,7 +131,7 @@ def test_range_means_what_it_means_in_a_plain_sweep():
     """range(1, 6) is 1..5 (Hydra's range; the plugin alone would map it to Optuna's inclusive 1..6)."""
     from optuna.distributions import DiscreteUniformDistribution, IntUniformDistribution, LogUniformDistribution
 
-    from ganbench.launchers.optuna_search import parse_space
+    from ganbench.sweep.optuna_search import parse_space
 
     dists, fixed = parse_space(["a=range(1, 6)", "b=range(0, 1, 0.25)", "c=tag(log, interval(0.1, 10))", "d=3",
                                 "d=choice(1, 2)", "e=choice(x, y)", "e=x"])
@@ -162,7 +162,7 @@ def test_the_plugin_loop_cannot_record_a_nan():
 
 def test_the_submitting_side_imports_no_torch():
     """The sweeper, its plugin module, the trial code and the search report load without torch."""
-    code = ("import sys, ganbench.search, ganbench.launchers.optuna_search, ganbench.report_search, "
+    code = ("import sys, ganbench.sweep.search, ganbench.sweep.optuna_search, ganbench.report.search, "
             "hydra_plugins.ganbench_sweeper.sweepers; assert 'torch' not in sys.modules, 'torch imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -223,7 +223,7 @@ def test_a_storage_file_of_another_search_is_refused_and_left_untouched(tmp_path
 def test_the_storage_check_names_what_differs(tmp_path):
     """check_storage (what the command runs before anything is written), on files it must refuse or accept."""
     from ganbench.errors import ConfigError
-    from ganbench.search import check_storage
+    from ganbench.sweep.search import check_storage
 
     ours = {"metric": "hq_pct", "value": "final", "seeds": 1, "direction": "maximize",
             "space": {"objective.lr": "log"}, "fixed": {"train.iterations": "40"}}
@@ -287,7 +287,7 @@ def test_a_trial_averages_its_seeds(tmp_path, seeds_args):
     assert "sweep of 4 runs" in done.stdout and "4 completed" in done.stdout
 
     # the report: every trial, the best one, importances, the figures
-    from ganbench.report import main as report_main
+    from ganbench.report.cli import main as report_main
 
     out = tmp_path / "report"
     assert report_main([str(sweep), "--out", str(out)]) == 0
@@ -312,7 +312,7 @@ def test_failed_trials_are_recorded_as_failed_and_the_search_goes_on(tmp_path):
     assert "sweep of 2 runs" in done.stdout and "2 failed" in done.stdout
 
     # the report lists them with their reasons; run-table options are refused on a search, in one line
-    from ganbench.report import main as report_main
+    from ganbench.report.cli import main as report_main
 
     assert report_main([str(sweep), "--no-figures"]) == 0
     text = (sweep / "search_report.md").read_text()
@@ -415,8 +415,8 @@ def test_studies_get_the_same_budget_and_the_report_compares_their_best(tmp_path
         st = study(sweep, name)
         assert [t.state.name for t in st.trials] == ["COMPLETE", "COMPLETE"]
         assert {t.user_attrs["arm"] for t in st.trials} == {arm}
-    from ganbench.report import main as report_main
-    from ganbench.report_search import mean_std
+    from ganbench.report.cli import main as report_main
+    from ganbench.report.search import mean_std
 
     assert report_main([str(sweep)]) == 0
     text = (sweep / "search_report.md").read_text()
@@ -461,7 +461,7 @@ def test_presets_search_on_the_veegan_protocol(preset, arm, space):
     searched by ganbench's sweeper in a fixed sweep directory (so the study and the runs resume)."""
     from omegaconf import OmegaConf
 
-    from ganbench.search import SWEEPER_TARGET
+    from ganbench.sweep.search import SWEEPER_TARGET
 
     cfg = _preset(f"experiment={preset}", *([f"arm={arm}"] if arm else ["arm=dragan"]))
     ref = _preset("experiment=toy_veegan", f"arm={arm or 'dragan'}")

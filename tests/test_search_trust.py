@@ -24,8 +24,8 @@ optuna = pytest.importorskip("optuna")
 
 from hydra.core.utils import JobReturn, JobStatus  # noqa: E402
 
-from ganbench.launchers.optuna_search import OptunaSearch, StudyPlan, parse_space  # noqa: E402
-from ganbench.search import Objective  # noqa: E402
+from ganbench.sweep.optuna_search import OptunaSearch, StudyPlan, parse_space  # noqa: E402
+from ganbench.sweep.search import Objective  # noqa: E402
 
 # TPE past its random start-up after 3 trials, so later draws depend on the finished trials.
 TPE = {"_target_": "optuna.samplers.TPESampler", "n_startup_trials": 3}
@@ -201,7 +201,7 @@ def test_a_batch_killed_while_asked_is_completed_and_launched_whole(tmp_path):
 def test_the_draws_are_a_function_of_the_seed_and_the_trial_number():
     """trial_seed hashes the pair: distinct for (0, 3) and (3, 0) (seed + number would make them equal), the
     same on every call."""
-    from ganbench.launchers.optuna_search import trial_seed
+    from ganbench.sweep.optuna_search import trial_seed
 
     assert trial_seed(0, 3) == trial_seed(0, 3) != trial_seed(3, 0)
     assert len({trial_seed(s, n) for s in range(4) for n in range(4)}) == 16
@@ -245,7 +245,7 @@ def test_a_planted_sampler_pickle_is_refused_before_optuna_opens_the_file(tmp_pa
     and leaves it as it was; the marker is never created. The control: Optuna's CmaEsSampler on a copy of the
     trial-planted file does run the payload, so the file is the attack it stands for."""
     from ganbench.errors import ConfigError
-    from ganbench.search import check_storage
+    from ganbench.sweep.search import check_storage
 
     db, marker = tmp_path / "optuna.db", tmp_path / "marker"
     before = _planted(db, marker, where)
@@ -270,7 +270,7 @@ def test_a_planted_sampler_pickle_is_refused_before_optuna_opens_the_file(tmp_pa
 def test_a_search_of_ganbench_writes_no_system_attribute(tmp_path):
     """What the check allows: the loop with TPE and with random sampling leaves no system attribute, so a
     file of ganbench's own search passes it."""
-    from ganbench.search import read_system_attrs
+    from ganbench.sweep.search import read_system_attrs
 
     for sampler in (TPE, RANDOM):
         db = f"{sampler['_target_']}.db"
@@ -331,7 +331,7 @@ def test_a_bad_storage_path_names_the_key(tmp_path):
     """A file under a file (the command: one line, nothing written), a directory, a file that is not a
     database (the checks the command runs before writing): one line naming hydra.sweeper.storage."""
     from ganbench.errors import ConfigError
-    from ganbench.search import check_storage, check_storage_path
+    from ganbench.sweep.search import check_storage, check_storage_path
 
     (tmp_path / "afile").write_bytes(b"not a database" * 100)
     (tmp_path / "adir").mkdir()

@@ -210,7 +210,7 @@ def test_compiled_sngan_step_equals_eager(tmp_path):
     (The SN case of tests/test_compile.py's equivalence test, kept here with the other SN tests.)"""
     import copy
 
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     game = prepare(compose(FAST + POINTS + ["objective=sngan", "arch.g.spectral_norm=true"]), tmp_path / "run").game
     start = copy.deepcopy(game.D.state_dict())
@@ -264,7 +264,7 @@ def test_compiled_sn_training_follows_eager_for_20_steps(tmp_path):
     """20 generator steps of the ring8 MLP with SN on D, compiled against eager, from one seed: D's weights and
     power-iteration vectors stay within 1e-4 (measured 2.3e-5; without SN the two are identical): rounding,
     not a different computation."""
-    from ganbench.train import prepare
+    from ganbench.run.start import prepare
 
     def state(extra):
         torch.manual_seed(0)

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import ganbench.cli  # noqa: F401 - registers the gb.dirname resolver used by the presets
-from ganbench import report
+from ganbench.report import cli as report_cli, tables as report
 from ganbench.cli import config_dir
 
 SHRINK = ["train.iterations=60", "train.log_every=20", "train.ckpt_every=30", "train.sample_every=60", "eval.every=30"]
@@ -47,7 +47,7 @@ def check_2x2_sweep(sweep: Path):
         assert res["status"] == "completed", (run, res.get("error"))
         assert res["step"] == res["iterations"] == 60
         assert (sweep / run / "metrics.jsonl").exists()
-    assert report.main([str(sweep), "--no-figures"]) == 0
+    assert report_cli.main([str(sweep), "--no-figures"]) == 0
     groups = report.group_runs(report.find_runs([sweep]))
     assert [g.label for g in groups] == ["objective=dragan", "objective=vanilla"]
     assert all(g.status_counts() == {"completed": 2} for g in groups)
@@ -74,8 +74,8 @@ def test_quickstart_sweep_joblib(tmp_path):
 def test_submitting_side_imports_no_torch():
     """The CLI module, the launchers, preemption and the report load without torch (light submitter)."""
     code = (
-        "import sys, ganbench.cli, ganbench.launchers.slurm, ganbench.launchers.preview, ganbench.preemption, "
-        "ganbench.report, hydra_plugins.ganbench_launcher.launchers; "
+        "import sys, ganbench.cli, ganbench.sweep.slurm, ganbench.sweep.preview, ganbench.run.preemption, "
+        "ganbench.report.cli, hydra_plugins.ganbench_launcher.launchers; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -130,7 +130,7 @@ def test_dragan_vs_wgangp_paper_settings(objective, iterations, n_dis, lr, betas
 
 
 def test_sweep_preview_prints_each_objective(capsys):
-    from ganbench.launchers import preview
+    from ganbench.sweep import preview
 
     assert preview.main(["-m", "experiment=dragan_vs_wgangp_cifar10", "--cfg", "job", "--resolve"], config_dir()) == 0
     out = capsys.readouterr().out
@@ -219,7 +219,7 @@ def test_signal_checkpoints_and_rerun_resumes_exactly(tmp_path, sig):
 ORPHAN_CHILD = r"""
 import multiprocessing as mp, os, sys, time
 from pathlib import Path
-from ganbench import preemption
+from ganbench.run import preemption
 
 def child(out):
     stop = preemption.StopRequest()
@@ -260,7 +260,7 @@ def test_parent_watchdog_stops_an_orphaned_worker(tmp_path):
 
 def test_parent_watchdog_is_off_outside_worker_processes():
     """A plain run (its parent a shell, or nohup's init) is never stopped for its parent's exit."""
-    from ganbench import preemption
+    from ganbench.run import preemption
 
     stop = preemption.install()
     try:
@@ -333,7 +333,7 @@ def test_slurm_collection_fails_lost_jobs_and_keeps_the_others(tmp_path, monkeyp
     from hydra.core.utils import JobReturn, JobStatus
     from submitit.core.utils import UncompletedJobError
 
-    from ganbench.launchers import slurm
+    from ganbench.sweep import slurm
 
     class FakeJob:
         def __init__(self, job_id):

@@ -25,7 +25,7 @@ QUIET = ["train.log_every=1000", "train.sample_every=1000", "train.ckpt_every=10
 @pytest.fixture
 def no_density(monkeypatch):
     """The 2-D density figure (matplotlib) dominates a 2-step run; it has its own test below."""
-    import ganbench.board as board
+    import ganbench.run.board as board
 
     monkeypatch.setattr(board, "log_density", lambda *args, **kwargs: None)
 

@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Tuple
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..config import resolved, structured
+from ..schema import resolved, structured
 from ..errors import ConfigError
 from . import bogonet, dcgan, mlp, resnet, sngan
 

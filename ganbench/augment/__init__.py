@@ -13,7 +13,7 @@ def build_augment(node: Any) -> Augment:
     """The augmentation a config's ``augment`` node names (a missing node: none). Raises ConfigError."""
     from omegaconf import DictConfig, OmegaConf
 
-    from ..config import structured
+    from ..schema import structured
 
     if node is None:
         return AUGMENTS["none"]()

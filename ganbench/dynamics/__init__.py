@@ -14,7 +14,7 @@ def build_dynamics(node) -> Game:
     """The ``dynamics`` config node as its typed, validated Game (not yet bound to players)."""
     from omegaconf import OmegaConf
 
-    from ..config import structured
+    from ..schema import structured
     from ..errors import ConfigError
 
     values = dict(OmegaConf.to_container(node, resolve=True)) if node is not None else {"name": "alternating"}

@@ -1,6 +1,6 @@
 """The game-step interface: the players, their optimizers and one generator step of the game.
 
-The training loop (ganbench/train.py) keeps only the schedule; everything that decides how the players
+The training loop (ganbench/run/loop.py) keeps only the schedule; everything that decides how the players
 are updated lives in a ``Game``. A game is built from the objective's loss, the penalty and the players;
 it owns its state, which goes into the checkpoint by name (``state_dict`` / ``load_state_dict``).
 """

@@ -54,8 +54,8 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
 
     from torch.utils.tensorboard import SummaryWriter
 
-    from ..board import log_config
-    from ..results import RunRecord
+    from ..run.board import log_config
+    from ..run.record import RunRecord
 
     config = OmegaConf.to_container(cfg, resolve=True)
     record = RunRecord(run_dir, config, _overrides())
@@ -74,7 +74,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
         record.add(spec.iterations, 0, wall, values, higher_is_better, reasons)
         steps = spec.iterations * len(spec.methods)
         results = record.write("completed", spec.iterations, spec.iterations, wall, steps / wall if wall > 0 else None)
-        from ..claims import log_verdicts
+        from ..report.claims import log_verdicts
 
         log_verdicts(run_dir, log)   # the preset's paper claims, checked over this run (train.log)
         return results

@@ -11,7 +11,7 @@ the instances it was trained on (Table 1's form):
   wall-clock time in minutes (``--auc-x time``, the paper's) or generator steps in thousands (``--auc-x
   step``: immune to machine load, which wall time is not on a shared machine). The area spans the run's
   first to last evaluation; a run with a single evaluation has no area;
-- qualitative score (with ``--judge-score``): see ganbench/judge.py.
+- qualitative score (with ``--judge-score``): see ganbench/report/judge.py.
 
 Per instance and pair of algorithms, which one is ahead (on the final score and on the AUC, by the metric's
 direction), and a two-sided sign test over the instances where both have a value: p = P(|W - n/2| ≥
@@ -33,6 +33,8 @@ from itertools import combinations
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ganbench.errors import GanbenchError
+from ganbench.report import claims
+from ganbench.report.tables import format_markdown_table, format_text_table, higher_is_better
 
 # The config value naming a BogoNet instance (the BogoNet arch's seed for drawing G and D). One constant:
 # change it here (or pass --instance-key) if the arch names its instance differently.
@@ -200,7 +202,6 @@ def bogonet(runs, metric: str, x: str = "time", instance_key: str = INSTANCE_KEY
     """Everything the BogoNet report shows: {"algorithms", "instances", "values": {alg: {inst: cell}},
     "table": rows (Table 1), "pairs": [pair summaries], "per_instance": rows, "notes"}."""
     by_alg, algs, instances = cells(runs, instance_key)
-    from ganbench.report import higher_is_better  # noqa: PLC0415 - report imports this module
 
     higher = higher_is_better(runs, metric)
     values = {a: {i: cell_values(by_alg[a].get(i, []), metric, x, at_step) for i in instances if i in by_alg[a]}
@@ -278,18 +279,11 @@ def describe(metric: str, x: str, higher: bool, instance_key: str, tie_rtol: flo
             f"a relative {tie_rtol:g} (--tie-rtol)")
 
 
-def run_bogonet_table(args: argparse.Namespace, runs) -> str:
-    from ganbench.report import format_markdown_table, format_text_table  # noqa: PLC0415
-
+def run_bogonet_table(args: argparse.Namespace, runs, qual: Optional[Dict[str, float]] = None) -> str:
+    """``--table bogonet``; ``qual``: the qualitative score per algorithm, when judgements were given
+    (``--judge-score``, ganbench/report/judge.py)."""
     metric = pick_score(runs, args.score)
-    qual = None
-    if getattr(args, "judge_score", None):
-        from ganbench import judge  # noqa: PLC0415
-
-        qual = judge.qualitative_scores(judge.out_dir(args), args.judge_score)["scores"]
     result = bogonet(runs, metric, args.auc_x, args.instance_key, args.at_step, qual, args.tie_rtol)
-    from ganbench import claims  # noqa: PLC0415 - claims imports ganbench.report, which imports this module
-
     claim_text, claim_md = claims.section(runs, args.at_step, budget=False)   # before writing: a bad claim fails
     out = args.out or args.sweep_dirs[0]
     out.mkdir(parents=True, exist_ok=True)

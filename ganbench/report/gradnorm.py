@@ -14,6 +14,9 @@ import re
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from ganbench.report.figures import Figure
+from ganbench.report.tables import metric_bounds
+
 TAG = "grad/D_real_norm"
 MODE_METRICS = ("modes", "stacked_modes", "mnist_is", "is_mean", "hq_pct")
 MAX_PANELS = 12   # seeds drawn per group figure; more are listed as left out
@@ -52,7 +55,6 @@ def plot_grad_norm(out_dir: Path, groups, unreadable: Optional[List[str]] = None
     """Write figures/grad_norm_<group>.png for every group with a run that logged the norm; returns the
     report's Figure records. A run whose event files cannot be read (OSError) gets no panel; given a list
     ``unreadable``, a line saying so is appended to it instead of raising."""
-    from ganbench.report import Figure, metric_bounds  # noqa: PLC0415 - report imports this module
 
     todo = []
     for g in groups:

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ganbench.errors import GanbenchError
-from ganbench.report_bogonet import AUC_X, cells, curve, pick_score
+from ganbench.report.bogonet import AUC_X, cells, curve, pick_score
+from ganbench.report.tables import format_markdown_table, format_text_table, metric_bounds
 
 POINTS = 5.0
 STEP = 0.5
@@ -169,7 +170,6 @@ collect();
 
 
 def _y_range(metric: str, runs, values: List[float]):
-    from ganbench.report import metric_bounds  # noqa: PLC0415
 
     lo, hi = metric_bounds(metric, runs)
     lo = min(values) if lo is None else min(lo, min(values))
@@ -364,7 +364,6 @@ def qualitative_scores(folder: Path, files: Sequence[Path]) -> dict:
 
 
 def run_judge_score(args: argparse.Namespace) -> str:
-    from ganbench.report import format_markdown_table, format_text_table  # noqa: PLC0415
 
     q = qualitative_scores(out_dir(args), args.judge_score)
     pair, names = q["pair"], sorted(q["judges"])

@@ -12,7 +12,7 @@ trial's value as mean ± std over that trial's seeds, and the expected best valu
     E[best of k] = Σ_{i=1}^{n-k+1} C(n-i, k-1) / C(n, k) · v_(i)      (v_(1) best of the n finished values)
 
 the exact mean of the best of k trials drawn without replacement from the study's n completed ones (their
-bootstrap estimate, without resampling noise; ganbench.search.expected_best).
+bootstrap estimate, without resampling noise; ganbench.sweep.search.expected_best).
 
 Importances: Optuna's mean decrease in impurity of a random forest fitted to the completed trials
 (``MeanDecreaseImpurityImportanceEvaluator``, seed 0), normalised to sum to 1. Optuna's default evaluator,
@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ganbench.errors import GanbenchError
-from ganbench.search import DB_NAME, FINGERPRINT, expected_best
+from ganbench.report.tables import format_markdown_table, format_text_table
+from ganbench.sweep.search import DB_NAME, FINGERPRINT, expected_best
 
 FAILED_NOTE_CHARS = 160
 
@@ -146,7 +147,6 @@ class StudyReport:
         return out
 
     def lines(self) -> List[str]:
-        from ganbench.report import format_text_table
 
         direction = "higher" if self.higher else "lower"
         out = [f"study {self.name}: {len(self.trials)} trials ({len(self.complete)} complete, {len(self.failed)} "
@@ -275,7 +275,7 @@ def load_reports(db: Path) -> List[StudyReport]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from ganbench.search import read_studies
+    from ganbench.sweep.search import read_studies
 
     read_studies(db)  # read-only first: Optuna's storage would add its tables to a file that lacks them
     url = f"sqlite:///{db.absolute()}"
@@ -291,7 +291,6 @@ def load_reports(db: Path) -> List[StudyReport]:
 
 def run_search_report(args: Any, db: Path) -> str:
     """The report of the search stored in ``db``; writes search_report.md and the figures."""
-    from ganbench.report import format_markdown_table, format_text_table
 
     for flag, attr in (("--by", "by"), ("--sort", "sort"), ("--metrics", "metrics"), ("--at-step", "at_step")):
         if getattr(args, attr, None) is not None:

@@ -1,64 +1,14 @@
-"""ganbench-report: compare the runs of one or more sweeps, grouped over seeds.
-
-    ganbench-report outputs/sweeps/toy [more sweep dirs] [--by objective,penalty] [--sort reverse_kl]
-
-A run directory is any folder under the given directories that holds ``.hydra/overrides.yaml`` or
-``results.json``. Runs are grouped by every override except ``seed`` (or by the ``--by`` keys), and
-each group gets, for every metric: n, the status counts, mean ± std and a 95 % Student-t confidence
-interval of the final and the best value, and the normalised area under the metric curve. Writes
-``report.md``, ``report.csv`` and ``figures/*.png`` (metric against generator steps and against
-wall-clock time, mean line per group with a ±1 sample-std band over seeds), and prints the table. report.md
-shows each image run's latest ``samples.png`` (copied into ``sample_grids/``), a row per group, seeds side by
-side: with few steps or without Inception weights they are what a run has to show.
-
-Honest statistics: intervals and bands are clipped to the metric's range (``metric_bounds``: counts of
-modes in [0, number of modes], percentages in [0, 100], FID/KL ≥ 0, ...); a cell from a single run is
-marked ``†`` (n=1: no interval); a metric that is null in every finished run of a group is shown as
-``null`` with the reason results.json gives; a metric null in every run of the report (IS/FID/KID without
-the Inception weights) is no column and no figure but one line with its reason; the bookkeeping fields of
-metrics.jsonl (metric_catalog.BOOKKEEPING: step, images_seen, wall_time_s, eval_samples) are never metrics;
-a group evaluated once per run is said to be one point, not a curve; failed runs are listed with their
-one-line error.
-
-Which runs enter the statistics: finished runs (status ``completed`` or ``diverged``) with a finite
-value. Runs that are still ``running`` (or have no results.json yet), ``preempted`` or ``failed`` are
-counted in the status columns only. A diverged run keeps the values its last evaluations produced.
-A run with a malformed file (results.json, a metrics.jsonl line or a .hydra/*.yaml that does not parse or
-has the wrong shape: ganbench.results.record_problem / row_problem) is left out with one warning line
-naming the file and what is wrong (MalformedRun); the rest is reported.
-
-``--at-step N`` reports every value as of generator step N (the last evaluation at or before N, from
-metrics.jsonl); runs still in progress that were evaluated at or past N count too. This gives the
-DRAGAN paper's "same number of generator iterations" scores from runs that trained longer.
-
-``--table toy`` prints (and writes to ``toy_table.md``) the published ring/grid layout instead: a row per
-method (every override but ``seed`` and ``dataset``, less those all runs share), per dataset (ring8, grid25)
-the number of runs with their statuses and modes, high-quality % and reverse KL, each as mean ± standard
-error over seeds, SE = s/√n with the sample std s. Finished runs (completed, diverged) enter the means;
-a cell whose value comes from k of its N runs says (k/N), e.g. reverse KL averaged over the runs that had
-high-quality samples; failed runs are listed with their error.
-
-``--table bogonet`` prints (and writes to ``bogonet_table.md``) the DRAGAN paper's Table 1 over BogoNet
-instances and a per-instance pairwise table with a sign test (ganbench/report_bogonet.py); ``--judge``
-writes a blind side-by-side judging page and ``--judge-score FILE ...`` turns saved judgements into the
-qualitative score (ganbench/judge.py). The report's figures include, for runs that logged it, the gradient
-norm at real data against steps with the mode metric beside it (ganbench/report_gradnorm.py).
-
-Paper claims: when the runs' saved config carries their preset's ``claims:`` list (ganbench/claims.py), the
-report and ``--table toy`` print each claim's verdict (reproduced / not reproduced / not enough data) with
-the numbers behind it, and put the same table into report.md / toy_table.md.
-"""
-
+"""The comparison of runs: each run read from its directory (results.json, metrics.jsonl, .hydra/), grouped over
+seeds, summarised (mean, std, Student-t intervals, AUC) and written as tables (report.md, report.csv, the
+published toy layout). ganbench-report's command line is ganbench/report/cli.py."""
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import os
 import re
 import shutil
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,10 +16,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import yaml
 
-from ganbench import claims, judge, report_bogonet, report_gradnorm
 from ganbench.errors import GanbenchError
 from ganbench.metric_catalog import BOOKKEEPING
-from ganbench.results import record_problem, row_problem
+from ganbench.run.record import record_problem, row_problem
 
 FINISHED = ("completed", "diverged")
 STATUSES = ("completed", "diverged", "running", "preempted", "failed")
@@ -325,7 +274,7 @@ def _read_text(path: Path) -> str:
 
 
 def _read_results(path: Path) -> Optional[dict]:
-    """results.json, parsed and checked (ganbench.results.record_problem); None when there is none (a run
+    """results.json, parsed and checked (ganbench.run.record.record_problem); None when there is none (a run
     still in progress). It is written atomically (temp file + rename), so one that does not parse is
     damaged, not caught mid-write: MalformedRun."""
     if not path.exists():
@@ -344,7 +293,7 @@ def _read_results(path: Path) -> Optional[dict]:
 
 
 def _read_curve(path: Path) -> List[dict]:
-    """metrics.jsonl's rows, each checked (ganbench.results.row_problem); [] when there is none.
+    """metrics.jsonl's rows, each checked (ganbench.run.record.row_problem); [] when there is none.
 
     A row is appended in one write ending with a newline, so a last line without its newline is a write cut
     short by a kill (or one in progress): it is left out when it does not parse, as RunRecord does on
@@ -734,7 +683,7 @@ def write_markdown(
         "",
     ]
     out += [f"- {line}" for line in notes(groups, metrics, ("final", "best", "auc"), empty)]
-    out += [""] + list(claims_md)   # the preset's paper claims with their verdicts (ganbench/claims.py)
+    out += [""] + list(claims_md)   # the preset's paper claims with their verdicts (ganbench/report/claims.py)
     out += samples_markdown(groups, grids or {}, at_step)
     for m in metrics:
         out += [f"## {m}", "", "| group | n | final | final 95 % CI | best | best 95 % CI | AUC | AUC 95 % CI |", "|---" * 8 + "|"]
@@ -763,7 +712,7 @@ def write_markdown(
     path.write_text("\n".join(out) + "\n")
 
 
-SAMPLES_FILE = "samples.png"   # a run's latest fixed-z sample grid (ganbench.board.log_image_grid)
+SAMPLES_FILE = "samples.png"   # a run's latest fixed-z sample grid (ganbench.run.board.log_image_grid)
 GRIDS_DIR = "sample_grids"     # their copies in the report's folder
 
 
@@ -845,133 +794,6 @@ def samples_markdown(groups: Sequence[Group], grids: Dict[Path, str], at_step: O
             f"Each run's latest `{SAMPLES_FILE}`{when}: its fixed-z sample grid, written every `train.sample_every` "
             f"generator steps and at its last step, copied into `{GRIDS_DIR}/`. A row per group, its seeds side by side.",
             "", format_markdown_table(rows), ""]
-
-
-def _mean_std_by_step(runs: Sequence[Run], metric: str):
-    """Per evaluation step: mean step time, mean value and std of the value over the group's runs."""
-    by_step: Dict[float, List[Tuple[float, float]]] = {}
-    for run in runs:
-        for s, t, v in zip(*run.series(metric)):
-            by_step.setdefault(s, []).append((t, v))
-    steps = sorted(by_step)
-    times, means, stds = [], [], []
-    for s in steps:
-        ts = [t for t, _ in by_step[s] if math.isfinite(t)]
-        vs = [v for _, v in by_step[s]]
-        m = sum(vs) / len(vs)
-        times.append(sum(ts) / len(ts) if ts else math.nan)
-        means.append(m)
-        stds.append(math.sqrt(sum((v - m) ** 2 for v in vs) / (len(vs) - 1)) if len(vs) > 1 else 0.0)
-    return steps, times, means, stds
-
-
-def band(runs: Sequence[Run], metric: str):
-    """(steps, times, means, lows, highs) of a group's figure: the mean over the runs evaluated at each
-    step and the band mean ± 1 sample std (0 where one run), clipped to ``metric_bounds``."""
-    steps, times, means, stds = _mean_std_by_step(runs, metric)
-    bounds = metric_bounds(metric, runs)
-    lows = [clip(m - s, bounds) for m, s in zip(means, stds)]
-    highs = [clip(m + s, bounds) for m, s in zip(means, stds)]
-    return steps, times, means, lows, highs
-
-
-@dataclass
-class Figure:
-    """A written figure and what it says besides the curves (caption notes, also in the PNG's metadata)."""
-
-    path: Path
-    legend: List[str]
-    notes: List[str]
-
-
-def _panel_key(groups: Sequence[Group]) -> Optional[str]:
-    """Split figures by dataset when the groups span several (their metrics' scales differ)."""
-    datasets = {g.runs[0].label_value("dataset") for g in groups if g.runs}
-    return "dataset" if len(datasets) > 1 else None
-
-
-def plot_figures(out_dir: Path, groups: Sequence[Group], metrics: Sequence[str]) -> List[Figure]:
-    """One PNG per metric and x-axis (generator steps, wall-clock s): line = mean over seeds, band = mean
-    ± 1 sample std over the seeds at each step, clipped to the metric's range (BAND_TEXT says so on the
-    figure and in the PNG's Description metadata).
-
-    Groups whose metric is null in every finished run get a legend entry with the reason; a figure without
-    a single drawn value is not written (run_report leaves the metrics null in every run out beforehand and
-    names them in one line). A group with a single evaluation per run is drawn as a marked point and the
-    figure says so. When the groups cover
-    several datasets, each dataset gets its own panel of the figure.
-    """
-    import matplotlib  # noqa: PLC0415 - figures are optional and matplotlib is slow to import
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    from matplotlib.patches import Patch  # noqa: PLC0415
-
-    panel_key = _panel_key(groups)
-    panels: Dict[str, List[Group]] = {}
-    for g in groups:
-        panels.setdefault(g.runs[0].label_value(panel_key) if panel_key else "", []).append(g)
-    def label(g: Group) -> str:
-        return " ".join(f"{k}={v}" for k, v in g.key if k != panel_key) or g.label
-
-    # The same group (e.g. objective=wgan) keeps its colour in every panel.
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    colors = {name: cycle[i % len(cycle)] for i, name in enumerate(sorted({label(g) for g in groups}))}
-    written = []
-    for metric in metrics:
-        for axis, xlabel in (("step", "generator steps"), ("time", "wall-clock time (s)")):
-            fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.8), squeeze=False)
-            drew, legend, fig_notes = False, [], []
-            for ax, (panel, members) in zip(axes[0], sorted(panels.items())):
-                single = []
-                for g in members:
-                    # Runs still in progress draw too: their curve so far is informative.
-                    steps, times, means, lows, highs = band(g.runs, metric)
-                    if not steps:
-                        if metric in g.null_reasons:
-                            text = f"{label(g)}: null ({g.null_reasons[metric]})"
-                            shown = text if len(text) <= 100 else text[:99] + "…"  # full text: metadata, report.md
-                            ax.plot([], [], linestyle="none", marker="x", color=colors[label(g)], label=shown)
-                            legend.append(text)
-                        continue   # a legend entry alone does not make a figure: no blank axes
-                    xs = steps if axis == "step" else times
-                    one = len(steps) == 1
-                    line = ax.plot(xs, means, label=label(g), color=colors[label(g)], linewidth=1.5,
-                                   marker="o" if one else None)[0]
-                    legend.append(label(g))
-                    if one:
-                        single.append(f"{label(g)} (step {steps[0]:g})")
-                    if one:
-                        # A band over one x has no width: the same ±1 std as an error bar.
-                        ax.errorbar(xs, means, yerr=[[means[0] - lows[0]], [highs[0] - means[0]]], fmt="none",
-                                    ecolor=line.get_color(), alpha=0.5, capsize=4)
-                    else:
-                        ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
-                    drew = True
-                if single:
-                    note = "one evaluation per run, a point not a curve: " + ", ".join(single)
-                    fig_notes.append(note)
-                    ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=7, va="bottom", wrap=True)
-                ax.set_xlabel(xlabel)
-                ax.set_ylabel(f"{metric} (mean over seeds)")
-                ax.grid(alpha=0.3)
-                if panel_key:
-                    ax.set_title(f"{panel_key}={panel}")
-                handles, labels = ax.get_legend_handles_labels()
-                if handles:
-                    handles.append(Patch(color="grey", alpha=0.3, linewidth=0))
-                    labels.append("band / error bar: ±1 sample std over seeds")
-                    ax.legend(handles, labels, fontsize=7, loc="best")
-            if drew:
-                fig.suptitle(f"{metric} — {BAND_TEXT}", fontsize=8, wrap=True)
-                fig.tight_layout()
-                out_dir.mkdir(parents=True, exist_ok=True)   # only once there is a figure to put in it
-                path = out_dir / f"{metric}_vs_{axis}.png"
-                description = "\n".join([BAND_TEXT, *(f"legend: {x}" for x in legend), *fig_notes])
-                fig.savefig(path, dpi=110, metadata={"Title": f"{metric} vs {xlabel}", "Description": description})
-                written.append(Figure(path, legend, fig_notes))
-            plt.close(fig)
-    return written
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1124,201 +946,3 @@ def toy_budget_check(runs: Sequence[Run], at_step: Optional[float] = None) -> Li
             f"  mode counts that moved beyond SE: " + ("; ".join(moved) or "none")]
 
 
-def run_toy_table(args: argparse.Namespace, runs: Sequence[Run]) -> str:
-    if not any(m in r.metric_names() for r in runs for m, _, _ in TOY_COLUMNS):
-        raise GanbenchError("--table toy: no run has modes, hq_pct or reverse_kl (a ring8/grid25 sweep has them)")
-    rows, failed = toy_table(runs, args.at_step)
-    # The preset's paper claims; computed before anything is written, so a malformed claim writes nothing.
-    claim_text, claim_md = claims.section(runs, args.at_step, budget=False)
-    at = f" as of generator step {args.at_step:g}" if args.at_step is not None else ""
-    out = args.out or args.sweep_dirs[0]
-    out.mkdir(parents=True, exist_ok=True)
-    md = ["# ganbench toy table", "", "Sweeps: " + ", ".join(f"`{d}`" for d in args.sweep_dirs), "",
-          TOY_HEADER.replace("final values", f"final values{at}", 1) + ".", "", format_markdown_table(rows), ""]
-    md += [f"- {line}" for line in failed]
-    apart = toy_separations(runs, args.at_step)
-    if apart:
-        md += ["Methods whose mean ± SE interval does not overlap the best method's:", ""]
-        md += [f"- {line}" for line in apart] + [""]
-    budget = toy_budget_check(runs, args.at_step)
-    md += budget[:1] + [f"- {line.strip()}" for line in budget[1:]] + ([""] if budget else [])
-    md += claim_md
-    (out / "toy_table.md").write_text("\n".join(md) + "\n")
-    lines = [f"{len(runs)} runs; " + TOY_HEADER.replace("final values", f"final values{at}", 1),
-             format_text_table(rows), *failed]
-    if apart:
-        lines += ["beyond standard error (intervals mean ± SE that do not overlap the best method's):", *apart]
-    lines += budget + claim_text
-    lines.append(f"wrote {out / 'toy_table.md'}")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with its errors on one line, ``ganbench-report: error: ...`` and exit status 2, instead of
-    the usage block before it (``--help`` prints that)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _step(text: str) -> float:
-    """--at-step: a generator step, a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a generator step, a number >= 0 (got {text!r})")
-    return value
-
-
-def check_out(out: Optional[Path]) -> None:
-    """--out: an existing folder, or a new one in an existing folder. A missing parent is refused rather than
-    made (a typo would plant a tree of folders), so that a failed call writes nothing."""
-    if out is None:
-        return
-    if out.exists() or out.is_symlink():
-        if not out.is_dir():
-            raise GanbenchError(f"--out {out}: exists and is not a directory (give a folder for the report)")
-        folder = out
-    else:
-        folder = out.parent
-        if not folder.is_dir():
-            why = "is not a directory" if folder.exists() else "does not exist (create it first)"
-            raise GanbenchError(f"--out {out}: its parent {folder} {why}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise GanbenchError(f"--out {out}: {folder} is not writable")
-
-
-def warn(line: str) -> None:
-    print(f"ganbench-report: warning: {line}", file=sys.stderr)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="ganbench-report",
-        description="Summarise ganbench sweeps: per group of runs (all overrides but seed), mean ± std "
-        "and 95 % CI of each metric's final and best value and its normalised AUC.",
-    )
-    p.add_argument("sweep_dirs", nargs="+", type=Path, help="sweep (or run) directories to read")
-    p.add_argument("--by", default=None, help="comma-separated keys to group by (default: all overrides but seed)")
-    p.add_argument("--sort", default=None, metavar="METRIC", help="sort groups best-first by this metric's final mean")
-    p.add_argument("--metrics", default=None, help="comma-separated metrics to report (default: all found)")
-    p.add_argument("--at-step", type=_step, default=None, metavar="N",
-                   help="report values as of generator step N (last evaluation at or before N) instead of the end")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output folder, existing or new in an existing folder (default: the first sweep dir)")
-    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    p.add_argument("--table", choices=["toy", "bogonet"], default=None,
-                   help="toy: instead of the report, the published ring/grid layout: a row per method (every "
-                   "override but seed and dataset), per dataset (ring8, grid25) the runs and modes, high-quality %% "
-                   "and reverse KL as mean ± standard error (std/√n) over seeds; written to toy_table.md. "
-                   "bogonet: the DRAGAN paper's Table 1 over BogoNet instances (mean and std of the final score "
-                   "and of the area under the score curve per algorithm) and the per-instance pairwise table "
-                   "with a sign test; written to bogonet_table.md")
-    report_bogonet.add_arguments(p)
-    judge.add_arguments(p)
-    return p
-
-
-def run_report(args: argparse.Namespace) -> str:
-    report_bogonet.check_args(args)
-    check_out(args.out)
-    if getattr(args, "table", None) is None and not getattr(args, "judge", False) and not getattr(args, "judge_score", None):
-        from ganbench.report_search import find_storage, run_search_report
-
-        db = find_storage(args.sweep_dirs)
-        if db is not None:  # a hyperparameter search (hydra/sweeper=optuna): its trials, best, importances
-            return run_search_report(args, db)
-    skipped: List[MalformedRun] = []
-    runs = find_runs(args.sweep_dirs, skipped)
-    for err in skipped:
-        warn(f"{err}; run skipped")
-    if not runs:
-        if skipped:
-            raise GanbenchError(f"no readable run under {', '.join(map(str, args.sweep_dirs))}: all {len(skipped)} "
-                                f"have a malformed file (warnings above)")
-        raise GanbenchError(f"no run directories (with .hydra/overrides.yaml or results.json) under {', '.join(map(str, args.sweep_dirs))}")
-    if getattr(args, "table", None) == "toy":
-        return run_toy_table(args, runs)
-    if getattr(args, "table", None) == "bogonet":
-        return report_bogonet.run_bogonet_table(args, runs)
-    if getattr(args, "judge", False):
-        return judge.run_judge(args, runs)
-    if getattr(args, "judge_score", None):
-        return judge.run_judge_score(args)
-    by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by else None
-    if args.metrics:
-        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-        kept = [m for m in metrics if m in CURVE_KEYS]
-        if kept:
-            raise GanbenchError(f"--metrics {','.join(kept)}: bookkeeping of metrics.jsonl, not a metric (metrics "
-                                f"found: {', '.join(sorted({m for r in runs for m in r.metric_names()})) or 'none'})")
-    else:
-        metrics = sorted({m for r in runs for m in r.metric_names()})
-    if args.sort and args.sort not in metrics:
-        raise GanbenchError(f"--sort {args.sort}: no such metric (have: {', '.join(metrics) or 'none'})")
-    groups = group_runs(runs, by)
-    summarize_groups(groups, metrics, args.at_step)
-    groups = sort_groups(groups, args.sort, runs)
-    # Metrics null in every run (no Inception weights: IS, FID, KID) are one line, not columns and blank figures.
-    empty = null_everywhere(runs, metrics)
-    shown = [m for m in metrics if m not in empty]
-    by_keys = by or sorted({k for g in groups for k, _ in g.key})
-    # The preset's paper claims (and the toy budget check); before anything is written: a malformed claim fails.
-    claim_text, claim_md = claims.section(runs, args.at_step)
-
-    out = args.out or args.sweep_dirs[0]
-    out.mkdir(parents=True, exist_ok=True)
-    unreadable: List[str] = []
-    figures = [] if args.no_figures else plot_figures(out / "figures", groups, shown)
-    if not args.no_figures:
-        figures += report_gradnorm.plot_grad_norm(out / "figures", groups, unreadable)
-    grids = copy_sample_grids(out, groups, unreadable)
-    for line in unreadable:
-        warn(line)
-    write_csv(out / "report.csv", groups, metrics, by_keys)
-    write_markdown(out / "report.md", groups, shown, args.sweep_dirs, figures, args.at_step, claim_md, empty, grids)
-
-    table = format_text_table(table_rows(groups, shown, ("final",)))
-    counts = Counter(r.status for r in runs)
-    summary = ", ".join(f"{c} {s}" for s, c in sorted(counts.items()))
-    left_out = f"; {len(skipped)} run(s) skipped, malformed (warnings above)" if skipped else ""
-    lines = [f"{len(runs)} runs in {len(groups)} groups ({summary}){left_out}; final values, mean ± std over seeds",
-             table]
-    lines += notes(groups, shown, ("final",), empty)
-    lines += claim_text
-    lines.append(f"wrote {out / 'report.md'}, {out / 'report.csv'}"
-                 + (f", {len(figures)} figures in {out / 'figures'}" if figures else "")
-                 + (f", {len(grids)} sample grids in {out / GRIDS_DIR}" if grids else ""))
-    return "\n".join(lines)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Exit status 0; 2 with one line for bad input (a flag, no readable run); 1 with one line for anything
-    unexpected (its traceback with HYDRA_FULL_ERROR=1, as for ganbench). A malformed run is a warning."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as done:   # --help (0), or argparse's one-line error (2)
-        return done.code if isinstance(done.code, int) else 2
-    try:
-        print(run_report(args))
-    except GanbenchError as err:
-        print(f"ganbench-report: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as ex:  # noqa: BLE001 - one line instead of a traceback, as ganbench does
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        from ganbench.errors import one_line_error  # noqa: PLC0415 - only for the unexpected
-
-        print(f"ganbench-report: error: {one_line_error(ex)} (HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

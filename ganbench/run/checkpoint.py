@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterable
 import numpy as np
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 # Config keys that define what is being trained: a checkpoint written under other values would not
 # continue the same run. Cadences, iterations (to train longer), evaluation and device may change.

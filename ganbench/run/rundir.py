@@ -23,7 +23,7 @@ from typing import Any, Iterator, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import GanbenchError
+from ..errors import GanbenchError
 
 log = logging.getLogger("ganbench")
 

@@ -23,7 +23,7 @@ A resumed search is the search that would have run: trial n draws with a sampler
 trials before it, not on how often the search was started; and a batch the killed search had begun to ask
 is completed and launched as that batch. The samplers are TPE and random: CMA-ES keeps its state as a
 pickle in the study database, which a resumed search would unpickle, so it is refused, and so is a storage
-file holding any sampler state (ganbench.search.check_storage). Nothing here imports torch.
+file holding any sampler state (ganbench.sweep.search.check_storage). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_o
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from optuna.samplers import BaseSampler  # noqa: E402 - imported by the plugin's _impl already
 
-from .. import search  # noqa: E402
+from . import search  # noqa: E402
 from ..errors import ConfigError, GanbenchError, one_line_error  # noqa: E402
-from ..results import write_json_atomic  # noqa: E402
+from ..run.record import write_json_atomic  # noqa: E402
 
 log = logging.getLogger("ganbench")
 

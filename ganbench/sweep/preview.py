@@ -75,7 +75,7 @@ def search_preview(config_dir: str, overrides: Sequence[str], cfg_type: str, res
                    config_name: str = "config") -> Optional[str]:
     """For hydra/sweeper=optuna: the search space and the config every trial shares (its fixed overrides
     applied, the searched keys at their config values); None for other sweepers."""
-    from ganbench.search import SWEEPER_TARGET  # noqa: PLC0415
+    from ganbench.sweep.search import SWEEPER_TARGET  # noqa: PLC0415
 
     parser = OverridesParser.create()
     parsed = parser.parse_overrides(list(overrides))

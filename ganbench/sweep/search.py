@@ -2,7 +2,7 @@
 
     ganbench -m hydra/sweeper=optuna experiment=tune_dragan_grid25
 
-The sweeper (ganbench.launchers.optuna_search, Hydra's Optuna sweeper with ganbench's loop) asks Optuna
+The sweeper (ganbench.sweep.optuna_search, Hydra's Optuna sweeper with ganbench's loop) asks Optuna
 for a trial's parameters and launches it as one job through any launcher (basic, joblib, SLURM). This
 module is the job's side, and the checks both sides share; it imports neither torch nor optuna, so the
 submitting process stays light.
@@ -33,8 +33,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import ConfigError, GanbenchError
-from .metric_catalog import higher_is_better, produced_metrics
+from ..errors import ConfigError, GanbenchError
+from ..metric_catalog import higher_is_better, produced_metrics
 
 log = logging.getLogger("ganbench")
 
@@ -142,7 +142,7 @@ def run_trial(cfg: DictConfig, run_dir: Path, overrides: List[str],
     if obj.seeds == 1:
         ret = train(cfg, run_dir, overrides) or {}
     else:
-        from .replicas import replica_config, replica_dirs, replica_overrides
+        from ..replicas import replica_config, replica_dirs, replica_overrides
 
         rows = []
         for i, d in enumerate(replica_dirs(run_dir, cfg.seed, obj.seeds)):

@@ -4,7 +4,7 @@ Used through ``hydra/launcher=slurm`` (conf/hydra/launcher/slurm.yaml). Differen
 hydra-submitit-launcher's own ``SlurmLauncher``:
 
 - Requeue at a safe point. submitit installs a SIGUSR2 handler in the job that checkpoints and
-  requeues immediately. ganbench's training loop replaces it with a flag (ganbench.preemption),
+  requeues immediately. ganbench's training loop replaces it with a flag (ganbench.run.preemption),
   saves its checkpoint at the end of the current generator step, and only then hands over to
   submitit's handler, which re-pickles this launcher's call (``checkpoint``: same sweep overrides;
   the run resumes from its own directory) and runs ``scontrol requeue``.

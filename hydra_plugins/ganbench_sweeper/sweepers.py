@@ -1,7 +1,7 @@
 """Hydra only instantiates sweepers defined under the ``hydra_plugins`` namespace package.
 
 This is the name that conf/hydra/sweeper/optuna.yaml puts in ``_target_``; the implementation (and its
-documentation) is ganbench.launchers.optuna_search. Hydra imports this module while scanning for
+documentation) is ganbench.sweep.optuna_search. Hydra imports this module while scanning for
 plugins, so it stays light: optuna is imported only when a search starts.
 """
 import logging
@@ -22,12 +22,12 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class OptunaSweeper(Sweeper):
-    """hydra/sweeper=optuna (see ganbench.launchers.optuna_search.OptunaSearch)."""
+    """hydra/sweeper=optuna (see ganbench.sweep.optuna_search.OptunaSearch)."""
 
     def __init__(self, sampler: Any, storage: Optional[str], study_name: Optional[str], n_trials: Any,
                  n_jobs: Any, params: Optional[DictConfig] = None, studies: Optional[DictConfig] = None,
                  seed: Any = 0) -> None:
-        from ganbench.launchers.optuna_search import OptunaSearch
+        from ganbench.sweep.optuna_search import OptunaSearch
 
         self.sweeper = OptunaSearch(sampler, storage, study_name, n_trials, n_jobs, params, studies, seed)
 
