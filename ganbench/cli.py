@@ -96,8 +96,10 @@ def validate_task(cfg: DictConfig) -> None:
     """Every check of a run's config (the config alone: no data read, nothing written); a ConfigError names
     the key. ``ValidateOnRunStart`` runs it before Hydra makes the run directory."""
     from .config import validate, validate_top
+    from .errors import check_torch_build
     from .run.start import check_game
 
+    check_torch_build()  # a torchvision built for another torch: one line, before the run directory exists
     restart = cfg.get("restart", False)
     if not isinstance(restart, bool):
         raise ConfigError(f"restart: must be true or false (got {restart!r})")

@@ -189,6 +189,41 @@ def _schema_key(line: str) -> Optional[str]:
     return None
 
 
+# torchvision built for another torch: its compiled operators fail to register when it is imported.
+TORCH_MISMATCH = re.compile(r"operator torchvision::\w+ does not exist")
+
+
+def installed_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def torch_mismatch(ex: BaseException) -> Optional[str]:
+    """The one line for a torchvision built against another torch than the one installed (importing it fails
+    with "operator torchvision::nms does not exist"); None for any other error."""
+    if isinstance(ex, GanbenchError) or not TORCH_MISMATCH.search(str(ex)):
+        return None
+    return (f"torch {installed_version('torch')} and torchvision {installed_version('torchvision')} are not builds "
+            "of one release (importing torchvision failed: {first}); reinstall them together, from the same index: "
+            "pip install --force-reinstall torch torchvision").replace("{first}", str(ex).strip().splitlines()[0][:200])
+
+
+def check_torch_build() -> None:
+    """Import torchvision at a start (a run's checks, the sampler): a torchvision built for another torch fails
+    here as one line (``torch_mismatch``), before anything is written."""
+    try:
+        import torchvision  # noqa: F401
+    except RuntimeError as ex:
+        line = torch_mismatch(ex)
+        if line is None:
+            raise
+        raise GanbenchError(line) from None
+
+
 def one_line_error(ex: BaseException) -> str:
     """Condense Hydra / OmegaConf / ganbench errors to a single line naming the key and the allowed values."""
     return strip_unsafe_advice(_one_line(ex))
@@ -196,6 +231,9 @@ def one_line_error(ex: BaseException) -> str:
 
 def _one_line(ex: BaseException) -> str:
     text = str(ex)
+    mismatch = torch_mismatch(ex)
+    if mismatch is not None:
+        return mismatch
     if "weights only load failed" in text.lower() and not isinstance(ex, GanbenchError):
         # torch's message spans lines; what it names (the disallowed global) is past the first one.
         return f"{type(ex).__name__}: {strip_unsafe_advice(text)}"

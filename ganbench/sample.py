@@ -210,6 +210,9 @@ def image_grid(images: Any, nrow: int) -> Any:
 
 def run(args: argparse.Namespace) -> str:
     """Do what ``args`` ask; returns the line printed on success."""
+    from .errors import check_torch_build
+
+    check_torch_build()  # a torchvision built for another torch: one line, not a traceback
     import numpy as np
     import torch
 

@@ -1,0 +1,73 @@
+"""A torchvision built for another torch (importing it fails with "operator torchvision::nms does not exist"):
+each console script says so in one line naming both installed versions and the fix, exits non-zero, and
+prints no traceback. The failing import is simulated by a stand-in torchvision package first on the path."""
+import os
+import subprocess
+import sys
+from importlib import metadata
+
+import pytest
+
+from ganbench.errors import one_line_error, torch_mismatch
+
+FAILURE = "operator torchvision::nms does not exist"
+
+
+def expected_parts():
+    return [f"torch {metadata.version('torch')}", f"torchvision {metadata.version('torchvision')}",
+            "pip install --force-reinstall torch torchvision"]
+
+
+@pytest.fixture
+def broken_env(tmp_path):
+    fake = tmp_path / "site" / "torchvision"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(f"raise RuntimeError({FAILURE!r})\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def check_one_line(done: subprocess.CompletedProcess, prog: str) -> None:
+    assert done.returncode != 0
+    err = done.stderr.strip()
+    assert "Traceback" not in done.stderr and len(err.splitlines()) == 1, done.stderr[-2000:]
+    assert err.startswith(f"{prog}: error: ")
+    for part in expected_parts():
+        assert part in err, err
+
+
+def test_ganbench_names_the_mismatch_before_the_run_directory(tmp_path, broken_env):
+    run_dir = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "ganbench.cli", "dataset=ring8", "arch=mlp", "device=cpu",
+                           "train.iterations=2", f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=broken_env,
+                          capture_output=True, text=True, timeout=300)
+    check_one_line(done, "ganbench")
+    assert not run_dir.exists()
+
+
+def test_ganbench_sample_names_the_mismatch(tmp_path, broken_env):
+    done = subprocess.run([sys.executable, "-m", "ganbench.sample", str(tmp_path), "--out", str(tmp_path / "s.npz")],
+                          cwd=tmp_path, env=broken_env, capture_output=True, text=True, timeout=300)
+    check_one_line(done, "ganbench-sample")
+
+
+def test_ganbench_report_names_the_mismatch(tmp_path, monkeypatch, capsys):
+    """The report needs no torch; should anything it loads import torchvision, the same line."""
+    from ganbench.report import cli as report_cli
+
+    def fails(args):
+        raise RuntimeError(FAILURE)
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(report_cli, "run_report", fails)
+    assert report_cli.main([str(tmp_path)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ganbench-report: error: ") and len(err.splitlines()) == 1
+    for part in expected_parts():
+        assert part in err, err
+
+
+def test_other_errors_are_not_a_mismatch():
+    assert torch_mismatch(RuntimeError("CUDA out of memory")) is None
+    assert "torchvision" in one_line_error(RuntimeError(FAILURE))
