@@ -19,7 +19,7 @@
 #
 # Exit codes of `start`: 0 ready, 3 packages missing (and not installable), 4 daemons failed.
 # Needs root (slurmd runs as root; SlurmUser=root). Debian packages: slurm-wlm munge.
-# Recipe and timings: /work/shared/SLURM.md (requeued jobs wait ~2 min before they are eligible).
+# Requeued jobs wait ~2 min before they are eligible (docs/sweeps.md, SLURM).
 set -euo pipefail
 
 DIR=${SLURM_CLUSTER_DIR:-/tmp/ganbench-slurm}
