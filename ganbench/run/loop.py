@@ -4,8 +4,9 @@ Everything is built from the config. One step of the game (who is updated, in wh
 ``Game`` from ganbench/dynamics/, built from the objective's loss, the penalty and the players; this file
 only calls it, logs, evaluates and checkpoints. The hot loop never synchronises with the device outside
 logging/checkpoint steps: running sums and the divergence flag stay on the device until a log step reads them.
-With ``train.replicas=N`` the same loop trains N seeds as one replicated game (ganbench/replicas.py) and keeps
-an ``Output`` (record, writer, evaluator) per seed, each in that seed's own run directory.
+With ``train.replicas=N`` the same loop trains N seeds as one replicated game (ganbench/replicas.py); what
+differs between one run and N (an ``Output`` per seed in its own directory, records, checkpoints, divergence)
+is a ``Runs`` (ganbench/run/runs.py), of which a single run is N = 1.
 """
 import contextlib
 import logging
@@ -16,30 +17,19 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import nn
 
-from ..archs import describe as describe_arch, one_line as arch_line
-from ..errors import GanbenchError, one_line_error
-from ..packing import pack, packed_shape
+from ..errors import GanbenchError
+from ..packing import pack
 from ..penalties.base import input_grad_norm
-from ..replicas import Layout, replica_overrides, split_state
+from ..replicas import replica_overrides
 from . import board, checkpoint, preemption
-from .names import swept_keys
-from .record import RunRecord
 from .rundir import log_seed
-from .start import CHECKPOINT, Member, Start, prepare
+from .runs import Output, Runs, failure_line, record_failure, replicas_result
+from .start import Start, prepare
 
 log = logging.getLogger("ganbench")
-
-
-def job_swept_keys() -> List[str]:
-    """The keys this job's sweep varies (for the HParams tab); none outside a Hydra multirun."""
-    try:
-        return swept_keys(HydraConfig.get())
-    except ValueError:  # not inside a Hydra app
-        return []
 
 
 # Running sums kept on the device between log steps, in this order.
@@ -119,78 +109,16 @@ class Interrupts:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def replica_rng_state(layout: Layout, k: int, device: torch.device) -> Dict[str, Any]:
-    """Replica k's RNG states in a run's checkpoint format: its generators as the run's global RNGs."""
-    state = checkpoint.rng_state()
-    state["torch"] = layout.generators["cpu"][k].get_state()
-    if device.type == "cuda":
-        cuda = list(state["cuda"])
-        cuda[device.index or 0] = layout.generators["cuda"][k].get_state()
-        state["cuda"] = cuda
-    return state
-
-
 def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     """Check and train one GAN in ``run_dir`` (in-process use; the CLI adds the directory lock and the
     deferred writes of ganbench/run/rundir.py around the same two calls). Returns results.json's record."""
     return run(prepare(cfg, run_dir), run_dir, overrides)
 
 
-class Output:
-    """What one run writes while it trains: its record (results.json, metrics.jsonl), its TensorBoard
-    writer, its evaluator, its fixed sample latents; and how it ended. A single run has one; N replicas
-    have one each, in their own directories."""
-
-    def __init__(self, start: Start, member: Member, overrides: List[str], step: int,
-                 first: Optional["Output"] = None):
-        from ..metrics import build_evaluator
-        from ..metrics.evaluator import EXTRACTOR_GROUPS
-
-        cfg, data, device, tc = member.cfg, start.data, start.device, start.spec.train
-        self.member, self.run_dir, self.cfg = member, member.run_dir, cfg
-        # Replicas share one feature extractor (an Inception network per replica would be N copies of one).
-        shared = getattr(first.evaluator, "extractor", None) if first is not None else None
-        self.evaluator = build_evaluator(cfg, data, device, member.run_dir, extractor=shared)
-        self.image_metrics = any(g in EXTRACTOR_GROUPS for g in self.evaluator.groups)
-        self.record = RunRecord(member.run_dir, member.config, overrides, resume_step=step,
-                                best_samples=self.evaluator.s.num_samples if self.image_metrics else None)
-        self.record.protocol = self.evaluator.protocol()
-        # The networks as built (BogoNet's drawn sides included), for results.json, train.log and TensorBoard.
-        self.record.architecture = describe_arch(cfg.arch, data.shape, start.spec.penalty.gradient_penalty,
-                                                 packed_shape(data.shape, start.spec.pack))
-        self.writer = board.open_writer(member.run_dir, step)
-        if step == 0:
-            board.log_config(self.writer, cfg, 0)
-            board.log_architecture(self.writer, self.record.architecture, 0)
-        # Fixed latents for samples: their own generator, so they are identical across resumes.
-        fixed = torch.Generator().manual_seed(cfg.seed + 1)
-        n_vis = tc.sample_grid if data.kind == "image" else max(tc.sample_grid * 40, 1000)
-        self.z_fixed = torch.randn(n_vis, start.game.G.z_dim, generator=fixed).to(device)
-        self.real_vis = data.sample_eval(n_vis, fixed).to(device) if data.kind == "points" else None
-        self.status, self.diverged_step = "running", None
-        # A replica's own log lines (those logged inside ``self.logging()``) go to its train.log only.
-        self.seed = cfg.seed if start.replicated else None
-        with self.logging():
-            log.info("%s%s", self.prefix, arch_line(self.record.architecture))
-
-    def logging(self) -> contextlib.AbstractContextManager:
-        from .rundir import log_seed
-
-        return log_seed(self.seed)
-
-    @property
-    def prefix(self) -> str:
-        """What a replica's log lines start with (``seed=<s>: ``); nothing for a single run."""
-        return f"seed={self.seed}: " if self.seed is not None else ""
-
-    @property
-    def active(self) -> bool:
-        return self.status == "running"
-
-
 def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     """Train the run ``prepare`` checked, in ``run_dir``; resume where its checkpoint stopped. With
-    replicas, train them all (each in its own directory) and return their records under ``replicas``."""
+    replicas, train them all (each in its own directory) and return their records under ``replicas``.
+    One run and N batched replicas are the same loop over a ``Runs`` (ganbench/run/runs.py)."""
     if start.parts:  # replicas that are not batched: each seed's run in turn
         results = []
         for part in start.parts:
@@ -202,92 +130,43 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     cfg, spec, device, data, game = start.cfg, start.spec, start.device, start.data, start.game
     step = start.step
     n_dis, tc = spec.n_dis, spec.train
-    replicated = start.replicated
 
-    if not replicated:
-        previous = RunRecord.read(run_dir)
-        if step >= tc.iterations and previous and previous.get("status") == "completed":
-            log.info("run already completed (%d/%d generator steps): nothing to do", step, tc.iterations)
-            return previous
-    for done in start.finished:
-        log.info("%s: already %s, left as it is", done, (RunRecord.read(done) or {}).get("status", "finished"))
-    if not start.members:
-        return replicas_result(start, [])
-    G, D, G_avg = game.G, game.D, game.players.G_avg
-    outs: List[Output] = []
-    for m in start.members:
-        own = replica_overrides(overrides, m.cfg.seed, cfg.seed) if replicated else overrides
-        outs.append(Output(start, m, own, step, outs[0] if outs else None))
-
-    def players(k: int):
-        """Replica k's (G, D, averaged G) as plain networks; a single run's are the game's own."""
-        if not replicated:
-            return G, D, G_avg.module if G_avg is not None else None
-        return G.replica(k), D.replica(k), G_avg.module.replica(k) if G_avg is not None else None
+    done = Runs.already(start, run_dir)
+    if done is not None:
+        return done
+    runs = Runs(start, overrides, step)
 
     eval_every = resolve_eval_every(cfg.eval.every, tc.iterations, data.kind)
     if eval_every:
         log.info("evaluating every %d generator steps (eval.every=%s) and at the end", eval_every, cfg.eval.every)
     B = tc.batch_size * spec.pack  # real samples per D step: train.batch_size packs of m
+    n_probe = min(B, max(spec.pack, 256 - 256 % spec.pack))  # whole packs: pack divides B
     decay = tc.lr_decay != "none"  # the factor depends on the step only: exact on resume, no state
-    run_shape = game.layout.run_shape
+    run_shape = game.layout.run_shape  # a per-run scalar: () for one run, (N,) for replicas
     sums = torch.zeros((len(SUMS),) + run_shape, device=device)
     n_summed = 0
     first_bad = torch.full(run_shape, -1, dtype=torch.long, device=device)
 
     stop = preemption.install()
     error = None
-    for out in outs:
-        out.record.write("running", step, tc.iterations, out.member.wall_before, None)
-    t_start = time.perf_counter()
-    t_log, step_log = t_start, step
+    t_log, step_log = runs.begin(step), step
     it_per_s: Optional[float] = None
     progress = None
     if tc.progress:
         from tqdm import tqdm
 
-        desc = cfg.objective.name + (f" ×{len(outs)}" if replicated else "")
         progress = tqdm(total=tc.iterations, initial=step, dynamic_ncols=True, mininterval=1.0,
-                        desc=desc, unit="it", file=sys.stderr)
-
-    def wall(out: Output) -> float:
-        return out.member.wall_before + time.perf_counter() - t_start
-
-    def save_checkpoints() -> None:
-        state = game.state_dict()
-        for out in outs:
-            if not out.active and out.status != "preempted":
-                continue
-            k = out.member.index
-            own = split_state(state, k) if replicated else state
-            rng = replica_rng_state(game.layout, k, device) if replicated else checkpoint.rng_state()
-            checkpoint.save(dict(own, step=step, wall_time_s=wall(out), rng=rng, config=out.member.config),
-                            out.run_dir / CHECKPOINT, keep_previous=replicated)
-
-    def evaluate(out: Output, G_k: nn.Module, G_avg_k: Optional[nn.Module], final: bool) -> None:
-        ev = out.evaluator
-        values = ev.evaluate(G_k, step, final=final, z_dim=G.z_dim)
-        if G_avg_k is not None:
-            prefix = "ema_" if tc.g_average == "ema" else "avg_"
-            values.update(ev.evaluate(G_avg_k, step, final=final, z_dim=G.z_dim, prefix=prefix))
-        samples = (ev.s.num_samples_final if final else ev.s.num_samples) if out.image_metrics else None
-        out.record.add(step, step * B * n_dis, wall(out), values, ev.higher_is_better, ev.reasons, eval_samples=samples)
-        for name, value in values.items():
-            if value is not None:
-                out.writer.add_scalar(f"metrics/{name}", value, step)
-        shown = {k: v for k, v in values.items() if v is not None}
-        log.info("%sstep %d: %s", out.prefix, step, ", ".join(f"{k}={v:.4g}" for k, v in shown.items()) or "no metrics")
+                        desc=runs.label, unit="it", file=sys.stderr)
 
     def check(out: Output, is_log: bool, is_eval: bool, is_final: bool) -> None:
         """A check step's diagnostics, samples and evaluation for one run."""
         k = out.member.index
-        G_k, D_k, G_avg_k = players(k)
+        G_k, D_k, G_avg_k = runs.players(k)
         if is_log:
             means = dict(zip(SUMS, means_all[k]))
             with frozen_buffers(D_k):
                 # D judges packs (pack=m): the probe's real samples go in packs of m, as in training.
-                means["grad/D_real_norm"] = input_grad_norm(
-                    D_k, pack(probe[k] if replicated else probe, spec.pack), create_graph=False).mean().item()
+                means["grad/D_real_norm"] = input_grad_norm(D_k, pack(probes[k], spec.pack), create_graph=False).mean().item()
             means["perf/it_per_s"] = it_per_s
             board.log_scalars(out.writer, means, step)
             if progress is not None and k == 0:
@@ -307,7 +186,7 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
         if is_eval:
             # The final evaluation precedes the final checkpoint: a run killed after that
             # checkpoint has nothing left to redo, one killed before it redoes both.
-            evaluate(out, G_k, G_avg_k, final=is_final)
+            out.evaluate(G_k, G_avg_k, step, step * B * n_dis, final=is_final)
 
     try:
         with Interrupts(stop):
@@ -337,15 +216,8 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
                 # ---- a check step: the only place that reads device values. Diagnostics run under
                 # fork so that they never shift a training RNG stream (exact resume, and results
                 # independent of log/sample/eval cadences). ----
-                for out, bad_step in zip(outs, first_bad.reshape(-1).tolist()):
-                    if bad_step >= 0 and out.active:
-                        out.status, out.diverged_step = "diverged", bad_step
-                        with out.logging():
-                            log.error("%slosses became NaN/inf at generator step %d: stopping (status diverged)",
-                                      out.prefix, bad_step)
-                            if replicated:  # the others go on; this one's record is final now
-                                finish(out, step, tc, wall(out), it_per_s)
-                if not any(out.active for out in outs):
+                runs.diverge(first_bad, step, it_per_s)
+                if not runs.active():
                     break
                 if is_log:
                     now = time.perf_counter()
@@ -355,35 +227,30 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
                     sums.zero_()
                     n_summed = 0
                 with game.layout.fork(device):
-                    if is_log:  # each run's probe batch, from its own stream (whole packs: pack divides B)
-                        n_probe = min(B, max(spec.pack, 256 - 256 % spec.pack))
-                        probe = game.layout.draw(lambda g: data.sample(n_probe, g), data.sample_device) \
-                            if replicated else data.sample(n_probe)
-                    for out in outs:
-                        if out.active:
-                            with out.logging():
-                                check(out, is_log, is_eval, is_final)
+                    if is_log:  # each run's probe batch, from its own stream
+                        probes = runs.probes(data, n_probe)
+                    for out in runs.active():
+                        with out.logging():
+                            check(out, is_log, is_eval, is_final)
                 if is_ckpt or stop.requested:
                     if stop.requested and step < tc.iterations:
-                        for out in outs:
-                            if out.active:
-                                out.status = "preempted"
-                    save_checkpoints()
-                    for out in outs:
+                        for out in runs.active():
+                            out.status = "preempted"
+                    runs.save(step)
+                    for out in runs:
                         out.writer.flush()
                         if out.active:  # the record follows the checkpoint: a later failure keeps this one
-                            out.record.write("running", step, tc.iterations, wall(out), it_per_s)
+                            out.record.write("running", step, tc.iterations, out.wall(), it_per_s)
                 if stop.requested and step < tc.iterations:
                     break
     except BaseException as ex:
         oom = out_of_memory(ex, tc.batch_size, device)
         if isinstance(ex, (KeyboardInterrupt, Exception)):
             error = str(oom) if oom else failure_line(ex)
-            for out in outs:
-                if out.active:
-                    out.status = "failed"
-                    record_failure(out, step, tc, wall(out), it_per_s, error)
-        for out in outs:
+            for out in runs.active():
+                out.status = "failed"
+                record_failure(out, step, tc, out.wall(), it_per_s, error)
+        for out in runs:
             board.close_writer(out.writer)  # its own error (a full disk) must not hide the run's
         if progress is not None:
             progress.close()
@@ -394,77 +261,13 @@ def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     if progress is not None:
         progress.close()
 
-    results, failure = [], None
-    for out in outs:
-        if out.status == "running":
-            out.status = "completed"
-        if not (replicated and out.status == "diverged"):  # a diverged replica's record was written then
-            with out.logging():
-                try:
-                    finish(out, step, tc, wall(out), it_per_s)
-                except Exception as ex:  # noqa: BLE001 - recorded by finish; the others still finish
-                    failure = failure or ex
-        results.append(RunRecord.read(out.run_dir) or {})
-    if failure is not None:
+    try:
+        result = runs.finish(step, it_per_s)
+    except Exception:
         preemption.uninstall(stop)
-        raise failure
-    if any(out.status == "preempted" for out in outs):
+        raise
+    if any(out.status == "preempted" for out in runs):
         preemption.exit_for_requeue(stop)
     # A launcher's worker process runs further jobs: leave it with its own handlers and no watchdog.
     preemption.uninstall(stop)
-    return results[0] if not replicated else replicas_result(start, results)
-
-
-def finish(out: Output, step: int, tc: Any, wall_s: float, it_per_s: Optional[float]) -> None:
-    """Write a run's final record and, for a run that ended (completed or diverged), its HParams entry."""
-    from ..metrics import flatten, log_hparams
-    from ..metrics.hparams import varied_keys
-
-    record, writer, config = out.record, out.writer, out.member.config
-    # Reference statistics are loaded lazily: the protocol knows their size and cache key only now.
-    record.protocol = out.evaluator.protocol()
-    try:
-        if out.status in ("completed", "diverged"):
-            final = {k: v["final"] for k, v in record.metrics.items()}
-            # The groups a sweep varies, as ``group.key`` scalars for TensorBoard's HParams tab.
-            groups = {k: config.get(k) for k in ("seed", "dataset", "arch", "objective", "penalty", "optimizer",
-                                                 "dynamics", "train")}
-            flat = dict(flatten(groups), status=out.status)
-            log_hparams(writer, flat, final, step, varied=varied_keys(job_swept_keys(), list(flat)))
-        writer.close()
-    except Exception as ex:  # noqa: BLE001 - e.g. a full disk after the final checkpoint: recorded, re-raised
-        out.status = "failed"
-        board.close_writer(writer)
-        record_failure(out, step, tc, wall_s, it_per_s, failure_line(ex))
-        raise
-    record.write(out.status, step, tc.iterations, wall_s, it_per_s, diverged_step=out.diverged_step)
-    log.info("%s%s at generator step %d/%d (%.1f s); results: %s", out.prefix, out.status, step, tc.iterations,
-             wall_s, out.run_dir / "results.json")
-
-
-def failure_line(ex: BaseException) -> str:
-    """What results.json's ``error`` says of ``ex``: a ganbench error's one line, as the CLI prints it (a full
-    disk names the file and the free space); any other error's type and message."""
-    if isinstance(ex, GanbenchError):
-        return one_line_error(ex)
-    return f"{type(ex).__name__}: {str(ex).strip()[:500]}"
-
-
-def record_failure(out: Output, step: int, tc: Any, wall_s: float, it_per_s: Optional[float], error: str) -> None:
-    """Write ``status: failed`` with ``error`` at ``step``. When even that write fails (a full disk), the
-    previous record stays (the one written at the last checkpoint) and the run's own error is reported."""
-    try:
-        out.record.write("failed", step, tc.iterations, wall_s, it_per_s, error=error)
-    except GanbenchError as ex:
-        log.error("%sresults.json was kept as it was: %s", out.prefix, ex)
-
-
-def replicas_result(start: Start, results: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """The job's return value for N replicas: each seed's status and directory (the sweep summary counts
-    them one by one), with the worst status first."""
-    rows = [{"status": r.get("status"), "run_dir": str(m.run_dir), "error": r.get("error")}
-            for m, r in zip(start.members, results)]
-    rows += [{"status": (RunRecord.read(d) or {}).get("status"), "run_dir": str(d), "error": None} for d in start.finished]
-    order = ("failed", "preempted", "diverged", "completed")
-    worst = min((r["status"] for r in rows), key=lambda s: order.index(s) if s in order else 0, default="completed")
-    return {"status": worst, "replicas": rows}
+    return result
