@@ -217,10 +217,11 @@ COLLAPSE = [1.0, 5.0, 2.0, 4.0]    # a drop of 3 after the peak 5
 STEADY = [1.0, 3.0, 4.5, 5.0]      # no drop
 
 
-def _curves(root, arm, curves, node):
+def _curves(root, arm, curves, node, status="completed"):
     for seed, values in enumerate(curves):
         rows = [{"step": 100 * (i + 1), "mnist_is": v} for i, v in enumerate(values)]
-        make_run(root, [f"arm={arm}", f"seed={seed}"], [node], {"mnist_is": values[-1]} if values else {}, curve=rows)
+        make_run(root, [f"arm={arm}", f"seed={seed}"], [node], {"mnist_is": values[-1]} if values else {}, curve=rows,
+                 status=status)
 
 
 def test_events_in_at_least_reproduced_fails_and_lacks_data(tmp_path):
@@ -245,6 +246,21 @@ def test_events_in_at_most_zero(tmp_path):
     assert verdict(node, report.find_runs([tmp_path / "b"])).status == "not reproduced"
     _curves(tmp_path / "c", "vanilla", [STEADY], node)   # no dragan run at all
     assert verdict(node, report.find_runs([tmp_path / "c"])).status == "not enough data"
+
+
+def test_events_of_runs_still_training_count_only_at_a_step_they_reached(tmp_path):
+    """A curve cut short proves neither stability nor collapse: runs still training take no part unless
+    --at-step names a step they reached (the mnist_one_hidden_layer sweep's DRAGAN arm at 18,000 of 200,000
+    steps was once called 'reproduced' for never collapsing)."""
+    node = claim(events={"metric": "mnist_is", "kind": "drop_after_peak", "size": 2, "arm": "dragan",
+                         "in_at_most": 0})
+    _curves(tmp_path / "a", "dragan", [STEADY, STEADY, STEADY], node, status="running")
+    v = verdict(node, report.find_runs([tmp_path / "a"]))
+    assert v.status == "not enough data", v.numbers
+    assert "3 of the arm's runs still training take no part (compare at a step they reached: --at-step)" in v.numbers
+    reached = 100 * len(STEADY)
+    assert verdict(node, report.find_runs([tmp_path / "a"]), at_step=reached).status == "reproduced"
+    assert verdict(node, report.find_runs([tmp_path / "a"]), at_step=reached + 100).status == "not enough data"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,6 +395,16 @@ def test_runs_with_two_claims_lists_are_warned_about_and_checked_apart(tmp_path,
     assert any(line.startswith("claim other (") for line in text) and any(line.startswith("claim c (") for line in text)
 
 
+def test_a_run_recorded_before_its_preset_had_claims_joins_its_experiments_list(tmp_path):
+    """The first arm of a long sweep started before the preset stated claims: its config has none, yet it is
+    a run of the same experiment and is checked with the other arm (not left out as 'no run')."""
+    sweep(tmp_path, {"dragan": [10, 12, 14]}, [BETTER_SE])
+    sweep(tmp_path, {"vanilla": [4, 5, 6]}, None)
+    sweep(tmp_path / "other", {"vanilla": [1, 1, 1]}, None, extra=["experiment=another"])
+    text, _ = claims.section(report.find_runs([tmp_path]))
+    assert text[0].startswith("claims of experiment=toy (6 runs): 1 reproduced"), text
+
+
 def test_no_claims_no_section(tmp_path):
     run = tmp_path / "r"
     (run / ".hydra").mkdir(parents=True)
@@ -391,7 +417,7 @@ def test_no_claims_no_section(tmp_path):
 # the comparison presets
 
 COMPARISON_PRESETS = ("toy_mode_collapse", "toy_mode_collapse_converged", "toy_veegan", "toy_pacgan", "toy_unrolled",
-                      "mnist_one_hidden_layer", "bogonet", "fgan_stability", "gmm_heatmap", "gmm_trajectory",
+                      "mnist_one_hidden_layer", "bogonet", "bogonet_mnist_mlp", "fgan_stability", "fgan_stability_mnist", "gmm_heatmap", "gmm_trajectory",
                       "dragan_vs_wgangp_cifar10", "hard_dcgan_variants", "stacked_mnist")
 # The GMM lab's metrics (README, "Outputs"): <method>_<name> per method, and the discriminator-only count.
 GMM_NAMES = {"heatmap": ("success", "mode_collapse", "disc_collapse", "vanishing_grad", "final_tv"),
@@ -449,8 +475,9 @@ def test_every_comparison_preset_states_well_formed_claims(preset):
         for metric in metrics:
             alternatives = [metric] if isinstance(metric, str) else list(metric)
             assert all(m in known for m in alternatives), (preset, c.id, alternatives)
-            # the first alternative is one the preset as shipped records
-            assert alternatives[0] in produced, (preset, c.id, alternatives[0], sorted(produced))
+            # one alternative is a metric the preset as shipped records (the check reads the first one reported:
+            # is_mean on CIFAR-10, mnist_is in the MNIST presets that inherit the same claims)
+            assert any(m in produced for m in alternatives), (preset, c.id, alternatives, sorted(produced))
         arms = _arms(c)
         if arms:   # every arm it names is one the sweep runs, under the key the claim reads
             assert swept.get(c.arm_key), (preset, c.id, c.arm_key)

@@ -245,9 +245,12 @@ def check_events(ctx: Context, spec: dict) -> Tuple[str, str]:
     (in_at_most)."""
     metric, size, arm = ctx.metric(spec["metric"]), float(spec["size"]), spec["arm"]
     measure = EVENT_KINDS[spec["kind"]]
-    members = [r for r in ctx.runs if ctx.arm(r) == arm]  # a run in progress shows its curve so far
+    members = [r for r in ctx.runs if ctx.arm(r) == arm]
+    # A run still training takes part only up to a step it has reached (--at-step): a curve cut short can
+    # neither show that the run never collapses nor that it does not collapse later.
+    unfinished = [r for r in members if not r.reached(ctx.at_step)]
     drops = []
-    for run in members:
+    for run in (r for r in members if r.reached(ctx.at_step)):
         values = run.series(metric, ctx.at_step)[2]
         if len(values) >= 2:
             drops.append((run.seed or "–", measure(values)))
@@ -257,6 +260,9 @@ def check_events(ctx: Context, spec: dict) -> Tuple[str, str]:
     numbers = (f"{metric} curves of {arm}: {len(hits)} of {len(drops)} with a {spec['kind']} >= {size:g} "
                f"(largest per seed: " + (", ".join(f"{s}: {d:.3g}" for s, d in drops) or "none") + ")"
                + f"; claim: in {'at least' if at_least else 'at most'} {k}")
+    if unfinished:
+        numbers += (f"; {len(unfinished)} of the arm's runs still training take no part"
+                    + ("" if ctx.at_step is not None else " (compare at a step they reached: --at-step)"))
     if len(drops) < (k if at_least else k + 1) or not drops:
         return NO_DATA, numbers + f"; {len(drops)} of the arm's {len(members)} runs have a curve of 2+ evaluations"
     holds = len(hits) >= k if at_least else len(hits) <= k
@@ -389,13 +395,25 @@ def evaluate(claim: Claim, runs: Sequence["report.Run"], at_step: Optional[float
 
 def claim_sets(runs: Sequence["report.Run"]) -> List[Tuple[List[Claim], List["report.Run"], str]]:
     """The distinct ``claims`` lists the runs carry in their saved config, each with its runs and the preset
-    it came from (the runs' ``experiment``). Runs without claims take no part. Raises ConfigError (one line,
+    it came from (the runs' ``experiment``). A run without claims joins the one list that runs of its experiment
+    carry; otherwise it takes no part. Raises ConfigError (one line,
     naming a run) for a malformed list, before the report writes anything."""
     sets: Dict[str, List["report.Run"]] = {}
+    without: List["report.Run"] = []
     for run in runs:
         nodes = (run.config or {}).get("claims")
         if nodes:
             sets.setdefault(json.dumps(nodes, sort_keys=True), []).append(run)
+        else:
+            without.append(run)
+    # A run recorded before its preset stated claims (its config has none) is still a run of that preset: it
+    # joins the one claims list carried by the other runs of its experiment.
+    for run in without:
+        experiment = run.label_value("experiment")
+        homes = [m for m in sets.values() if experiment != "?" and any(r.label_value("experiment") == experiment
+                                                                        for r in m)]
+        if len(homes) == 1:
+            homes[0].append(run)
     out = []
     for text, members in sets.items():
         try:
