@@ -117,16 +117,29 @@ def train(cfg: DictConfig, run_dir: Path, overrides: List[str]) -> Dict[str, Any
 
 def run(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     """Train the run ``prepare`` checked, in ``run_dir``; resume where its checkpoint stopped. With
-    replicas, train them all (each in its own directory) and return their records under ``replicas``.
-    One run and N batched replicas are the same loop over a ``Runs`` (ganbench/run/runs.py)."""
-    if start.parts:  # replicas that are not batched: each seed's run in turn
-        results = []
-        for part in start.parts:
-            member = part.members[0]
-            checkpoint.set_rng_state(part.rng)
-            with log_seed(member.cfg.seed):
-                results.append(run(part, member.run_dir, replica_overrides(overrides, member.cfg.seed, start.cfg.seed)))
-        return replicas_result(start, results)
+    replicas, train them all (each in its own directory) and return their records under ``replicas``:
+    batched, through ``loop``; one seed after another (``start.parts``) where the method cannot be batched."""
+    return run_in_turn(start, overrides) if start.parts else loop(start, run_dir, overrides)
+
+
+def run_in_turn(start: Start, overrides: List[str]) -> Dict[str, Any]:
+    """Replicas that are not batched: each seed's run by ``loop`` in turn, from the random state prepare drew
+    for it, logged under its seed."""
+    results = []
+    for part in start.parts:
+        member = part.members[0]
+        checkpoint.set_rng_state(part.rng)
+        with log_seed(member.cfg.seed):
+            results.append(loop(part, member.run_dir, replica_overrides(overrides, member.cfg.seed, start.cfg.seed)))
+    return replicas_result(start, results)
+
+
+def loop(start: Start, run_dir: Path, overrides: List[str]) -> Dict[str, Any]:
+    """The training loop, one schedule for one run or N batched replicas: it drives a ``Runs``
+    (ganbench/run/runs.py), which holds what differs between them (outputs, records, checkpoints,
+    divergence). Per generator step: n_dis discriminator steps, one generator step; every log_every a host read
+    of the summed losses (divergence checked there), every eval.every an evaluation, every ckpt_every a
+    checkpoint; a preemption signal (SIGUSR2, SIGTERM: ganbench/run/preemption.py) checkpoints and stops."""
     cfg, spec, device, data, game = start.cfg, start.spec, start.device, start.data, start.game
     step = start.step
     n_dis, tc = spec.n_dis, spec.train
