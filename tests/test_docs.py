@@ -19,9 +19,6 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 README_MAX_LINES = 300
 
-# Documents being written alongside these ones: a link to them is allowed while the file is absent. Remove an
-# entry once its file is in the repository (from then on a broken link to it fails like any other).
-PENDING = {"docs/design.md", "docs/reproductions.md"}
 
 # Options a group has without a file of ours: Hydra's and its plugins' own (hydra-core's basic launcher and sweeper,
 # hydra-joblib-launcher, hydra-submitit-launcher, hydra-optuna-sweeper's samplers).
@@ -216,8 +213,7 @@ def test_links_resolve(name):
         file = (base / path).resolve() if path else ROOT / name
         rel = file.relative_to(ROOT).as_posix() if file.is_relative_to(ROOT) else str(file)
         if not file.exists():
-            if rel not in PENDING:
-                broken.append(f"{target} (no such file)")
+            broken.append(f"{target} (no such file)")
             continue
         if fragment and file.suffix == ".md" and fragment not in anchors(file.read_text(encoding="utf-8")):
             broken.append(f"{target} (no heading with that anchor in {rel})")
@@ -226,7 +222,7 @@ def test_links_resolve(name):
 
 @pytest.mark.parametrize("name", sorted(documents()))
 def test_referenced_files_exist(name):
-    missing = sorted(p for p in repo_paths(prose(documents()[name])) if not (ROOT / p).exists() and p not in PENDING)
+    missing = sorted(p for p in repo_paths(prose(documents()[name])) if not (ROOT / p).exists())
     assert not missing, f"{name} names repository files that do not exist: {', '.join(missing)}"
 
 
