@@ -177,3 +177,15 @@ def kill_after_checkpoint(proc, ckpt: Path, min_step: int, timeout: float = 300)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return step
+
+
+# The modules that take longest (a module-scoped fixture of many CLI runs, a SLURM cluster, SIGKILL resumes,
+# compilations), measured in CI: they start first, so that pytest-xdist's workers (one module at a time each)
+# end together instead of one worker starting a 10-minute module when the rest is done.
+FIRST = ("test_quickstart.py", "test_bad_inputs.py", "test_slurm.py", "test_catalogue_resume.py", "test_compile.py",
+         "test_search.py", "test_replicas.py", "test_sweeps.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable: the rest keeps its order
