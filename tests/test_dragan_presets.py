@@ -15,6 +15,9 @@ PRESETS = {
     "bogonet": (300, ("arch.seed", "arm"), ("arch", "arm", "objective", "penalty")),
     "hard_dcgan_variants": (24, ("arch", "arm", "seed"), ("arch", "arm", "objective", "penalty", "seed")),
     "fgan_stability": (30, ("objective", "penalty", "seed"), ("objective", "penalty", "seed")),
+    # the CPU-scale presets of docs/reproductions.md (seeds as replicas: the sweep names seed 0 only)
+    "bogonet_mnist_mlp": (60, ("arch.seed", "arm"), ("arch", "arm", "objective", "penalty")),
+    "fgan_stability_mnist": (10, ("objective", "penalty", "seed"), ("objective", "penalty", "seed")),
     "mnist_one_hidden_layer": (6, ("arm", "seed"), ("arm", "objective", "penalty", "seed")),
     "stacked_mnist": (40, ("arm", "seed"), ("arm", "objective", "penalty", "dynamics", "seed")),
 }
@@ -27,7 +30,8 @@ def sweep_runs(preset, *extra):
     assert out.returncode == 0, out.stderr[-2000:]
     runs = []
     for line in out.stdout.splitlines():
-        m = re.match(r"# run \d+/\d+: (.*?)(?:  \(seeds ([\d,]+)\))?$", line)
+        # "(seeds 0,1,2)": one run per seed; "(seeds 0..2 in one process: train.replicas)": one replicated run
+        m = re.match(r"# run \d+/\d+: (.*?)(?:  \(seeds ([\d,]+)\)|  \(seeds \d+\.\.\d+ in one process.*\))?$", line)
         if m:
             seeds = m.group(2).split(",") if m.group(2) else [None]
             runs += [(m.group(1).split(), s) for s in seeds]
@@ -40,8 +44,9 @@ def test_every_run_of_the_sweep_composes_validates_and_shares_the_protocol(prese
     from ganbench.config import validate
 
     n, varied, may_change = PRESETS[preset]
-    runs = sweep_runs(preset, "bogonet.instances=4") if preset == "bogonet" else sweep_runs(preset)
-    assert len(runs) == (4 * 3 if preset == "bogonet" else n), runs
+    bogonet = preset.startswith("bogonet")
+    runs = sweep_runs(preset, "bogonet.instances=4") if bogonet else sweep_runs(preset)
+    assert len(runs) == (4 * 3 if bogonet else n), runs
     protocols = {}
     # Runs that differ only by seed compose alike but for `seed`: one composition per set of overrides.
     for overrides in {tuple(ov): None for ov, _ in runs}:
@@ -53,7 +58,7 @@ def test_every_run_of_the_sweep_composes_validates_and_shares_the_protocol(prese
     first = next(iter(protocols.values()))
     for name, protocol in protocols.items():
         assert protocol == first, (preset, name, [k for k in first if protocol.get(k) != first[k]])
-    if preset == "bogonet":
+    if bogonet:
         assert sorted({int(o.split("=")[1]) for ov, _ in runs for o in ov if o.startswith("arch.seed=")}) == [0, 1, 2, 3]
 
 
