@@ -7,18 +7,19 @@ environment, stdin from /dev/null, stdout and stderr in files, and the exit stat
 give (``sys.exit(main())``, atexit handlers included). What it cannot show is an error raised while importing;
 tests/test_cli.py and the other modules still run the installed console script as a subprocess.
 
-    with CLIServers(2) as servers:
-        proc = servers.run(["dataset=foo"], cwd=tmp)      # a subprocess.CompletedProcess
+    with CLIServers(2, cli_env(), str(GANBENCH)) as servers:
+        done = servers.run(["dataset=foo"], cwd=tmp)               # a subprocess.CompletedProcess
+        proc = servers.popen([...], cwd=tmp)                       # .pid, .poll(), .wait(), as a Popen
 """
 from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -66,61 +67,63 @@ def _child(req: Dict) -> None:
 
 
 def serve() -> None:
-    """Read one JSON request per line on stdin, run it in a child, answer ``{"rc": ...}`` on stdout."""
+    """Answer one JSON request per line on stdin, on stdout:
+    ``start`` forks a child for a command line (``{"pid"}``), ``poll`` asks whether it ended (``{"rc"}``, null
+    while it runs), ``wait`` waits up to ``timeout`` s and kills it after that (``{"rc", "timed_out"}``)."""
     import ganbench.cli  # noqa: F401 - the imports every child shares
     import ganbench.config  # noqa: F401
     import ganbench.run.start  # noqa: F401
     import ganbench.run.loop  # noqa: F401
     import torchvision  # noqa: F401
 
+    ended: Dict[int, int] = {}
+
+    def reap(pid: int, block: bool) -> Optional[int]:
+        if pid not in ended:
+            done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+            if done:
+                ended[pid] = os.waitstatus_to_exitcode(status)
+        return ended.get(pid)
+
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         req = json.loads(line)
-        sys.stdout.flush()
-        pid = os.fork()
-        if pid == 0:
-            _child(req)
-        deadline, timed_out = time.monotonic() + req["timeout"], False
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline and not timed_out:
-                os.kill(pid, signal.SIGKILL)
-                timed_out = True
-            time.sleep(0.02)
-        rc = os.waitstatus_to_exitcode(status)
-        print(json.dumps({"rc": rc, "pid": pid, "timed_out": timed_out}), flush=True)
+        if req["op"] == "start":
+            sys.stdout.flush()
+            pid = os.fork()
+            if pid == 0:
+                _child(req)
+            answer = {"pid": pid}
+        elif req["op"] == "poll":
+            answer = {"rc": reap(req["pid"], block=False)}
+        else:  # wait
+            deadline, timed_out = time.monotonic() + req["timeout"], False
+            while reap(req["pid"], block=False) is None:
+                if time.monotonic() > deadline and not timed_out:
+                    os.kill(req["pid"], signal.SIGKILL)
+                    timed_out = True
+                time.sleep(0.02)
+            answer = {"rc": ended.pop(req["pid"]), "timed_out": timed_out}
+        print(json.dumps(answer), flush=True)
 
 
 class CLIServer:
-    """One server process; ``run`` is one command line at a time."""
+    """One server process, serving one caller at a time."""
 
     def __init__(self, env: Dict[str, str], argv0: str):
         self.env, self.argv0 = env, argv0
         self.proc = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      env=env, text=True, cwd=tempfile.gettempdir())
-        ready = self.proc.stdout.readline()
-        if not ready:
+        if not self.proc.stdout.readline():
             raise RuntimeError(f"the CLI server exited at start (exit {self.proc.wait()})")
 
-    def run(self, args: Sequence[str], cwd: Path, env: Optional[Dict[str, str]] = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
-        with tempfile.TemporaryDirectory() as tmp:
-            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-            req = {"args": list(args), "cwd": str(cwd), "env": env or self.env, "argv0": self.argv0,
-                   "stdout": str(out), "stderr": str(err), "timeout": timeout}
-            self.proc.stdin.write(json.dumps(req) + "\n")
-            self.proc.stdin.flush()
-            reply = self.proc.stdout.readline()
-            if not reply:
-                raise RuntimeError(f"the CLI server died (exit {self.proc.wait()})")
-            answer = json.loads(reply)
-            if answer["timed_out"]:
-                raise subprocess.TimeoutExpired([self.argv0, *args], timeout, err.read_text(errors="replace"))
-            rc = answer["rc"]
-            return subprocess.CompletedProcess([self.argv0, *args], rc, out.read_text(errors="replace"),
-                                               err.read_text(errors="replace"))
+    def ask(self, **req) -> Dict:
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline()
+        if not reply:
+            raise RuntimeError(f"the CLI server died (exit {self.proc.wait()})")
+        return json.loads(reply)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -131,28 +134,87 @@ class CLIServer:
                 self.proc.kill()
 
 
+class ForkedCLI:
+    """A command line running as a fork of a server: what tests use of ``subprocess.Popen`` (``pid``,
+    ``returncode``, ``poll``, ``wait``), plus ``stdout``/``stderr`` once it ended. It holds its server until
+    it has ended."""
+
+    def __init__(self, servers: "CLIServers", args: Sequence[str], cwd: Path, env: Optional[Dict[str, str]]):
+        self.servers, self.args = servers, [servers.argv0, *args]
+        self.server = servers.take()
+        self.dir = tempfile.TemporaryDirectory()
+        self.out, self.err = Path(self.dir.name) / "stdout", Path(self.dir.name) / "stderr"
+        self.returncode: Optional[int] = None
+        self.stdout = self.stderr = None
+        self.pid = self.server.ask(op="start", args=list(args), cwd=str(cwd), env=env or servers.env,
+                                   argv0=servers.argv0, stdout=str(self.out), stderr=str(self.err))["pid"]
+
+    def _ended(self, rc: int) -> int:
+        self.returncode = rc
+        self.stdout = self.out.read_text(errors="replace")
+        self.stderr = self.err.read_text(errors="replace")
+        self.dir.cleanup()
+        self.servers.give_back(self.server)
+        return rc
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            rc = self.server.ask(op="poll", pid=self.pid)["rc"]
+            if rc is not None:
+                self._ended(rc)
+        return self.returncode
+
+    def wait(self, timeout: float = 600) -> int:
+        """Wait for the end; after ``timeout`` s the child is killed and TimeoutExpired raised."""
+        if self.returncode is None:
+            answer = self.server.ask(op="wait", pid=self.pid, timeout=timeout)
+            self._ended(answer["rc"])
+            if answer["timed_out"]:
+                raise subprocess.TimeoutExpired(self.args, timeout, self.stderr)
+        return self.returncode
+
+
 class CLIServers:
-    """``n`` servers for ``n`` threads: ``run`` takes a free one."""
+    """Servers for the callers of one test process: each command line takes a free server, or starts one."""
 
     def __init__(self, n: int, env: Dict[str, str], argv0: str):
+        self.env, self.argv0 = env, argv0
+        self.lock = threading.Lock()
         self.all: List[CLIServer] = [CLIServer(env, argv0) for _ in range(n)]
-        self.free: "queue.Queue[CLIServer]" = queue.Queue()
-        for server in self.all:
-            self.free.put(server)
+        self.free: List[CLIServer] = list(self.all)
 
-    def run(self, args: Sequence[str], cwd: Path, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
-        server = self.free.get()
-        try:
-            return server.run(args, cwd, env)
-        finally:
-            self.free.put(server)
+    def take(self) -> CLIServer:
+        with self.lock:
+            if self.free:
+                return self.free.pop()
+        server = CLIServer(self.env, self.argv0)
+        with self.lock:
+            self.all.append(server)
+        return server
+
+    def give_back(self, server: CLIServer) -> None:
+        with self.lock:
+            self.free.append(server)
+
+    def popen(self, args: Sequence[str], cwd: Path, env: Optional[Dict[str, str]] = None) -> ForkedCLI:
+        return ForkedCLI(self, args, cwd, env)
+
+    def run(self, args: Sequence[str], cwd: Path, env: Optional[Dict[str, str]] = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+        """The command line to its end, as ``subprocess.run(..., capture_output=True, text=True)``."""
+        proc = self.popen(args, cwd, env)
+        proc.wait(timeout)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, proc.stderr)
+
+    def close(self) -> None:
+        for server in self.all:
+            server.close()
 
     def __enter__(self) -> "CLIServers":
         return self
 
     def __exit__(self, *exc) -> None:
-        for server in self.all:
-            server.close()
+        self.close()
 
 
 if __name__ == "__main__":

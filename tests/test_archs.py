@@ -8,7 +8,6 @@ import itertools
 import json
 import math
 import logging
-import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import FAST, GANBENCH, cli_env, compose, run_train, shared_file
+from conftest import FAST, compose, ganbench_run, run_train, shared_file
 from ganbench.archs import FAMILIES, arch_config, bogonet, build, dcgan, describe, mlp, resnet
 from ganbench.archs.layers import VirtualBatchNorm
 from ganbench.errors import ConfigError
@@ -41,8 +40,7 @@ def linears(module):
 # ------------------------------------------------------------------ composing G and D separately
 
 def test_cfg_job_shows_an_mlp_g_and_a_dcgan_d(tmp_path):
-    out = subprocess.run([str(GANBENCH), "--cfg", "job", "--resolve", "arch=dcgan_mlp_g"], cwd=tmp_path,
-                         env=cli_env(), capture_output=True, text=True, timeout=120)
+    out = ganbench_run(["--cfg", "job", "--resolve", "arch=dcgan_mlp_g"], tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     import yaml
 
@@ -148,9 +146,8 @@ def test_packed_d_input_for_every_family():
 
 def test_mismatched_pair_is_one_line_naming_both_sides(tmp_path):
     run_dir = tmp_path / "run"
-    out = subprocess.run([str(GANBENCH), "dataset=ring8", "arch=mlp", "arch/g=resnet", *FAST, "train.iterations=2",
-                          f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
-                         timeout=120)
+    out = ganbench_run(["dataset=ring8", "arch=mlp", "arch/g=resnet", *FAST, "train.iterations=2",
+                        f"hydra.run.dir={run_dir}"], tmp_path, timeout=120)
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 1 and len(lines) == 1, out.stderr
     assert lines[0].startswith("ganbench: error: arch=mlp (G: resnet, D: mlp) does not fit dataset=ring8 (2-D points)")
@@ -378,9 +375,8 @@ def test_bogonet_run_records_its_architecture_and_replicas_share_it(tmp_path):
 
 def test_train_log_names_the_architecture(tmp_path):
     run_dir = tmp_path / "run"
-    out = subprocess.run([str(GANBENCH), "dataset=ring8", "arch=mlp", "arch.width=8", *FAST, "train.iterations=2",
-                          f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
-                         timeout=120)
+    out = ganbench_run(["dataset=ring8", "arch=mlp", "arch.width=8", *FAST, "train.iterations=2",
+                        f"hydra.run.dir={run_dir}"], tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     log = (run_dir / "train.log").read_text()
     assert "arch=mlp: G: mlp(depth=3, width=8," in log and "; D: mlp(depth=3, width=8," in log

@@ -12,14 +12,13 @@ scalar given to a list, and Hydra's ``--experimental-rerun`` (it unpickles a fil
 from __future__ import annotations
 
 import pickle
-import subprocess
 import sys
 from pathlib import Path
 from typing import List, Tuple
 
 import pytest
 
-from conftest import FAST, GANBENCH, cli_env
+from conftest import FAST, ganbench_run
 
 # Small toy defaults; a case's own group choices (arch=..., objective=...) come after and win.
 BASE = ["dataset=ring8", "arch=mlp", "train.batch_size=16", "train.iterations=1", "train.ckpt_every=1", *FAST]
@@ -195,8 +194,7 @@ def test_experimental_rerun_is_refused_before_hydra_unpickles_the_file(tmp_path)
     for args in (["--experimental-rerun", str(payload)], [f"--experimental-rerun={payload}"],
                  ["--experimental-re", str(payload)], ["--experimental-rerun", str(tmp_path / "nowhere.pickle")],
                  ["--experimental-rerun"], ["-m", "seed=0,1", "--experimental-rerun", str(payload)]):
-        proc = subprocess.run([str(GANBENCH), *args], cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
-                              timeout=120)
+        proc = ganbench_run([*args], tmp_path, timeout=120)
         shown = f"{args}\nrc={proc.returncode}\n{proc.stderr[-2000:]}"
         assert not marker.exists(), f"the pickle payload ran: {shown}"
         assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout, shown

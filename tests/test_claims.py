@@ -513,9 +513,8 @@ def test_a_gmm_run_logs_its_claims_verdicts(tmp_path, caplog):
 def test_a_malformed_claim_stops_a_run_before_it_starts(tmp_path):
     """config.validate_top parses the claims: a typo in a preset's list fails the start in one line naming the
     key, not the report hours later."""
-    import subprocess
 
-    from conftest import FAST, GANBENCH, POINTS, cli_env, compose
+    from conftest import FAST, POINTS, compose, ganbench_run
 
     from ganbench.config import validate_top
 
@@ -524,8 +523,8 @@ def test_a_malformed_claim_stops_a_run_before_it_starts(tmp_path):
         validate_top(compose(["experiment=gmm_heatmap", bad]))
     validate_top(compose(["experiment=gmm_heatmap"]))   # the shipped list passes
     run_dir = tmp_path / "run"
-    out = subprocess.run([str(GANBENCH), *POINTS, *FAST, "train.iterations=5", "+" + bad, f"hydra.run.dir={run_dir}"],
-                         capture_output=True, text=True, timeout=300, env=cli_env())
+    out = ganbench_run([*POINTS, *FAST, "train.iterations=5", "+" + bad, f"hydra.run.dir={run_dir}"], run_dir.parent,
+                       timeout=300)
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode != 0 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert lines[0].startswith("ganbench: error: claims[0] (x).better.by: unknown option 'sd'")

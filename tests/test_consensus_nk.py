@@ -18,13 +18,12 @@ L_D = E D(x̃) - E D(0) = xy and L_G = -xy. With SGD of step h:
 from __future__ import annotations
 
 import math
-import subprocess
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import GANBENCH, POINTS, cli_env, compose, results, run_train
+from conftest import POINTS, compose, ganbench_run, results, run_train
 from toy_game import Linear1, Point, Zeros
 from ganbench.config import validate
 from ganbench.dynamics import DYNAMICS, Players
@@ -151,10 +150,9 @@ def test_consensus_needs_simultaneous(tmp_path):
 
 
 def test_consensus_alternating_cli_error_is_one_line(tmp_path):
-    proc = subprocess.run([str(GANBENCH), "objective=vanilla", "penalty=consensus", "dataset=ring8", "arch=mlp",
-                           "arch.width=8", "train.iterations=1", "device=cpu", "train.progress=false",
-                           "metrics.names=[]", "eval.every=0", f"hydra.run.dir={tmp_path / 'run'}"],
-                          cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    proc = ganbench_run(["objective=vanilla", "penalty=consensus", "dataset=ring8", "arch=mlp", "arch.width=8",
+                         "train.iterations=1", "device=cpu", "train.progress=false", "metrics.names=[]", "eval.every=0",
+                         f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, timeout=300)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr + proc.stdout
     lines = [line for line in proc.stderr.splitlines() if "penalty=consensus needs dynamics=simultaneous" in line]

@@ -22,7 +22,7 @@ from typing import Dict, List
 import pytest
 import torch
 
-from conftest import FAST, GANBENCH, POINTS, cli_env, results, run_train
+from conftest import FAST, POINTS, cli_env, ganbench_run, results, run_train
 
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 FREE = r"\((\d+ bytes|[\d.]+ [KMG]iB) free\)"
@@ -388,15 +388,13 @@ def completed_big(tmp_path_factory):
     """A completed 20-step BIG run (checkpoint at step 20), on the ordinary disk, to copy onto a tmpfs."""
     base = tmp_path_factory.mktemp("big")
     run_dir = base / "run"
-    proc = subprocess.run([str(GANBENCH), *BIG, "train.iterations=20", f"hydra.run.dir={run_dir}"], cwd=base,
-                          env=cli_env(), capture_output=True, text=True, timeout=300)
+    proc = ganbench_run([*BIG, "train.iterations=20", f"hydra.run.dir={run_dir}"], base, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return run_dir
 
 
 def cli(args: List[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(GANBENCH), *args], cwd=cwd, env=cli_env(), capture_output=True, text=True,
-                          timeout=300)
+    return ganbench_run(args, cwd, timeout=300)
 
 
 def test_checkpoint_on_a_full_tmpfs(small_disk, completed_big):

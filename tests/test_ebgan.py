@@ -1,13 +1,12 @@
 """objective=ebgan: the pull-away term, the autoencoder's energy and the losses by hand; the autoencoder
 mirrors the arch's D; runs on points and images; exact resume; bad input."""
-import subprocess
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import GANBENCH, POINTS, assert_same_tensors, cli_env, compose, load_ckpt, results, run_train
+from conftest import POINTS, assert_same_tensors, compose, ganbench_run, load_ckpt, results, run_train
 from toy_game import assert_resumes_exactly
 from ganbench.archs import dcgan, mlp
 from ganbench.archs.autoencoder import AutoencoderD
@@ -164,10 +163,10 @@ def test_players_are_G_and_the_autoencoder(tmp_path):
 
 def test_cli_200_steps_on_ring8(tmp_path):
     run_dir = tmp_path / "ring8"
-    cmd = [str(GANBENCH), "dataset=ring8", "arch=mlp", "objective=ebgan", "train.iterations=200",
+    cmd = ["dataset=ring8", "arch=mlp", "objective=ebgan", "train.iterations=200",
            "train.progress=false", "threads=1", "eval.every=0", "metrics.names=[]", "device=cpu",
            f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), timeout=300)
+    proc = ganbench_run(cmd, run_dir.parent, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rec = results(run_dir)
     assert rec["status"] == "completed" and rec["step"] == 200
@@ -200,9 +199,9 @@ def test_bad_values(override, key):
 
 
 def test_bad_value_on_the_cli_is_one_line(tmp_path):
-    cmd = [str(GANBENCH), "dataset=ring8", "arch=mlp", "objective=ebgan", "objective.margin=-1", "device=cpu",
+    cmd = ["dataset=ring8", "arch=mlp", "objective=ebgan", "objective.margin=-1", "device=cpu",
            f"hydra.run.dir={tmp_path / 'bad'}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), timeout=120)
+    proc = ganbench_run(cmd, tmp_path, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "objective.margin: must be > 0 (got -1.0)" in proc.stderr.strip().splitlines()[-1]
 

@@ -330,12 +330,10 @@ def test_a_packed_run_counts_its_samples_and_probes_whole_packs(tmp_path):
 
 
 def test_cli_refuses_a_bad_pack_in_one_line(tmp_path):
-    import subprocess
 
-    from conftest import GANBENCH, cli_env
+    from conftest import ganbench_run
 
-    proc = subprocess.run([str(GANBENCH), *POINTS, *FAST, "pack=0", f"hydra.run.dir={tmp_path / 'run'}"],
-                          capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=120)
+    proc = ganbench_run([*POINTS, *FAST, "pack=0", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "ganbench: error: pack: must be an integer >= 1 (1 = no packing; got 0)"
     assert not (tmp_path / "run").exists()

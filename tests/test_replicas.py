@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import (FAST, GANBENCH, POINTS, assert_same_tensors, cli_env, compose, kill_after_checkpoint, load_ckpt,
-                      results, run_train)
+from conftest import (FAST, GANBENCH, POINTS, assert_same_tensors, cli_env, compose, ganbench_popen, ganbench_run,
+                      kill_after_checkpoint, load_ckpt, results, run_train)
 from toy_game import crash_at
 
 from ganbench.errors import CheckpointError, ConfigError
@@ -392,7 +392,7 @@ ARGS = POINTS + ["objective=dragan", "train.iterations=40", "train.log_every=10"
 
 
 def _cli(args, cwd):
-    return subprocess.run([str(GANBENCH), *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=300)
+    return ganbench_run(args, cwd, timeout=300)
 
 
 def test_cli_replicas_write_the_directories_of_their_separate_runs(tmp_path):
@@ -440,8 +440,10 @@ def test_cli_sweep_counts_each_replica(tmp_path):
 
 @pytest.mark.slow
 def test_cli_replicas_with_the_joblib_launcher(tmp_path):
-    done = _cli(["-m"] + ARGS + ["objective=vanilla,dragan", "train.replicas=2", "hydra/launcher=joblib",
-                                 "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep"], tmp_path)
+    # The installed script itself: joblib's loky workers do not start from a fork of the test's CLI server.
+    done = subprocess.run([str(GANBENCH), "-m", *ARGS, "objective=vanilla,dragan", "train.replicas=2",
+                           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep"], cwd=tmp_path,
+                          env=cli_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "sweep of 4 runs" in done.stdout and "4 completed" in done.stdout
     for run in (tmp_path / "sweep").glob("*/seed=*"):
@@ -462,15 +464,12 @@ def test_replicas_resume_after_sigkill(tmp_path):
     args = ARGS[:-5] + ["train.iterations=400", "train.ckpt_every=20", "train.progress=false", "threads=1",
                         "device=cpu", "eval.every=0", "metrics.names=[]", "train.replicas=3"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    full = subprocess.run([str(GANBENCH), *args, f'hydra.run.dir="{straight}/seed=0"'], cwd=tmp_path, env=cli_env(),
-                          capture_output=True, text=True, timeout=600)
+    full = ganbench_run([*args, f'hydra.run.dir="{straight}/seed=0"'], tmp_path)
     assert full.returncode == 0, full.stderr
-    proc = subprocess.Popen([str(GANBENCH), *args, f'hydra.run.dir="{killed}/seed=0"'], cwd=tmp_path, env=cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = ganbench_popen([*args, f'hydra.run.dir="{killed}/seed=0"'], tmp_path)
     kill_after_checkpoint(proc, killed / "seed=2" / "checkpoints" / "last.pt", 60)
     assert results(killed / "seed=1")["status"] == "running"
-    rerun = subprocess.run([str(GANBENCH), *args, f'hydra.run.dir="{killed}/seed=0"'], cwd=tmp_path, env=cli_env(),
-                           capture_output=True, text=True, timeout=600)
+    rerun = ganbench_run([*args, f'hydra.run.dir="{killed}/seed=0"'], tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     for seed in (0, 1, 2):
         a, b = load_ckpt(straight / f"seed={seed}"), load_ckpt(killed / f"seed={seed}")

@@ -14,14 +14,13 @@ from typing import Dict, List
 
 import pytest
 
-from conftest import FAST, GANBENCH, POINTS, cli_env, run_train, scalar_events
+from conftest import FAST, GANBENCH, POINTS, cli_env, ganbench_run, run_train, scalar_events
 
 TINY = POINTS + FAST
 
 
 def cli(args: List[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(GANBENCH), *args], cwd=cwd, env=cli_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return ganbench_run(args, cwd, timeout=timeout)
 
 
 def snapshot(root: Path) -> Dict[str, bytes]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import GANBENCH, cli_env, compose
+from conftest import GANBENCH, cli_env, compose, ganbench_run
 
 PRESETS = ("toy_pacgan", "toy_veegan", "toy_unrolled", "toy_mode_collapse")
 ARMS = ("vanilla", "minimax", "dragan", "wgan", "wgan_gp", "unrolled", "pacgan2", "pacgan4")
@@ -110,7 +110,7 @@ def test_scaled_protocol_sweep_and_its_toy_table(tmp_path):
     args = ["-m", "experiment=toy_veegan", "arm=vanilla,pacgan2", "train.iterations=40",
             "train.replicas=2", "eval.every=20", "train.log_every=20", "train.ckpt_every=40", "train.sample_every=40",
             "threads=1", "device=cpu", f"hydra.sweep.dir={sweep}"]
-    done = subprocess.run([str(GANBENCH), *args], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600)
+    done = ganbench_run([*args], tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sweep of 4 runs" in done.stdout and "4 completed" in done.stdout
     report = subprocess.run([str(GANBENCH.with_name("ganbench-report")), str(sweep), "--table", "toy"], cwd=tmp_path,

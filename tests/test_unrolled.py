@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import copy
 import math
-import subprocess
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import GANBENCH, POINTS, assert_same_tensors, cli_env, compose, load_ckpt, results, run_train
+from conftest import POINTS, assert_same_tensors, compose, ganbench_run, load_ckpt, results, run_train
 from toy_game import assert_resumes_exactly, Const, Linear1, Point
 from ganbench.dynamics import DYNAMICS, Players, build_dynamics
 from ganbench.dynamics.unrolled import _sqrt0
@@ -300,8 +299,8 @@ def test_bad_config(override, message):
 
 
 def test_bad_config_cli(tmp_path):
-    proc = subprocess.run([str(GANBENCH), "dynamics=unrolled", "dynamics.inner=foo", f"hydra.run.dir={tmp_path}/r"],
-                          capture_output=True, text=True, env=cli_env(), timeout=120)
+    proc = ganbench_run(["dynamics=unrolled", "dynamics.inner=foo", f"hydra.run.dir={tmp_path}/r"], tmp_path,
+                        timeout=120)
     assert proc.returncode != 0
     err = proc.stderr.strip().splitlines()
     assert "Traceback" not in proc.stderr and len(err) == 1, proc.stderr

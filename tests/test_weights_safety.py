@@ -167,9 +167,8 @@ def test_crafted_weights_through_a_tiny_run(tmp_path, image_overrides):
     completes, the marker never appears, stderr has one warning naming the file, and results.json records
     FID as null with the reason."""
     import json
-    import subprocess
 
-    from conftest import FAST, GANBENCH, cli_env
+    from conftest import FAST, ganbench_run
 
     marker = tmp_path / "MARKER"
     path = crafted_pickle(tmp_path / "evil.pth", marker, zip_format=True)
@@ -178,8 +177,7 @@ def test_crafted_weights_through_a_tiny_run(tmp_path, image_overrides):
         "train.iterations=2", "objective.n_dis=1", "metrics.names=[fid]", f"metrics.inception_weights={path}",
         f"metrics.cache_dir={tmp_path / 'cache'}", "eval.num_samples=8", "eval.num_samples_final=8",
         f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run([str(GANBENCH), *overrides], cwd=tmp_path, env=cli_env(), capture_output=True,
-                          text=True, timeout=120)
+    proc = ganbench_run([*overrides], tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not marker.exists()
     record = json.loads((run_dir / "results.json").read_text())
