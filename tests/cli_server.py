@@ -136,7 +136,7 @@ class CLIServer:
 
 class ForkedCLI:
     """A command line running as a fork of a server: what tests use of ``subprocess.Popen`` (``pid``,
-    ``returncode``, ``poll``, ``wait``), plus ``stdout``/``stderr`` once it ended. It holds its server until
+    ``returncode``, ``poll``, ``wait``, ``send_signal``, ``kill``), plus ``stdout``/``stderr`` (text) once it ended. It holds its server until
     it has ended."""
 
     def __init__(self, servers: "CLIServers", args: Sequence[str], cwd: Path, env: Optional[Dict[str, str]]):
@@ -163,6 +163,13 @@ class ForkedCLI:
             if rc is not None:
                 self._ended(rc)
         return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
     def wait(self, timeout: float = 600) -> int:
         """Wait for the end; after ``timeout`` s the child is killed and TimeoutExpired raised."""

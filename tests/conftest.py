@@ -214,11 +214,14 @@ def kill_after_checkpoint(proc, ckpt: Path, min_step: int, timeout: float = 300)
     return step
 
 
-# The modules that take longest (a module-scoped fixture of many CLI runs, a SLURM cluster, SIGKILL resumes,
-# compilations), measured in CI: they start first, so that pytest-xdist's workers (one module at a time each)
-# end together instead of one worker starting a 10-minute module when the rest is done.
-FIRST = ("test_quickstart.py", "test_bad_inputs.py", "test_slurm.py", "test_catalogue_resume.py", "test_compile.py",
-         "test_search.py", "test_replicas.py", "test_sweeps.py")
+# The modules that take longest, in the order of their time in a full run (2026-12-07, 2 cores: the quickstart's
+# five runs ~890 s, replicas ~440, search ~370, rundir ~350, compile ~310, SLURM ~290, sweeps ~250, archs ~210,
+# spectral norm ~190, train ~170, then the bad-input corpus, metrics and cli). pyproject's --no-loadscope-reorder
+# makes xdist hand modules out in this order, one at a time to whichever worker is free, so that the workers end
+# together instead of one starting a 10-minute module when the rest is done.
+FIRST = ("test_quickstart.py", "test_replicas.py", "test_search.py", "test_rundir.py", "test_compile.py",
+         "test_slurm.py", "test_sweeps.py", "test_archs.py", "test_sn.py", "test_train.py", "test_bad_inputs.py",
+         "test_metrics.py", "test_cli.py", "test_catalogue_resume.py", "test_gmm.py", "test_device_placement.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,12 +3,12 @@ stacked_mnist): each composes for every run of its sweep and passes validation, 
 trains under one protocol (only what the comparison varies differs), the published settings key by key,
 and the one override that selects a metric without the Inception weights."""
 import re
-import subprocess
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import GANBENCH, cli_env, compose
+from conftest import compose, ganbench_run
 
 # preset -> (runs in its sweep, the keys its sweep varies, what the varied keys may change)
 PRESETS = {
@@ -25,8 +25,7 @@ PRESETS = {
 
 def sweep_runs(preset, *extra):
     """The runs ``ganbench -m experiment=<preset> --cfg job`` previews (``# run i/n: <overrides>  (seeds ...)``)."""
-    out = subprocess.run([str(GANBENCH), "-m", f"experiment={preset}", *extra, "--cfg", "job"], env=cli_env(),
-                         capture_output=True, text=True, timeout=300)
+    out = ganbench_run(["-m", f"experiment={preset}", *extra, "--cfg", "job"], Path.cwd(), timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     runs = []
     for line in out.stdout.splitlines():

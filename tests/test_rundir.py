@@ -14,7 +14,7 @@ from typing import Dict, List
 
 import pytest
 
-from conftest import FAST, GANBENCH, POINTS, cli_env, ganbench_run, run_train, scalar_events
+from conftest import FAST, POINTS, ganbench_popen, ganbench_run, run_train, scalar_events
 
 TINY = POINTS + FAST
 
@@ -124,12 +124,11 @@ def test_bad_run_dir_is_reported_under_its_key(tmp_path, how):
 def test_two_processes_one_directory(tmp_path):
     """The second process aimed at a held directory exits with one line naming it and the holder's PID."""
     run_dir = tmp_path / "shared"
-    first = subprocess.Popen([str(GANBENCH), *TINY, "train.iterations=1000000", f"hydra.run.dir={run_dir}"],
-                             cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = ganbench_popen([*TINY, "train.iterations=1000000", f"hydra.run.dir={run_dir}"], tmp_path)
     try:
         deadline = time.time() + 90
         while not (run_dir / "results.json").exists():  # written when training is about to start
-            assert first.poll() is None, first.stderr.read()
+            assert first.poll() is None, first.stderr
             assert time.time() < deadline, "the first run never started"
             time.sleep(0.2)
         holder = (run_dir / ".ganbench.lock").read_text().strip()
@@ -224,8 +223,7 @@ def test_restart_moves_the_old_run_aside(finished, tmp_path):
 def test_no_duplicate_tensorboard_steps_after_a_kill_before_the_first_checkpoint(tmp_path):
     run_dir = tmp_path / "killed"
     args = TINY + ["train.log_every=5", "train.ckpt_every=1000000", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen([str(GANBENCH), *args, "train.iterations=1000000"], cwd=tmp_path, env=cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = ganbench_popen([*args, "train.iterations=1000000"], tmp_path)
     deadline = time.time() + 90
     while not any(run_dir.glob("events.*")) or len(scalar_events(run_dir).get("loss/D", [])) < 3:
         assert time.time() < deadline and proc.poll() is None

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from hydra import compose as hydra_compose, initialize_config_dir
 
-from conftest import GANBENCH, compose
+from conftest import GANBENCH, compose, ganbench_run
 from ganbench.cli import config_dir
 
 optuna = pytest.importorskip("optuna")
@@ -29,10 +29,10 @@ LR = "objective.lr=tag(log, interval(1e-4, 1e-2))"
 
 def search(sweep: Path, *args: str, iterations: int = 40, metric: str = "hq_pct", timeout: int = 600,
            cwd: Path = None) -> subprocess.CompletedProcess:
-    cmd = [str(GANBENCH), "-m", "hydra/sweeper=optuna", f"hydra.sweep.dir={sweep}", *TINY,
-           f"train.iterations={iterations}", f"search.metric={metric}", *args]
+    cmd = ["-m", "hydra/sweeper=optuna", f"hydra.sweep.dir={sweep}", *TINY, f"train.iterations={iterations}",
+           f"search.metric={metric}", *args]
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run(cmd, cwd=cwd or sweep.parent, capture_output=True, text=True, timeout=timeout, env=env)
+    return ganbench_run(cmd, cwd or sweep.parent, env=env, timeout=timeout)
 
 
 def study(sweep: Path, name: str = None):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from conftest import ganbench_popen, ganbench_run
 import ganbench.cli  # noqa: F401 - registers the gb.dirname resolver used by the presets
 from ganbench.report import cli as report_cli, tables as report
 from ganbench.cli import config_dir
@@ -56,7 +57,8 @@ def check_2x2_sweep(sweep: Path):
 @pytest.mark.slow
 def test_quickstart_sweep_basic_launcher(tmp_path):
     sweep = tmp_path / "sweep"
-    done = ganbench(["-m", "experiment=quickstart_sweep", f"hydra.sweep.dir={sweep}", *SHRINK], cwd=tmp_path)
+    done = ganbench_run(["-m", "experiment=quickstart_sweep", f"hydra.sweep.dir={sweep}", *SHRINK], tmp_path,
+                        env=dict(os.environ, HYDRA_FULL_ERROR="1"))
     assert done.returncode == 0, done.stderr[-3000:]
     check_2x2_sweep(sweep)
 
@@ -188,23 +190,24 @@ def test_signal_checkpoints_and_rerun_resumes_exactly(tmp_path, sig):
     args = ["experiment=quickstart", "objective=vanilla", f"hydra.run.dir={run_dir}", "train.iterations=1000", "train.log_every=10",
             "train.ckpt_every=100000", "train.sample_every=100000", "eval.every=0", "train.progress=false"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "ganbench.cli", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = ganbench_popen(args, tmp_path, env=env)
     try:
         log = run_dir / "train.log"
         _wait_for(lambda: log.exists() and "step 20/" in log.read_text(), 300, "training to start")
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=300)
+        proc.wait(timeout=300)
+        err = proc.stderr
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
     assert proc.returncode == 128 + sig, err[-2000:]
     assert f"stopped on {signal.Signals(sig).name}" in err and "run the same command again to resume" in err
     first = results(run_dir)
     assert first["status"] == "preempted" and 20 <= first["step"] < 1000, first
     assert (run_dir / "checkpoints" / "last.pt").exists()
 
-    done = ganbench(args, cwd=tmp_path)
+    done = ganbench_run(args, tmp_path, env=dict(os.environ, HYDRA_FULL_ERROR="1"))
     assert done.returncode == 0, done.stderr[-3000:]
     final = results(run_dir)
     assert final["status"] == "completed" and final["step"] == final["iterations"] == 1000
