@@ -1,15 +1,18 @@
 """``ganbench`` command lines run as forks of one process that has already imported ganbench, torch and Hydra.
 
-A CLI process spends 3-5 CPU-seconds importing torch and Hydra before it reads its arguments; a corpus of a
+A CLI process spends 3-8 CPU-seconds importing torch and Hydra before it reads its arguments; a corpus of a
 hundred bad command lines spends most of its time there. A server (this file run as a script) imports them
 once and forks a child per command line. The child is a real process: its own pid, working directory,
 environment, stdin from /dev/null, stdout and stderr in files, and the exit status the console script would
 give (``sys.exit(main())``, atexit handlers included). What it cannot show is an error raised while importing;
 tests/test_cli.py and the other modules still run the installed console script as a subprocess.
 
-    with CLIServers(2, cli_env(), str(GANBENCH)) as servers:
+    with CLIServers(1, cli_env(), str(GANBENCH)) as servers:  # more are started while all are busy
         done = servers.run(["dataset=foo"], cwd=tmp)               # a subprocess.CompletedProcess
         proc = servers.popen([...], cwd=tmp)                       # .pid, .poll(), .wait(), as a Popen
+
+Tests use it through tests/conftest.py (``ganbench_run``, ``ganbench_popen``); tests/test_cli_server.py checks
+that a fork gives what the installed script gives.
 """
 from __future__ import annotations
 
@@ -78,9 +81,10 @@ def serve() -> None:
 
     ended: Dict[int, int] = {}
 
-    def reap(pid: int, block: bool) -> Optional[int]:
+    def reap(pid: int) -> Optional[int]:
+        """The child's exit status once it ended (reaped once, kept until ``wait`` hands it out), else None."""
         if pid not in ended:
-            done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+            done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 ended[pid] = os.waitstatus_to_exitcode(status)
         return ended.get(pid)
@@ -95,10 +99,10 @@ def serve() -> None:
                 _child(req)
             answer = {"pid": pid}
         elif req["op"] == "poll":
-            answer = {"rc": reap(req["pid"], block=False)}
+            answer = {"rc": reap(req["pid"])}
         else:  # wait
             deadline, timed_out = time.monotonic() + req["timeout"], False
-            while reap(req["pid"], block=False) is None:
+            while reap(req["pid"]) is None:
                 if time.monotonic() > deadline and not timed_out:
                     os.kill(req["pid"], signal.SIGKILL)
                     timed_out = True
@@ -136,8 +140,8 @@ class CLIServer:
 
 class ForkedCLI:
     """A command line running as a fork of a server: what tests use of ``subprocess.Popen`` (``pid``,
-    ``returncode``, ``poll``, ``wait``, ``send_signal``, ``kill``), plus ``stdout``/``stderr`` (text) once it ended. It holds its server until
-    it has ended."""
+    ``returncode``, ``poll``, ``wait``, ``send_signal``, ``kill``), plus ``stdout``/``stderr`` (text) once it
+    ended. It holds its server until it has ended."""
 
     def __init__(self, servers: "CLIServers", args: Sequence[str], cwd: Path, env: Optional[Dict[str, str]]):
         self.servers, self.args = servers, [servers.argv0, *args]
@@ -146,8 +150,13 @@ class ForkedCLI:
         self.out, self.err = Path(self.dir.name) / "stdout", Path(self.dir.name) / "stderr"
         self.returncode: Optional[int] = None
         self.stdout = self.stderr = None
-        self.pid = self.server.ask(op="start", args=list(args), cwd=str(cwd), env=env or servers.env,
-                                   argv0=servers.argv0, stdout=str(self.out), stderr=str(self.err))["pid"]
+        try:
+            self.pid = self.server.ask(op="start", args=list(args), cwd=str(cwd), env=env or servers.env,
+                                       argv0=servers.argv0, stdout=str(self.out), stderr=str(self.err))["pid"]
+        except BaseException:
+            self.dir.cleanup()
+            servers.give_back(self.server)
+            raise
 
     def _ended(self, rc: int) -> int:
         self.returncode = rc

@@ -163,7 +163,7 @@ _SERVERS = None
 def ganbench_servers():
     """This test process's servers of ``ganbench`` command lines, forks of a process that imported ganbench once
     (tests/cli_server.py); started on first use, closed at exit. Each child is a real process (pid, cwd, env,
-    exit status, SIGKILL) without the 3-5 CPU-s of imports. For tests of what a run does; tests of the console
+    exit status, SIGKILL) without the 3-8 CPU-s of imports; one more server starts while all are busy. For tests of what a run does; tests of the console
     script's own start (tests/test_cli.py, test_train's SIGKILL resume) run the installed script."""
     global _SERVERS
     if _SERVERS is None:
@@ -184,12 +184,6 @@ def ganbench_run(args: Sequence[str], cwd: Path, env: Optional[Dict[str, str]] =
 def ganbench_popen(args: Sequence[str], cwd: Path, env: Optional[Dict[str, str]] = None):
     """``ganbench *args`` started: ``.pid``, ``.poll()``, ``.wait()``, as a Popen (its output once it ended)."""
     return ganbench_servers().popen(list(args), cwd, env or cli_env())
-
-
-@pytest.fixture
-def cli():
-    """The servers of ganbench_run / ganbench_popen: ``cli.run(args, cwd)``, ``cli.popen(args, cwd)``."""
-    return ganbench_servers()
 
 
 def kill_after_checkpoint(proc, ckpt: Path, min_step: int, timeout: float = 300) -> int:

@@ -21,8 +21,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from cli_server import CLIServers
-from conftest import FAST, GANBENCH, POINTS, cli_env
+from conftest import FAST, GANBENCH, POINTS, cli_env, ganbench_run
 
 UNSAFE = re.compile(r"weights_only\W*(?:set to\W*|=\W*)?False", re.I)
 # The finished run: the tiny 2-D run, 20 generator steps.
@@ -258,13 +257,13 @@ def command(c: Case, tmp: Path, run_dir: Path) -> List[str]:
     return BASE + args + [f"hydra.run.dir={target}"]
 
 
-def run_case(c: Case, tmp: Path, finished: Dict[str, bytes], servers: CLIServers) -> Dict:
+def run_case(c: Case, tmp: Path, finished: Dict[str, bytes]) -> Dict:
     """Run one case in its own copy of the finished run; what it printed and what it left there."""
     run_dir = tmp / "runs" / c.id
     shutil.copytree(tmp / "finished", run_dir)
     cmd = [str(GANBENCH)] + command(c, tmp, run_dir)
     start = time.perf_counter()
-    proc = servers.run(cmd[1:], cwd=tmp)
+    proc = ganbench_run(cmd[1:], tmp, timeout=300)
     return {"cmd": cmd, "rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
             "seconds": time.perf_counter() - start, "after": snapshot(run_dir)}
 
@@ -289,11 +288,11 @@ def corpus(request, tmp_path_factory):
     todo = [c for c in CASES if c.id in selected]
     workers = int(os.environ.get("GANBENCH_TEST_WORKERS", "2"))
     start = time.perf_counter()
-    # Each case is a fork of a process that has imported ganbench once (tests/cli_server.py): a real process
-    # with its own directory, environment and exit status, without 3-5 CPU-s of imports per case. The finished
+    # Each case is a fork of a process that has imported ganbench once (conftest.ganbench_run): a real process
+    # with its own directory, environment and exit status, without 3-8 CPU-s of imports per case. The finished
     # run above, and tests/test_cli.py, go through the installed console script itself.
-    with CLIServers(workers, cli_env(), str(GANBENCH)) as servers, ThreadPoolExecutor(max_workers=workers) as pool:
-        outcomes = dict(zip([c.id for c in todo], pool.map(lambda c: run_case(c, tmp, finished, servers), todo)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        outcomes = dict(zip([c.id for c in todo], pool.map(lambda c: run_case(c, tmp, finished), todo)))
     wall = time.perf_counter() - start
     slowest = sorted(outcomes.items(), key=lambda kv: -kv[1]["seconds"])[:5]
     print(f"\n{len(todo)} bad-input cases in {wall:.1f} s wall ({workers} at a time); slowest: "
