@@ -297,6 +297,62 @@ def test_wins_count_and_share(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# runs_per_arm: a sweep still training neither reproduces nor refutes its claim
+
+
+def test_runs_per_arm_holds_the_verdict_until_every_arm_has_its_runs(tmp_path):
+    node = {**BETTER_SE, "runs_per_arm": 3}
+    # dragan 10, 12, 14 (12 ± 1.2) would beat vanilla 4, 5 (4.5 ± 0.5) by SE: but vanilla has 2 of its 3 runs
+    runs = sweep(tmp_path / "a", {"dragan": [10, 12, 14], "vanilla": [4, 5]}, [node])
+    v = verdict(node, runs)
+    assert v.status == "not enough data", v.numbers
+    assert "dragan 12 ± 1.2 (n=3) vs vanilla 4.5 ± 0.5 (n=2)" in v.numbers          # the numbers still shown
+    assert v.numbers.endswith("; the protocol has 3 runs per arm, entered so far: dragan 3, vanilla 2")
+    assert verdict(BETTER_SE, runs).status == "reproduced"                         # without the key: as before
+    # every arm complete: the check's own verdict, either way
+    full = sweep(tmp_path / "b", {"dragan": [10, 12, 14], "vanilla": [4, 5, 6]}, [node])
+    assert verdict(node, full).status == "reproduced"
+    assert "entered so far" not in verdict(node, full).numbers
+    lost = sweep(tmp_path / "c", {"dragan": [1, 2, 3], "vanilla": [4, 5, 6]}, [node])
+    assert verdict(node, lost).status == "not reproduced"
+
+
+def test_runs_per_arm_counts_finished_runs_and_those_past_at_step(tmp_path):
+    node = claim(better={"metric": "mnist_is", "arm": "dragan", "than": "vanilla", "by": "mean"}, runs_per_arm=2)
+    low, high = ([{"step": 50, "mnist_is": 1.0}, {"step": 100, "mnist_is": v}] for v in (1.5, 3.0))
+    for seed in (0, 1):
+        make_run(tmp_path, ["arm=vanilla", f"seed={seed}"], [node], {"mnist_is": 1.5}, curve=low)
+    make_run(tmp_path, ["arm=dragan", "seed=0"], [node], {"mnist_is": 3.0}, curve=high)
+    make_run(tmp_path, ["arm=dragan", "seed=1"], [node], {"mnist_is": 3.0}, curve=high, status="running")
+    runs = report.find_runs([tmp_path])
+    v = verdict(node, runs)
+    assert v.status == "not enough data" and v.numbers.endswith("entered so far: dragan 1, vanilla 2"), v.numbers
+    assert verdict(node, runs, at_step=100).status == "reproduced"     # the running one reached step 100
+    assert verdict(node, runs, at_step=150).status == "not enough data"
+    make_run(tmp_path / "x", ["arm=dragan", "seed=0"], [node], {"mnist_is": 3.0}, status="diverged")
+    make_run(tmp_path / "x", ["arm=dragan", "seed=1"], [node], {"mnist_is": 3.0}, status="failed")
+    counted = verdict(node, report.find_runs([tmp_path / "x"])).numbers
+    assert counted.endswith("entered so far: dragan 1, vanilla 0"), counted  # diverged enters, failed does not
+
+
+def test_runs_per_arm_of_a_wins_claim_and_of_a_claim_naming_no_arm(tmp_path):
+    node = claim(wins={"metric": "mnist_is", "arm": "dragan", "over": ["vanilla"], "per": "arch.seed",
+                       "share": 0.5}, runs_per_arm=20)
+    # 2 of BogoNet's 20 instances, both won: the check alone says reproduced
+    runs = _instances(tmp_path / "a", {0: {"dragan": [5], "vanilla": [4]}, 1: {"dragan": [3], "vanilla": [2]}}, node)
+    v = verdict(node, runs)
+    assert v.status == "not enough data" and "dragan beats vanilla on 2 of 2 instances" in v.numbers
+    assert v.numbers.endswith("the protocol has 20 runs per arm, entered so far: dragan 2, vanilla 2")
+    every = claim(at_most={"metric": "modes", "value": 100}, runs_per_arm=3)   # names no arm: all its runs
+    some = sweep(tmp_path / "b", {"vanilla": [4, 5]}, [every])
+    assert verdict(every, some).numbers.endswith("entered so far: all runs 2")
+    assert verdict(every, some).status == "not enough data"
+    assert verdict(every, sweep(tmp_path / "c", {"vanilla": [4, 5], "dragan": [6]}, [every])).status == "reproduced"
+    best = claim(at_least={"metric": "modes", "arm": "best", "value": 1}, runs_per_arm=2)   # best names none
+    assert verdict(best, sweep(tmp_path / "d", {"vanilla": [4]}, [best])).numbers.endswith("all runs 1")
+
+
+# ---------------------------------------------------------------------------------------------
 # the form: malformed claims are one line naming the key
 
 
@@ -317,6 +373,12 @@ def test_wins_count_and_share(tmp_path):
      "events.kind: unknown option 'spike'"),
     ({"id": "x", "statement": "s", "source": "p", "order": {"metric": "m", "arms": ["a"], "by": "mean"}},
      "order.arms: a list of 2 or more"),
+    ({"id": "x", "statement": "s", "source": "p", "runs_per_arm": 0, "at_least": {"metric": "m", "value": 1}},
+     "claims[0] (x).runs_per_arm: must be a whole number >= 1"),
+    ({"id": "x", "statement": "s", "source": "p", "runs_per_arm": "3", "at_least": {"metric": "m", "value": 1}},
+     "claims[0] (x).runs_per_arm: must be a whole number >= 1"),
+    ({"id": "x", "statement": "s", "source": "p", "runs_per_arm": True, "at_least": {"metric": "m", "value": 1}},
+     "claims[0] (x).runs_per_arm: must be a whole number >= 1"),
 ])
 def test_malformed_claims_name_the_key(node, key):
     with pytest.raises(ConfigError) as err:
@@ -433,24 +495,21 @@ def _compose(preset):
         return compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
 
 
-def _swept(cfg):
-    """{key: its sweep values} of the preset's hydra.sweeper.params (None for a range: any value)."""
+def _swept(cfg, resolve=False):
+    """{key: its sweep values} of the preset's hydra.sweeper.params (a range: None, any value; with ``resolve``
+    its values, range(a,b) -> a..b-1)."""
     from omegaconf import OmegaConf
 
     node = cfg.hydra.sweeper.get("params")
-    params = OmegaConf.to_container(node, resolve=False) if node else {}
-    return {k: None if str(v).startswith("range(") else [x.strip() for x in str(v).split(",")]
-            for k, v in params.items()}
-
-
-def _arms(claim):
-    """The arms a claim names (``best`` is not an arm)."""
-    def listed(value):
-        return [value] if isinstance(value, str) else list(value or [])
-
-    spec = claim.spec
-    names = [spec.get("arm"), *listed(spec.get("than")), *listed(spec.get("arms")), *listed(spec.get("over"))]
-    return [n for n in names if n not in (None, "best")]
+    params = OmegaConf.to_container(node, resolve=resolve) if node else {}
+    out = {}
+    for k, v in params.items():
+        text = str(v)
+        if text.startswith("range("):
+            out[k] = [str(i) for i in range(*map(int, text[6:-1].split(",")))] if resolve else None
+        else:
+            out[k] = [x.strip() for x in text.split(",")]
+    return out
 
 
 @pytest.mark.parametrize("preset", COMPARISON_PRESETS)
@@ -478,7 +537,7 @@ def test_every_comparison_preset_states_well_formed_claims(preset):
             # one alternative is a metric the preset as shipped records (the check reads the first one reported:
             # is_mean on CIFAR-10, mnist_is in the MNIST presets that inherit the same claims)
             assert any(m in produced for m in alternatives), (preset, c.id, alternatives, sorted(produced))
-        arms = _arms(c)
+        arms = c.arms()
         if arms:   # every arm it names is one the sweep runs, under the key the claim reads
             assert swept.get(c.arm_key), (preset, c.id, c.arm_key)
             assert set(arms) <= set(swept[c.arm_key]), (preset, c.id, arms, swept[c.arm_key])
@@ -486,6 +545,14 @@ def test_every_comparison_preset_states_well_formed_claims(preset):
             assert key in swept and value in swept[key], (preset, c.id, key, value)
         if "per" in c.spec:
             assert c.spec["per"] in swept, (preset, c.id)
+        if cfg.task != "gmm":   # a GMM-lab run holds every method: one run, no arms
+            # the protocol's count, as the shipped sweep runs it: every swept key other than the arm key and
+            # the claim's where, times the seeds trained together (train.replicas)
+            per_arm = int(cfg.train.replicas)
+            for key, values in _swept(cfg, resolve=True).items():
+                if key != c.arm_key and key not in c.where:
+                    per_arm *= len(values)
+            assert c.runs_per_arm == per_arm, (preset, c.id, c.runs_per_arm, per_arm)
 
 
 def test_a_gmm_run_logs_its_claims_verdicts(tmp_path, caplog):

@@ -9,6 +9,7 @@ config carries them and ``ganbench-report`` reads them from the runs it reports.
       where: {dataset: grid25}                 # optional: only runs whose config key has this value
       arm_key: arm                             # optional: the config key naming a run's arm (default: arm)
       value: final                             # optional: final (default), best or auc of each run's curve
+      runs_per_arm: 3                          # optional: the protocol's runs per arm (seeds x instances)
       better: {metric: is_mean, arm: dragan, than: vanilla, by: mean}    # exactly one check, below
 
 A ``metric`` may be a list of alternatives (``[is_mean, mnist_is]``: the Inception Score, or the MNIST
@@ -17,7 +18,10 @@ classifier score of the CPU stand-in): the first that a selected run reports is 
 Every check has three outcomes: ``reproduced``, ``not reproduced`` and ``not enough data`` (naming what is
 missing), always with the numbers behind it. A run enters with its ``value`` if it is finished (completed or
 diverged) or, with ``--at-step N``, was evaluated at step N or later, as in the rest of the report (``events``
-reads every run's curve so far). ganbench.config.validate_top parses the list when a run starts, so a malformed
+reads every run's curve so far). With ``runs_per_arm: N`` the verdict is ``not enough data`` until every arm the
+check names (or, naming none, the claim's runs together) has N runs that entered, whatever the check alone
+would say, and the line names each arm's count: a sweep still training (2 of BogoNet's 20 instances) cannot
+reproduce or refute its claim. ganbench.config.validate_top parses the list when a run starts, so a malformed
 claim stops the run in one line instead of failing the report later.
 """
 
@@ -34,7 +38,7 @@ from ganbench.errors import ConfigError, GanbenchError, unknown_key_message
 
 REPRODUCED, NOT_REPRODUCED, NO_DATA = "reproduced", "not reproduced", "not enough data"
 VALUES = ("final", "best", "auc")
-COMMON_KEYS = ("id", "statement", "source", "where", "arm_key", "value")
+COMMON_KEYS = ("id", "statement", "source", "where", "arm_key", "value", "runs_per_arm")
 
 
 @dataclass
@@ -49,6 +53,16 @@ class Claim:
     where: Dict[str, str] = field(default_factory=dict)
     arm_key: str = "arm"
     value: str = "final"
+    runs_per_arm: Optional[int] = None   # the protocol's runs per arm; fewer entered: not enough data
+
+    def arms(self) -> List[str]:
+        """The arms the check names, in order (``best`` names none: it picks among all)."""
+        def listed(value):
+            return [value] if isinstance(value, str) else list(value or [])
+
+        names = [self.spec.get("arm"), *listed(self.spec.get("than")), *listed(self.spec.get("arms")),
+                 *listed(self.spec.get("over"))]
+        return list(dict.fromkeys(n for n in names if n not in (None, "best")))
 
 
 @dataclass
@@ -346,9 +360,14 @@ def parse(node, index: int) -> Claim:
     where = node.get("where") or {}
     if not isinstance(where, dict):
         raise ConfigError(f"{at}.where: must be a mapping of config keys to values, e.g. {{dataset: grid25}}")
+    runs_per_arm = node.get("runs_per_arm")
+    if runs_per_arm is not None and (isinstance(runs_per_arm, bool) or not isinstance(runs_per_arm, int)
+                                     or runs_per_arm < 1):
+        raise ConfigError(f"{at}.runs_per_arm: must be a whole number >= 1, the protocol's runs per arm "
+                          f"(got {runs_per_arm!r})")
     return Claim(id=node["id"], statement=node["statement"].strip(), source=node["source"], kind=kind,
                  spec=dict(spec), where={str(k): str(v) for k, v in where.items()},
-                 arm_key=str(node.get("arm_key", "arm")), value=value)
+                 arm_key=str(node.get("arm_key", "arm")), value=value, runs_per_arm=runs_per_arm)
 
 
 def _check_spec(at: str, kind: str, spec: dict) -> None:
@@ -390,6 +409,16 @@ def evaluate(claim: Claim, runs: Sequence["report.Run"], at_step: Optional[float
         where = " ".join(f"{k}={v}" for k, v in claim.where.items())
         return Verdict(claim, NO_DATA, f"no run matches {where or 'the claim'}")
     status, numbers = CHECKS[claim.kind][0](ctx, claim.spec)
+    if claim.runs_per_arm is not None:
+        # The check's numbers are shown either way; its verdict stands only over the whole protocol.
+        arms = claim.arms()
+        counts = ([(a, sum(ctx.arm(r) == a and r.reached(at_step) for r in ctx.runs)) for a in arms] if arms
+                  else [("all runs", sum(r.reached(at_step) for r in ctx.runs))])
+        short = [f"{a} {n}" for a, n in counts if n < claim.runs_per_arm]
+        if short:
+            status = NO_DATA
+            numbers += (f"; the protocol has {claim.runs_per_arm} runs per arm, entered so far: "
+                        + ", ".join(f"{a} {n}" for a, n in counts))
     return Verdict(claim, status, numbers)
 
 
