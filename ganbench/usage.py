@@ -23,7 +23,7 @@ usage: ganbench [key=value ...]            train one run; re-running the same co
        tensorboard --logdir outputs        curves, sample grids, 2-D density plots, the HParams tab
 
 examples:
-       ganbench experiment=quickstart                       DRAGAN on 8 Gaussians, 2-5 min of one CPU core
+       ganbench experiment=quickstart                       DRAGAN on 8 Gaussians, ~5 min of one CPU core
        ganbench objective=dragan arch=dcgan                 DRAGAN on CIFAR-10 with a DCGAN
        ganbench -m objective=vanilla,wgan_gp,dragan seed=0,1,2
        ganbench -m experiment=toy_mode_collapse hydra/launcher=joblib

@@ -208,14 +208,21 @@ def kill_after_checkpoint(proc, ckpt: Path, min_step: int, timeout: float = 300)
     return step
 
 
-# The modules that take longest, in the order of their time in a full run (2026-12-07, 2 cores: the quickstart's
-# five runs ~890 s, replicas ~440, search ~370, rundir ~350, compile ~310, SLURM ~290, sweeps ~250, archs ~210,
-# spectral norm ~190, train ~170, then the bad-input corpus, metrics and cli). pyproject's --no-loadscope-reorder
-# makes xdist hand modules out in this order, one at a time to whichever worker is free, so that the workers end
-# together instead of one starting a 10-minute module when the rest is done.
-FIRST = ("test_quickstart.py", "test_replicas.py", "test_search.py", "test_rundir.py", "test_compile.py",
-         "test_slurm.py", "test_sweeps.py", "test_archs.py", "test_sn.py", "test_train.py", "test_bad_inputs.py",
-         "test_metrics.py", "test_cli.py", "test_catalogue_resume.py", "test_gmm.py", "test_device_placement.py")
+# The modules that take longest, in the order of their time in a full run (2026-12-07, 2 cores, worker-seconds:
+# the quickstart's seed-0 run ~290, SLURM ~280, search ~225, replicas ~220, sweeps ~170, metrics ~140, archs ~120,
+# cli ~110, the bad-input corpus ~105, train ~95). pyproject's --no-loadscope-reorder makes xdist hand modules
+# out in this order, one at a time to whichever worker is free, so that the workers end together instead of one
+# starting a 5-minute module when the rest is done.
+FIRST = ("test_quickstart.py", "test_slurm.py", "test_search.py", "test_replicas.py", "test_sweeps.py",
+         "test_metrics.py", "test_archs.py", "test_cli.py", "test_bad_inputs.py", "test_train.py", "test_gmm.py",
+         "test_bad_starts.py", "test_dragan_presets.py", "test_rundir.py", "test_device_placement.py", "test_sn.py",
+         "test_gpu_path.py", "test_catalogue_resume.py", "test_compile.py")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--quickstart-seeds", default="0",
+                     help="seeds of tests/test_quickstart.py's full quickstart runs, e.g. 0-4 (default 0: the "
+                          "README's command; each is ~290 s of a CPU core)")
 
 
 def pytest_collection_modifyitems(config, items):
