@@ -467,6 +467,45 @@ def test_a_run_recorded_before_its_preset_had_claims_joins_its_experiments_list(
     assert text[0].startswith("claims of experiment=toy (6 runs): 1 reproduced"), text
 
 
+def test_claims_flag_checks_the_presets_list_as_it_stands_now(tmp_path, capsys):
+    """Runs carry the claims list of the day they started; ``--claims PRESET`` checks the preset's current
+    list (toy_veegan: runs_per_arm 5) over all of them, in one section."""
+    old = [claim(better={"metric": "modes", "arm": "unrolled", "than": "vanilla", "by": "se"})]
+    root = tmp_path / "sweep"
+    # 3 of VEEGAN's 5 runs per arm, unrolled far ahead: the old list says reproduced
+    sweep(root, {"unrolled": [20, 21, 22], "vanilla": [5, 6, 7]}, old, extra=["dataset=grid25"])
+    assert report_cli.main([str(root), "--no-figures"]) == 0
+    assert "claim c (Paper §1, Table 1): reproduced" in capsys.readouterr().out
+    assert report_cli.main([str(root), "--no-figures", "--claims", "toy_veegan"]) == 0
+    out = capsys.readouterr().out
+    assert "claims of experiment=toy_veegan (its claims as conf/ states them now: --claims) (6 runs): " \
+           "0 reproduced, 0 not reproduced, 2 not enough data" in out
+    assert "claim unrolled_more_modes_grid25 (VEEGAN" in out and "claim c " not in out
+    assert "the protocol has 5 runs per arm, entered so far: unrolled 3, vanilla 3" in out
+    for seed in (3, 4):   # the protocol's 5 runs per arm: the check's own verdict
+        for arm, value in (("unrolled", 20), ("vanilla", 6)):
+            make_run(root, ["experiment=toy", f"arm={arm}", "dataset=grid25", f"seed={seed}"], old, {"modes": value})
+    assert report_cli.main([str(root), "--no-figures", "--claims", "toy_veegan", "--table", "toy"]) == 0
+    out = capsys.readouterr().out
+    assert "claim unrolled_more_modes_grid25 (VEEGAN" in out and ": reproduced: modes" in out
+    assert "(10 runs): 1 reproduced, 0 not reproduced, 1 not enough data" in out   # no hq_pct recorded here
+    assert "toy_veegan" in (root / "toy_table.md").read_text()
+
+
+@pytest.mark.parametrize("preset, message", [
+    ("toy_vegan", "ganbench-report: error: --claims toy_vegan: unknown preset; did you mean 'toy_veegan'? presets: "),
+    ("quickstart", "ganbench-report: error: --claims quickstart: the preset states no claims (presets that do: "),
+])
+def test_claims_flag_with_an_unknown_preset_or_one_without_claims_is_one_line(tmp_path, capsys, preset, message):
+    root = tmp_path / "sweep"
+    sweep(root, {"unrolled": [20], "vanilla": [5]}, [BETTER_SE])
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    assert report_cli.main([str(root), "--claims", preset]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before    # nothing written
+
+
 def test_no_claims_no_section(tmp_path):
     run = tmp_path / "r"
     (run / ".hydra").mkdir(parents=True)

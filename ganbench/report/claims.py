@@ -454,14 +454,19 @@ def claim_sets(runs: Sequence["report.Run"]) -> List[Tuple[List[Claim], List["re
     return out
 
 
-def section(runs: Sequence["report.Run"], at_step: Optional[float] = None,
-            budget: bool = True) -> Tuple[List[str], List[str]]:
+def section(runs: Sequence["report.Run"], at_step: Optional[float] = None, budget: bool = True,
+            given: Optional[Tuple[List[Claim], str]] = None) -> Tuple[List[str], List[str]]:
     """The report's claims section as (text lines, markdown lines); both empty when no run carries claims.
 
     Per claims list: a header with the counts of each verdict, each claim's line (verdict and numbers) and its
     statement; a warning when the runs carry more than one list; with ``budget``, the toy budget check of
-    report.toy_budget_check where the runs have mode counts."""
-    sets = claim_sets(runs)
+    report.toy_budget_check where the runs have mode counts. ``given`` (claims, preset), from ``ganbench-report
+    --claims PRESET``, replaces the lists the runs carry: that preset's claims as conf/ states them now, checked
+    over every run (for runs recorded before their preset's claims changed)."""
+    if given is not None:
+        sets = [(given[0], list(runs), f"{given[1]} (its claims as conf/ states them now: --claims)")]
+    else:
+        sets = claim_sets(runs)
     text: List[str] = []
     md: List[str] = []
     if len(sets) > 1:

@@ -46,7 +46,10 @@ norm at real data against steps with the mode metric beside it (ganbench/report/
 
 Paper claims: when the runs' saved config carries their preset's ``claims:`` list (ganbench/report/claims.py), the
 report and ``--table toy`` print each claim's verdict (reproduced / not reproduced / not enough data) with
-the numbers behind it, and put the same table into report.md / toy_table.md.
+the numbers behind it, and put the same table into report.md / toy_table.md. ``--claims PRESET`` checks the
+claims conf/experiment/PRESET.yaml states now instead, over every run: a run carries the list of the day it
+started, so runs recorded before a preset's claims changed (a claim added, ``runs_per_arm``) are checked
+against the current list in one section rather than two.
 """
 
 from __future__ import annotations
@@ -57,9 +60,9 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
-from ganbench.errors import GanbenchError
+from ganbench.errors import GanbenchError, did_you_mean
 from ganbench.report import bogonet as report_bogonet, claims, gradnorm as report_gradnorm, judge
 from ganbench.report.figures import plot_figures
 from ganbench.report.tables import (CURVE_KEYS, GRIDS_DIR, TOY_COLUMNS, TOY_HEADER, MalformedRun, Run, copy_sample_grids,
@@ -73,7 +76,7 @@ def run_toy_table(args: argparse.Namespace, runs: Sequence[Run]) -> str:
         raise GanbenchError("--table toy: no run has modes, hq_pct or reverse_kl (a ring8/grid25 sweep has them)")
     rows, failed = toy_table(runs, args.at_step)
     # The preset's paper claims; computed before anything is written, so a malformed claim writes nothing.
-    claim_text, claim_md = claims.section(runs, args.at_step, budget=False)
+    claim_text, claim_md = claims.section(runs, args.at_step, budget=False, given=given_claims(args))
     at = f" as of generator step {args.at_step:g}" if args.at_step is not None else ""
     out = args.out or args.sweep_dirs[0]
     out.mkdir(parents=True, exist_ok=True)
@@ -164,14 +167,55 @@ def build_parser() -> argparse.ArgumentParser:
                    "bogonet: the DRAGAN paper's Table 1 over BogoNet instances (mean and std of the final score "
                    "and of the area under the score curve per algorithm) and the per-instance pairwise table "
                    "with a sign test; written to bogonet_table.md")
+    p.add_argument("--claims", default=None, metavar="PRESET",
+                   help="check the claims that conf/experiment/PRESET.yaml states now, over every run, instead of "
+                   "the lists the runs carry from the day they started")
     report_bogonet.add_arguments(p)
     judge.add_arguments(p)
     return p
 
 
+def preset_claims(name: str) -> Tuple[List[claims.Claim], str]:
+    """``--claims PRESET``: the preset's claims list as conf/ composes it now (interpolations such as
+    ``${bogonet.instances}`` resolved), parsed; an unknown preset or one without claims is a one-line error."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import ganbench.cli as ganbench_cli   # conf/ and its resolvers (gb.shared, gb.dirname)
+
+    conf = Path(ganbench_cli.config_dir())
+    presets = sorted(p.stem for p in (conf / "experiment").glob("*.yaml"))
+    if name not in presets:
+        close = did_you_mean(name, presets)
+        raise GanbenchError(f"--claims {name}: unknown preset; " + (f"did you mean '{close}'? " if close else "")
+                            + f"presets: {', '.join(presets)}")
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={name}"])
+    nodes = OmegaConf.to_container(cfg.claims, resolve=True) if cfg.get("claims") else []
+    if not nodes:
+        with_claims = [p for p in presets if _states_claims(conf / "experiment" / f"{p}.yaml")]
+        raise GanbenchError(f"--claims {name}: the preset states no claims (presets that do: {', '.join(with_claims)})")
+    return claims.parse_all(nodes), name
+
+
+def _states_claims(path: Path) -> bool:
+    return any(line.startswith("claims:") and line.split(":", 1)[1].strip() not in ("[]", "null")
+               for line in path.read_text().splitlines())
+
+
+def given_claims(args: argparse.Namespace) -> Optional[Tuple[List[claims.Claim], str]]:
+    """The --claims preset's list, composed once per invocation."""
+    if getattr(args, "claims", None) is None:
+        return None
+    if getattr(args, "_given_claims", None) is None:
+        args._given_claims = preset_claims(args.claims)
+    return args._given_claims
+
+
 def run_report(args: argparse.Namespace) -> str:
     report_bogonet.check_args(args)
     check_out(args.out)
+    given_claims(args)   # an unknown --claims preset fails before anything is read or written
     if getattr(args, "table", None) is None and not getattr(args, "judge", False) and not getattr(args, "judge_score", None):
         from ganbench.report.search import find_storage, run_search_report
 
@@ -217,7 +261,7 @@ def run_report(args: argparse.Namespace) -> str:
     shown = [m for m in metrics if m not in empty]
     by_keys = by or sorted({k for g in groups for k, _ in g.key})
     # The preset's paper claims (and the toy budget check); before anything is written: a malformed claim fails.
-    claim_text, claim_md = claims.section(runs, args.at_step)
+    claim_text, claim_md = claims.section(runs, args.at_step, given=given_claims(args))
 
     out = args.out or args.sweep_dirs[0]
     out.mkdir(parents=True, exist_ok=True)
