@@ -3,7 +3,6 @@ reproduce, fail and lack data (the expected verdicts and numbers computed here b
 section, and every comparison preset's claims list."""
 
 import json
-import math
 
 import pytest
 import yaml
