@@ -163,8 +163,9 @@ _SERVERS = None
 def ganbench_servers():
     """This test process's servers of ``ganbench`` command lines, forks of a process that imported ganbench once
     (tests/cli_server.py); started on first use, closed at exit. Each child is a real process (pid, cwd, env,
-    exit status, SIGKILL) without the 3-8 CPU-s of imports; one more server starts while all are busy. For tests of what a run does; tests of the console
-    script's own start (tests/test_cli.py, test_train's SIGKILL resume) run the installed script."""
+    exit status, SIGKILL) without the 3-8 CPU-s of imports; one more server starts while all are busy. For tests
+    of what a run does; tests of the console script's own start (tests/test_cli.py, test_train's SIGKILL resume)
+    run the installed script."""
     global _SERVERS
     if _SERVERS is None:
         import atexit

@@ -493,7 +493,8 @@ def test_claims_flag_checks_the_presets_list_as_it_stands_now(tmp_path, capsys):
 
 @pytest.mark.parametrize("preset, message", [
     ("toy_vegan", "ganbench-report: error: --claims toy_vegan: unknown preset; did you mean 'toy_veegan'? presets: "),
-    ("quickstart", "ganbench-report: error: --claims quickstart: the preset states no claims (presets that do: "),
+    ("quickstart", "ganbench-report: error: --claims quickstart: the preset states no claims; name a comparison "
+                   "preset (docs/presets.md)\n"),
 ])
 def test_claims_flag_with_an_unknown_preset_or_one_without_claims_is_one_line(tmp_path, capsys, preset, message):
     root = tmp_path / "sweep"

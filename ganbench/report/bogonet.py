@@ -284,7 +284,7 @@ def run_bogonet_table(args: argparse.Namespace, runs, qual: Optional[Dict[str, f
     (``--judge-score``, ganbench/report/judge.py)."""
     metric = pick_score(runs, args.score)
     result = bogonet(runs, metric, args.auc_x, args.instance_key, args.at_step, qual, args.tie_rtol)
-    given = getattr(args, "_given_claims", None)   # ganbench-report --claims PRESET (composed by report.cli)
+    given = getattr(args, "given_claims", None)   # ganbench-report --claims PRESET (composed by report.cli)
     claim_text, claim_md = claims.section(runs, args.at_step, budget=False, given=given)   # before writing
     out = args.out or args.sweep_dirs[0]
     out.mkdir(parents=True, exist_ok=True)

@@ -414,8 +414,7 @@ def evaluate(claim: Claim, runs: Sequence["report.Run"], at_step: Optional[float
         arms = claim.arms()
         counts = ([(a, sum(ctx.arm(r) == a and r.reached(at_step) for r in ctx.runs)) for a in arms] if arms
                   else [("all runs", sum(r.reached(at_step) for r in ctx.runs))])
-        short = [f"{a} {n}" for a, n in counts if n < claim.runs_per_arm]
-        if short:
+        if any(n < claim.runs_per_arm for _, n in counts):
             status = NO_DATA
             numbers += (f"; the protocol has {claim.runs_per_arm} runs per arm, entered so far: "
                         + ", ".join(f"{a} {n}" for a, n in counts))

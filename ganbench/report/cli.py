@@ -76,7 +76,8 @@ def run_toy_table(args: argparse.Namespace, runs: Sequence[Run]) -> str:
         raise GanbenchError("--table toy: no run has modes, hq_pct or reverse_kl (a ring8/grid25 sweep has them)")
     rows, failed = toy_table(runs, args.at_step)
     # The preset's paper claims; computed before anything is written, so a malformed claim writes nothing.
-    claim_text, claim_md = claims.section(runs, args.at_step, budget=False, given=given_claims(args))
+    given = getattr(args, "given_claims", None)   # --claims PRESET (run_report)
+    claim_text, claim_md = claims.section(runs, args.at_step, budget=False, given=given)
     at = f" as of generator step {args.at_step:g}" if args.at_step is not None else ""
     out = args.out or args.sweep_dirs[0]
     out.mkdir(parents=True, exist_ok=True)
@@ -193,29 +194,16 @@ def preset_claims(name: str) -> Tuple[List[claims.Claim], str]:
         cfg = compose("config", overrides=[f"experiment={name}"])
     nodes = OmegaConf.to_container(cfg.claims, resolve=True) if cfg.get("claims") else []
     if not nodes:
-        with_claims = [p for p in presets if _states_claims(conf / "experiment" / f"{p}.yaml")]
-        raise GanbenchError(f"--claims {name}: the preset states no claims (presets that do: {', '.join(with_claims)})")
+        raise GanbenchError(f"--claims {name}: the preset states no claims; name a comparison preset "
+                            f"(docs/presets.md)")
     return claims.parse_all(nodes), name
-
-
-def _states_claims(path: Path) -> bool:
-    return any(line.startswith("claims:") and line.split(":", 1)[1].strip() not in ("[]", "null")
-               for line in path.read_text().splitlines())
-
-
-def given_claims(args: argparse.Namespace) -> Optional[Tuple[List[claims.Claim], str]]:
-    """The --claims preset's list, composed once per invocation."""
-    if getattr(args, "claims", None) is None:
-        return None
-    if getattr(args, "_given_claims", None) is None:
-        args._given_claims = preset_claims(args.claims)
-    return args._given_claims
 
 
 def run_report(args: argparse.Namespace) -> str:
     report_bogonet.check_args(args)
     check_out(args.out)
-    given_claims(args)   # an unknown --claims preset fails before anything is read or written
+    # --claims: composed once, before anything is read or written (an unknown preset is one line)
+    args.given_claims = preset_claims(args.claims) if getattr(args, "claims", None) else None
     if getattr(args, "table", None) is None and not getattr(args, "judge", False) and not getattr(args, "judge_score", None):
         from ganbench.report.search import find_storage, run_search_report
 
@@ -261,7 +249,7 @@ def run_report(args: argparse.Namespace) -> str:
     shown = [m for m in metrics if m not in empty]
     by_keys = by or sorted({k for g in groups for k, _ in g.key})
     # The preset's paper claims (and the toy budget check); before anything is written: a malformed claim fails.
-    claim_text, claim_md = claims.section(runs, args.at_step, given=given_claims(args))
+    claim_text, claim_md = claims.section(runs, args.at_step, given=getattr(args, "given_claims", None))
 
     out = args.out or args.sweep_dirs[0]
     out.mkdir(parents=True, exist_ok=True)
