@@ -99,15 +99,18 @@ def validate_task(cfg: DictConfig) -> None:
     from .errors import check_torch_build
     from .run.start import check_game
 
-    check_torch_build()  # a torchvision built for another torch: one line, before the run directory exists
     restart = cfg.get("restart", False)
     if not isinstance(restart, bool):
         raise ConfigError(f"restart: must be true or false (got {restart!r})")
     if cfg.get("task") == "gan":
         spec = validate(cfg)
-        from .data import validate_dataset_config
+        from .data import uses_torchvision, validate_dataset_config
 
         validate_dataset_config(cfg.dataset)
+        if uses_torchvision(cfg.dataset):
+            # A torchvision built for another torch: one line, before the run directory exists. A 2-D run never
+            # imports it (and skips its ~1 s import).
+            check_torch_build()
         from .metrics import validate as validate_metrics
 
         validate_metrics(cfg)

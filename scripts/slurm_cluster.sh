@@ -19,7 +19,8 @@
 #
 # Exit codes of `start`: 0 ready, 3 packages missing (and not installable), 4 daemons failed.
 # Needs root (slurmd runs as root; SlurmUser=root). Debian packages: slurm-wlm munge.
-# Requeued jobs wait ~2 min before they are eligible (docs/sweeps.md, SLURM).
+# A requeued job waits cred_expire (10 s here; SLURM's default is 120 s) before it is eligible again, and the
+# schedulers look at pending jobs every 2 s (sched_interval) and 1 s (bf_interval), not SLURM's 60 s and 30 s.
 set -euo pipefail
 
 DIR=${SLURM_CLUSTER_DIR:-/tmp/ganbench-slurm}
@@ -109,7 +110,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$MUNGE_SOCKET
+AuthInfo=socket=$MUNGE_SOCKET,cred_expire=10
 StateSaveLocation=$STATE
 SlurmdSpoolDir=$SPOOL
 SlurmctldPidFile=$CTLD_PID
@@ -124,6 +125,8 @@ MpiDefault=none
 SwitchType=switch/none
 ReturnToService=2
 SchedulerType=sched/backfill
+# A test cluster: requeued jobs start again ~10 s after the requeue, not after SLURM's 2 min (see the top).
+SchedulerParameters=sched_interval=2,bf_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 JobRequeue=1

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import GANBENCH, REPO, cli_env, compose
+from conftest import GANBENCH, REPO, cli_env, compose, ganbench_run
 
 # (overrides, key the message must name, words it must also contain: the allowed values where applicable)
 BAD_INPUTS = {
@@ -44,12 +44,13 @@ def run_cli(args: Sequence[str], cwd: Path, env: Optional[Dict[str, str]] = None
 
 
 # Run by default: the composition errors (no torch import, fast) and two of the validation errors. The other
-# validation errors are checked in-process below (same message), and through the CLI in the slow set.
+# validation errors are checked in-process below (same message), and as forks of the CLI in the slow set.
 QUICK = ("objective", "arch", "penalty", "dataset", "unknown_key", "type", "k")
 
 
-def _run_bad(names, base):
-    """Each bad input once, in parallel: name -> (run dir it must not create, completed process)."""
+def _run_bad(names, base, run=None):
+    """Each bad input once, in parallel: name -> (run dir it must not create, completed process). ``run``:
+    how a command line runs (default: the installed console script)."""
 
     def one(name):
         run_dir = base / name / "run"
@@ -57,7 +58,7 @@ def _run_bad(names, base):
         # Small toy defaults, unless the case sets that group itself (a repeated group override is not an
         # error in Hydra: the last one wins).
         extra = [o for o in ("dataset=ring8", "arch=mlp") if not any(g.startswith(o.split("=")[0] + "=") for g in given)]
-        return name, (run_dir, run_cli(given + extra + [f"hydra.run.dir={run_dir}"], cwd=base))
+        return name, (run_dir, (run or run_cli)(given + extra + [f"hydra.run.dir={run_dir}"], cwd=base))
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return dict(pool.map(one, names))
@@ -70,7 +71,9 @@ def bad_runs_quick(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bad_runs_slow(tmp_path_factory):
-    return _run_bad([n for n in BAD_INPUTS if n not in QUICK], tmp_path_factory.mktemp("bad_slow"))
+    """The other validation errors, each a fork of a process that imported ganbench once (conftest.ganbench_run:
+    the same ``main``, exit status and streams, without ~4 CPU-s of imports each); QUICK runs the console script."""
+    return _run_bad([n for n in BAD_INPUTS if n not in QUICK], tmp_path_factory.mktemp("bad_slow"), ganbench_run)
 
 
 def check_one_line(name, run_dir, proc):

@@ -277,10 +277,12 @@ def test_killing_the_joblib_launcher_stops_its_workers(tmp_path):
     """SIGTERM to `ganbench -m` alone (not its process group): the loky workers checkpoint, record
     "preempted" and exit instead of training on unobserved; rerunning the sweep resumes both runs.
 
-    Without the watchdog the orphans train on to step 1,500 (~15-20 s here) and end "completed"."""
+    Without the watchdog the orphans train on to step 1,000 (~10 s at batch 64) and end "completed", or
+    are still training when the 15 s wait below ends; either fails the test."""
     sweep = tmp_path / "sweep"
-    iterations = 1500
-    args = ["-m", "experiment=quickstart", "objective=vanilla,dragan", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    iterations = 1000  # batch 64: the rerun below trains both runs to the end, its cost in this test
+    args = ["-m", "experiment=quickstart", "objective=vanilla,dragan", "train.batch_size=64",
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
             f"hydra.sweep.dir={sweep}", f"train.iterations={iterations}", "train.log_every=10",
             "train.ckpt_every=100000", "train.sample_every=100000", "eval.every=0", "train.progress=false"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -1,6 +1,7 @@
 """A torchvision built for another torch (importing it fails with "operator torchvision::nms does not exist"):
 each console script says so in one line naming both installed versions and the fix, exits non-zero, and
 prints no traceback. The failing import is simulated by a stand-in torchvision package first on the path."""
+import json
 import os
 import subprocess
 import sys
@@ -38,12 +39,23 @@ def check_one_line(done: subprocess.CompletedProcess, prog: str) -> None:
 
 
 def test_ganbench_names_the_mismatch_before_the_run_directory(tmp_path, broken_env):
+    """An image run needs torchvision: the mismatch is its one line, and nothing is written."""
+    run_dir = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "ganbench.cli", "dataset=mnist", f"dataset.root={tmp_path / 'data'}",
+                           "arch=mlp", "device=cpu", "train.iterations=2", f"hydra.run.dir={run_dir}"],
+                          cwd=tmp_path, env=broken_env, capture_output=True, text=True, timeout=300)
+    check_one_line(done, "ganbench")
+    assert not run_dir.exists() and not (tmp_path / "data").exists()
+
+
+def test_a_2d_run_trains_where_torchvision_cannot_be_imported(tmp_path, broken_env):
+    """The 2-D path never imports torchvision (ganbench.data.uses_torchvision): a broken one does not stop it."""
     run_dir = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "ganbench.cli", "dataset=ring8", "arch=mlp", "device=cpu",
-                           "train.iterations=2", f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=broken_env,
-                          capture_output=True, text=True, timeout=300)
-    check_one_line(done, "ganbench")
-    assert not run_dir.exists()
+                           "train.iterations=2", "train.progress=false", f"hydra.run.dir={run_dir}"],
+                          cwd=tmp_path, env=broken_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "completed"
 
 
 def test_ganbench_sample_names_the_mismatch(tmp_path, broken_env):

@@ -42,6 +42,12 @@ def validate_dataset_config(dataset_cfg) -> None:
     _resolve(dataset_cfg.get("name"), "options_")(dataset_cfg)
 
 
+def uses_torchvision(dataset_cfg) -> bool:
+    """Whether a run of this dataset imports torchvision: the image datasets read, show and score their images
+    through it; the 2-D datasets (ganbench/data/toy.py) never import it, and run where it cannot be imported."""
+    return not _BUILDERS[dataset_cfg.get("name")].startswith("ganbench.data.toy:")
+
+
 def build_dataset(dataset_cfg, device: torch.device | str, seed: int):
     """Build the dataset named ``dataset_cfg.name`` on ``device``; ``seed`` is the run seed (sampling
     uses torch's global RNG, and reference sets have their own fixed seeds, so no builder needs it yet)."""
