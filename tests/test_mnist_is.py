@@ -215,12 +215,21 @@ def test_the_config_composes_with_mnist_is_for_mnist():
 @pytest.mark.slow
 @pytest.mark.skipif(not (MNIST_RAW / "t10k-images-idx3-ubyte.gz").is_file(),
                     reason=f"shared MNIST test files absent from {MNIST_RAW}")
-def test_real_mnist_digits_score_near_ten_and_one_digit_near_one():
+def test_digit_classifier_trains_to_98_percent_and_scores_real_digits_near_ten(tmp_path):
+    """One training of the classifier for both checks (it was two tests in two modules, each training it):
+    its accuracy, its save/load, and mnist_is on real digits."""
     data = stacked.load_mnist([SHARED_DATA])
-    # Three epochs on 8,000 test digits (the held-out 2,000 are scored below): measured 98.6 % accurate, 15 s.
+    # 3 epochs (the script's default is 10) on 8,000 test digits already pass the bar: 98.75 % on the 2,000
+    # held-out ones (98.85 % at 4; PyTorch 2.14.1, 2026-12-07).
     model, meta = stacked.train_classifier(data, epochs=3, holdout=2000)
-    assert meta["test_accuracy"] > 0.97, meta
+    assert meta["test_accuracy"] >= 0.98, meta
+    assert ("held out" in meta["test_split"]) == ("train" not in data)
+    stacked.save_classifier(model, meta, tmp_path / "c.pt")
+    again, meta2 = stacked.load_classifier(tmp_path / "c.pt")
     x, y = data["test"]
+    assert stacked.accuracy(again, x[:500], y[:500], "cpu") == stacked.accuracy(model, x[:500], y[:500], "cpu")
+    assert meta2 == meta
+
     held = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:2000]  # train_classifier's holdout
     digits = x[held].unsqueeze(1)
     mean, _ = classifier_score(class_probabilities(model, digits), splits=1)
