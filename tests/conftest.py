@@ -164,8 +164,8 @@ def ganbench_servers():
     """This test process's servers of ``ganbench`` command lines, forks of a process that imported ganbench once
     (tests/cli_server.py); started on first use, closed at exit. Each child is a real process (pid, cwd, env,
     exit status, SIGKILL) without the 3-8 CPU-s of imports; one more server starts while all are busy. For tests
-    of what a run does; tests of the console script's own start (tests/test_cli.py, test_train's SIGKILL resume)
-    run the installed script."""
+    of what a run does; tests of the console script's own start (tests/test_cli.py's quick cases, test_train's
+    SIGKILL resume) run the installed script."""
     global _SERVERS
     if _SERVERS is None:
         import atexit
@@ -213,13 +213,13 @@ def kill_after_checkpoint(proc, ckpt: Path, min_step: int, timeout: float = 300)
 # worker-seconds: the quickstart's seed-0 run ~350; compile ~400 with torch's compile cache empty, as on a fresh
 # machine; SLURM ~280, search ~225, replicas ~220, sweeps ~170, metrics ~140, archs ~120, cli ~110, the bad-input
 # corpus ~105, train ~95; measured at de0b6cd, before a149d8e and fb1bcf5 shortened the SLURM, search, sweeps, cli
-# and metrics modules and moved the digit classifier's training to test_mnist_is). pyproject's --no-loadscope-reorder makes xdist hand modules out in this order, one at a
-# time to whichever worker is free, so that the workers end together instead of one starting a 5-minute module
-# when the rest is done.
+# and metrics modules and moved the digit classifier's training to test_mnist_is). pyproject's
+# --no-loadscope-reorder makes xdist hand modules out in this order, one at a time to whichever worker is free, so
+# that the workers end together instead of one starting a 5-minute module when the rest is done.
 FIRST = ("test_quickstart.py", "test_compile.py", "test_slurm.py", "test_search.py", "test_replicas.py",
          "test_sweeps.py", "test_metrics.py", "test_sn.py", "test_mnist_is.py", "test_archs.py", "test_cli.py",
-         "test_bad_inputs.py", "test_train.py", "test_gmm.py", "test_bad_starts.py", "test_dragan_presets.py", "test_rundir.py",
-         "test_device_placement.py", "test_gpu_path.py", "test_catalogue_resume.py")
+         "test_bad_inputs.py", "test_train.py", "test_gmm.py", "test_bad_starts.py", "test_dragan_presets.py",
+         "test_rundir.py", "test_device_placement.py", "test_gpu_path.py", "test_catalogue_resume.py")
 
 
 def pytest_addoption(parser):
