@@ -46,7 +46,7 @@ def test_cfg_job_shows_an_mlp_g_and_a_dcgan_d(tmp_path):
 
     arch = yaml.safe_load(out.stdout)["arch"]
     assert arch["g"] == {"name": "mlp", "depth": 4, "width": 512, "widths": None, "activation": "relu",
-                         "z_dim": 100, "norm": "none", "init": "auto", "spectral_norm": False}
+                         "z_dim": 100, "norm": "none", "init": "he_normal", "spectral_norm": False}
     assert arch["d"]["name"] == "dcgan" and arch["d"]["width"] == 64 and arch["d"]["activation"] == "leaky_relu"
 
 
@@ -185,6 +185,8 @@ def test_dcgan_mlp_g():
     assert linears(G) == [(100, 512), (512, 512), (512, 512), (512, 512), (512, 3072)]
     assert kinds(G, ACTS) == [nn.ReLU] * 4 + [nn.Tanh] and not kinds(G, (nn.Conv2d, nn.ConvTranspose2d) + NORMS)
     assert same_layers(D, base_d(False))
+    # WGAN-GP's FC layers' He variance, not DCGAN's N(0, 0.02) (262,144 draws: the std's SE is ~0.15 %)
+    assert G.net[2].weight.std().item() == pytest.approx(math.sqrt(2 / 512), rel=0.01)
 
 
 def test_dcgan_tanh():
@@ -203,6 +205,7 @@ def test_dcgan_tanh_mlp_d():
     leaky = kinds(D, ACTS)
     assert leaky == [nn.LeakyReLU] * 4
     assert all(m.negative_slope == 0.2 for m in D.modules() if isinstance(m, nn.LeakyReLU))
+    assert D.net[0].weight.std().item() == pytest.approx(math.sqrt(2 / 3072), rel=0.01)  # He, as WGAN-GP's FC D
 
 
 def test_mlp1_is_the_authors_one_hidden_layer_networks():
@@ -336,6 +339,33 @@ def test_bogonet_family_frequencies_and_ranges():
                 assert d.z_dim in (32, 64, 100, 128)
         # Per-layer MLP widths: some drawn MLP has two different widths.
         assert any(d.name == "mlp" and len(set(d.widths)) > 1 for d in draws)
+
+
+def test_bogonet_mlps_start_with_he_init_and_a_generator_that_depends_on_z():
+    """Every drawn MLP takes arch.{g,d}.mlp.init (He, N(0, 2/fan_in), by default): its weights have that
+    variance, and a drawn 3-layer G's output varies over z (per-pixel std > 0.1). With DCGAN's N(0, 0.02)
+    instead, the same G starts as one constant image (std < 0.01): the collapsed start the default avoids."""
+    torch.manual_seed(0)
+    g_cfg, d_cfg = bogonet.BogoNetConfig().sides()
+    mlp_only = {"dcgan": 0.0, "resnet": 0.0, "mlp": 1.0}
+    shape = (1, 28, 28)
+    for side, cfg in (("g", g_cfg), ("d", d_cfg)):
+        drawn = bogonet.draw(dataclasses.replace(cfg, seed=1, families=mlp_only), side, shape)[0]
+        assert drawn.init == "he_normal"
+        net = (mlp.Generator if side == "g" else mlp.Discriminator)(drawn, shape)
+        linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+        for lin in linears:
+            assert lin.weight.std().item() == pytest.approx(math.sqrt(2.0 / lin.in_features), rel=0.15)
+    ranged = dataclasses.replace(g_cfg, families=mlp_only, mlp=bogonet.MLPRange(depths=[3], widths=[64, 128, 256]))
+    drawn = bogonet.draw(dataclasses.replace(ranged, seed=0), "g", shape)[0]
+    spread = {}
+    for init in ("he_normal", "dcgan"):
+        G = mlp.Generator(dataclasses.replace(drawn, init=init), shape)
+        with torch.no_grad():
+            spread[init] = G(torch.randn(256, drawn.z_dim)).std(0).mean().item()
+    assert spread["he_normal"] > 0.1 and spread["dcgan"] < 0.01, spread
+    with pytest.raises(ConfigError, match=r"mlp\.init: unknown option 'xavier'; allowed: auto, dcgan, torch, he_normal"):
+        bogonet.MLPRange(init="xavier").check("mlp.", "g")
 
 
 def test_bogonet_redraws_what_does_not_fit_deterministically():

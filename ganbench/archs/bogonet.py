@@ -15,7 +15,8 @@ on every machine and Python run) makes, in this order,
      ``activations`` (LeakyReLU or tanh, the paper's two);
    - resnet: ``dims`` (filters per layer), ``plain_blocks`` (the depth: extra residual blocks), ``norms``;
    - mlp: ``depths`` (hidden layers), then each hidden layer's width from ``widths`` (the paper: "the number of
-     layers and hidden units in each layer"), ``activations``.
+     layers and hidden units in each layer"), ``activations``; every drawn MLP takes the weight init ``init``
+     (not drawn; He by default, MLPRange).
 
 If the drawn network cannot take the data (DCGAN or ResNet on 2-D points, or on an image side that is not a
 power of two), the side is drawn again with attempt = 1, 2, ... (deterministic); the attempt that fitted is
@@ -75,11 +76,18 @@ class MLPRange:
     depths: List[int] = field(default_factory=lambda: [1, 2, 3, 4])
     widths: List[int] = field(default_factory=lambda: [128, 256, 512, 1024])
     activations: List[str] = field(default_factory=lambda: ["relu"])
+    # Not drawn: the weight init of every drawn MLP. He variance, N(0, 2/fan_in), as both of the DRAGAN
+    # authors' sources for MLPs: their MNIST notebook ("xavier_init", mlp.he_normal_init) and the WGAN-GP code
+    # whose architectures §5.2.3 uses (ReLULayer / LeakyReLULayer: He-uniform). DCGAN's N(0, 0.02) (init=auto on
+    # images) starts a deep MLP G collapsed: its output varies over z by ~1e-3 of a pixel (docs/reproductions.md).
+    init: str = "he_normal"
 
     def check(self, prefix: str, side: str) -> None:
         _choices(prefix, "depths", self.depths, minimum=1)
         _choices(prefix, "widths", self.widths, minimum=1)
         _choices(prefix, "activations", self.activations, allowed=list(mlp.ACTIVATIONS))
+        if self.init not in mlp.INITS:
+            raise ConfigError(f"{prefix}init: unknown option '{self.init}'; allowed: {', '.join(mlp.INITS)}")
 
 
 def _default_families() -> Dict[str, float]:
@@ -178,8 +186,8 @@ def draw_once(cfg: _Side, side: str, attempt: int):
     widths = [rng.choice(r.widths) for _ in range(depth)]
     act = rng.choice(r.activations)
     extra = {"z_dim": z_dim} if g else {}
-    return schema(depth=depth, width=widths[0], widths=widths, activation=act, spectral_norm=cfg.spectral_norm,
-                  **extra)
+    return schema(depth=depth, width=widths[0], widths=widths, activation=act, init=r.init,
+                  spectral_norm=cfg.spectral_norm, **extra)
 
 
 def draw(cfg: _Side, side: str, shape: Tuple[int, ...]):
