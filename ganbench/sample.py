@@ -24,7 +24,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 PROG = "ganbench-sample"
 
@@ -79,7 +79,6 @@ def find_checkpoint(run_dir: Path) -> Path:
 
 def load_generator(run_dir: Path, ema: bool, device: Any) -> Tuple[Any, Any, Dict[str, Any], Path]:
     """(G in eval mode, D or None, the run's config, the checkpoint), G rebuilt from the checkpoint's config."""
-    import torch
     from omegaconf import OmegaConf
 
     from .run import checkpoint
@@ -210,13 +209,10 @@ def image_grid(images: Any, nrow: int) -> Any:
 
 def run(args: argparse.Namespace) -> str:
     """Do what ``args`` ask; returns the line printed on success."""
-    from .errors import check_torch_build
-
-    check_torch_build()  # a torchvision built for another torch: one line, not a traceback
     import numpy as np
     import torch
 
-    from .metrics.features import images_to_uint8
+    from .errors import check_torch_build
     from .run.start import resolve_device
 
     out = Path(args.out)
@@ -234,6 +230,9 @@ def run(args: argparse.Namespace) -> str:
     G, D, config, path = load_generator(Path(args.run_dir), args.ema, device)
     points = config["dataset"].get("kind") == "points"
     which = "averaged G" if args.ema else "G"
+    if not points:  # images go through torchvision (grids, PNGs); a 2-D run's outputs never import it
+        check_torch_build()  # a torchvision built for another torch: one line, not a traceback
+    from .metrics.features import images_to_uint8
 
     suffix = out.suffix.lower()
     if args.density and not points:

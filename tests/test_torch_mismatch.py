@@ -9,6 +9,7 @@ from importlib import metadata
 
 import pytest
 
+from conftest import POINTS, run_train
 from ganbench.errors import one_line_error, torch_mismatch
 
 FAILURE = "operator torchvision::nms does not exist"
@@ -58,10 +59,24 @@ def test_a_2d_run_trains_where_torchvision_cannot_be_imported(tmp_path, broken_e
     assert json.loads((run_dir / "results.json").read_text())["status"] == "completed"
 
 
-def test_ganbench_sample_names_the_mismatch(tmp_path, broken_env):
-    done = subprocess.run([sys.executable, "-m", "ganbench.sample", str(tmp_path), "--out", str(tmp_path / "s.npz")],
+def test_ganbench_sample_names_the_mismatch_for_an_image_run_and_samples_a_2d_run(tmp_path, broken_env,
+                                                                                image_overrides):
+    """Samples of an image run go through torchvision (grids, PNGs): the mismatch is one line, nothing written.
+    A 2-D run's samples never import it: they are written with a broken torchvision first on the path."""
+    image_run, points_run = tmp_path / "image", tmp_path / "points"
+    assert run_train(image_run, image_overrides + ["train.iterations=2"])["status"] == "completed"
+    assert run_train(points_run, POINTS + ["train.iterations=2"])["status"] == "completed"
+    out = tmp_path / "s.npz"
+    done = subprocess.run([sys.executable, "-m", "ganbench.sample", str(image_run), "--out", str(out)],
                           cwd=tmp_path, env=broken_env, capture_output=True, text=True, timeout=300)
     check_one_line(done, "ganbench-sample")
+    assert not out.exists()
+    done = subprocess.run([sys.executable, "-m", "ganbench.sample", str(points_run), "--out", str(out), "--n", "50"],
+                          cwd=tmp_path, env=broken_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import numpy as np
+
+    assert np.load(out)["arr_0"].shape == (50, 2)
 
 
 def test_ganbench_report_names_the_mismatch(tmp_path, monkeypatch, capsys):
