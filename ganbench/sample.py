@@ -230,9 +230,6 @@ def run(args: argparse.Namespace) -> str:
     G, D, config, path = load_generator(Path(args.run_dir), args.ema, device)
     points = config["dataset"].get("kind") == "points"
     which = "averaged G" if args.ema else "G"
-    if not points:  # images go through torchvision (grids, PNGs); a 2-D run's outputs never import it
-        check_torch_build()  # a torchvision built for another torch: one line, not a traceback
-    from .metrics.features import images_to_uint8
 
     suffix = out.suffix.lower()
     if args.density and not points:
@@ -241,8 +238,11 @@ def run(args: argparse.Namespace) -> str:
     if (args.density or args.grid or args.walk is not None) and suffix != ".png":
         raise SampleError(f"--out: --{'density' if args.density else 'grid' if args.grid else 'walk'} writes a PNG "
                           "file (FILE.png)")
-    if points:
+    if points:  # a 2-D run's outputs never import torchvision
         return points_output(args, G, D, config, device, out, which, path)
+    check_torch_build()  # images go through torchvision: one line for a build of another torch, not a traceback
+    from .metrics.features import images_to_uint8
+
     if args.walk is not None:
         ends = latents(2 * args.walk, G.z_dim, args.seed)
         z = torch.cat([interpolate(ends[2 * k], ends[2 * k + 1], args.steps, args.slerp) for k in range(args.walk)])

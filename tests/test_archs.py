@@ -353,8 +353,7 @@ def test_bogonet_mlps_start_with_he_init_and_a_generator_that_depends_on_z():
         drawn = bogonet.draw(dataclasses.replace(cfg, seed=1, families=mlp_only), side, shape)[0]
         assert drawn.init == "he_normal"
         net = (mlp.Generator if side == "g" else mlp.Discriminator)(drawn, shape)
-        linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
-        for lin in linears:
+        for lin in (m for m in net.modules() if isinstance(m, nn.Linear)):
             assert lin.weight.std().item() == pytest.approx(math.sqrt(2.0 / lin.in_features), rel=0.15)
     ranged = dataclasses.replace(g_cfg, families=mlp_only, mlp=bogonet.MLPRange(depths=[3], widths=[64, 128, 256]))
     drawn = bogonet.draw(dataclasses.replace(ranged, seed=0), "g", shape)[0]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from importlib import metadata
 
+import numpy as np
 import pytest
 
 from conftest import POINTS, run_train
@@ -74,8 +75,6 @@ def test_ganbench_sample_names_the_mismatch_for_an_image_run_and_samples_a_2d_ru
     done = subprocess.run([sys.executable, "-m", "ganbench.sample", str(points_run), "--out", str(out), "--n", "50"],
                           cwd=tmp_path, env=broken_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    import numpy as np
-
     assert np.load(out)["arr_0"].shape == (50, 2)
 
 

@@ -86,8 +86,7 @@ class MLPRange:
         _choices(prefix, "depths", self.depths, minimum=1)
         _choices(prefix, "widths", self.widths, minimum=1)
         _choices(prefix, "activations", self.activations, allowed=list(mlp.ACTIVATIONS))
-        if self.init not in mlp.INITS:
-            raise ConfigError(f"{prefix}init: unknown option '{self.init}'; allowed: {', '.join(mlp.INITS)}")
+        _choices(prefix, "init", [self.init], allowed=mlp.INITS)  # one value, checked as a list of one
 
 
 def _default_families() -> Dict[str, float]:
